@@ -1,0 +1,72 @@
+// Device DMA through a domain: each piece of a transfer is translated (IOTLB
+// first), checked against the access, and copied with one memory.copy per
+// page. A fault stops the transfer; the bytes before it stay done, the
+// fault is recorded in the ring and described in the control block.
+import { ctrl } from "../layout";
+import { inRam, ramPtr } from "../mem/phys";
+import { ctxPtr, ctxFlags } from "../walk/context";
+import { liveFrom } from "../tlb/iotlb";
+import { translateOne, outHpa, outSizeLog, outLevel } from "../translate";
+import { recordFault } from "./faults";
+import { ST_OK, FAULT_OUTPUT_OUTSIDE_RAM, RES_STATUS, RES_LEVEL, RES_BYTES, RES_FAULT_ADDR, RES_SEGMENT, SEG_SIZE, SEG_IOVA, SEG_LEN, ACCESS_WRITE } from "../abi";
+
+let faultLevel: u32 = 0;
+
+// Moves len bytes between iova.. and buf..; returns the status, bytes done in `moved`.
+let moved: u64 = 0;
+
+function transfer(ctxId: u32, pasid: u32, access: u32, flags: u32, minStamp: u32, sourceId: u32, iova: u64, len: u64, buf: usize): u32 {
+  const toRam = (access & ACCESS_WRITE) != 0;
+  let done: u64 = 0;
+  let cur = iova;
+  while (done < len) {
+    const st = translateOne(ctxId, pasid, cur, access, flags, minStamp, sourceId);
+    if (st != ST_OK) { moved = done; faultLevel = outLevel; return st; }
+    const pageLeft = ((cur | ((<u64>1 << outSizeLog) - 1)) - cur) + 1;
+    const want = len - done;
+    const chunk = pageLeft < want ? pageLeft : want;
+    if (!inRam(outHpa, chunk)) {
+      recordFault(ctxId, pasid, sourceId, cur, access, FAULT_OUTPUT_OUTSIDE_RAM, 0, 1);
+      moved = done; faultLevel = 0;
+      return FAULT_OUTPUT_OUTSIDE_RAM;
+    }
+    if (toRam) memory.copy(ramPtr(outHpa), buf + <usize>done, <usize>chunk);
+    else memory.copy(buf + <usize>done, ramPtr(outHpa), <usize>chunk);
+    done += chunk;
+    cur += chunk;
+  }
+  moved = done;
+  return ST_OK;
+}
+
+@inline function report(status: u32, bytes: u64, faultAddr: u64, segment: u32): u32 {
+  store<u32>(ctrl + RES_STATUS, status);
+  store<u64>(ctrl + RES_BYTES, bytes);
+  store<u64>(ctrl + RES_FAULT_ADDR, faultAddr);
+  store<u32>(ctrl + RES_LEVEL, faultLevel);
+  store<u32>(ctrl + RES_SEGMENT, segment);
+  return status;
+}
+
+export function dmaCopy(ctxId: u32, pasid: u32, access: u32, sourceId: u32, iova: u64, len: u32, buf: usize): u32 {
+  const flags = ctxFlags(ctxPtr(ctxId));
+  const st = transfer(ctxId, pasid, access, flags, liveFrom(ctxId, pasid), sourceId, iova, len, buf);
+  return report(st, moved, st == ST_OK ? 0 : iova + moved, 0);
+}
+
+// Scatter-gather: segments (iova u64, length u32) in order, packed into one
+// buffer. Stops at the first fault; RES_SEGMENT says which segment.
+export function dmaScatterGather(ctxId: u32, pasid: u32, access: u32, sourceId: u32, segs: usize, count: u32, buf: usize): u32 {
+  const flags = ctxFlags(ctxPtr(ctxId));
+  const minStamp = liveFrom(ctxId, pasid);
+  let total: u64 = 0;
+  for (let i: u32 = 0; i < count; i++) {
+    const seg = segs + <usize>i * SEG_SIZE;
+    const iova = load<u64>(seg + SEG_IOVA);
+    const len = load<u32>(seg + SEG_LEN);
+    const st = transfer(ctxId, pasid, access, flags, minStamp, sourceId, iova, len, buf + <usize>total);
+    total += moved;
+    if (st != ST_OK) return report(st, total, iova + moved, i);
+  }
+  return report(ST_OK, total, 0, count);
+}

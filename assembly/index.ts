@@ -1,0 +1,110 @@
+// The engine's only export surface. Every function here trusts the facade to
+// have validated its arguments (ids live, ranges in bounds); what it still
+// checks is whatever a page table in RAM can make wrong at run time.
+import { ctrl, layoutInit, staging } from "./layout";
+import { framesInit, allocFrames, freeFrames } from "./mem/frames";
+import { ctxPtr, ctxSet, ctxClear, ctxFormat } from "./walk/context";
+import { buildMap, buildUnmap } from "./walk/builder";
+import { tlbInit, tlbFlushAll, tlbFlushContext, tlbFlushPasid, tlbFlushRange, liveFrom } from "./tlb/iotlb";
+import { translateOne, walkContext, outHpa, outSizeLog, outPerms, outLevel } from "./translate";
+import { walkHpa, walkSizeLog, walkPerms, walkLevel, WALK_TRACE } from "./walk/walker";
+import { dmaCopy, dmaScatterGather } from "./dma/dma";
+import { X86Format } from "./fmt/x86_64";
+import { ctxFlags } from "./walk/context";
+import { ST_OK, ERR_EINVAL, FORMAT_X86_64, RES_STATUS, RES_LEVEL, RES_HPA, RES_SIZE_LOG, RES_PERMS } from "./abi";
+
+export function init(ramBytes: u64, tlbSetsLog: u32, tlbWays: u32, faultLog: u32, arenaBytes: u32): u32 {
+  const st = layoutInit(ramBytes, tlbSetsLog, tlbWays, faultLog, arenaBytes);
+  if (st != 0) return st;
+  framesInit();
+  tlbInit();
+  return 0;
+}
+
+export function controlBlock(): usize { return ctrl; }
+export function stagingArea(): usize { return staging; }
+
+// ---- frames
+export function framesAlloc(count: u32): u64 { return allocFrames(count); }
+export function framesRelease(hpa: u64, count: u32): u32 { return freeFrames(hpa, count) ? ST_OK : ERR_EINVAL; }
+
+// ---- contexts
+export function contextSet(id: u32, format: u32, levels: u32, flags: u32, paWidth: u32, root: u64, pgsizes: u64): void {
+  ctxSet(id, format, levels, flags, paWidth, root, pgsizes | (1 << 12));
+}
+export function contextDestroy(id: u32): void { tlbFlushContext(id); ctxClear(id); }
+
+// ---- builder
+export function ptMap(id: u32, iova: u64, last: u64, hpa: u64, prot: u32): u32 {
+  const ctx = ctxPtr(id);
+  switch (ctxFormat(ctx)) {
+    case FORMAT_X86_64: return buildMap<X86Format>(ctx, iova, last, hpa, prot);
+    default: return ERR_EINVAL;
+  }
+}
+export function ptUnmap(id: u32, iova: u64, last: u64): u64 {
+  const ctx = ctxPtr(id);
+  switch (ctxFormat(ctx)) {
+    case FORMAT_X86_64: return buildUnmap<X86Format>(ctx, iova, last);
+    default: return 0;
+  }
+}
+
+// A walk that neither fills the IOTLB nor sets A/D; `traceEntries` records
+// every entry read. Results go to the control block.
+export function probe(id: u32, iova: u64, access: u32, traceEntries: bool): u32 {
+  const st = walkContext(ctxPtr(id), iova, access, traceEntries ? WALK_TRACE : 0);
+  store<u32>(ctrl + RES_STATUS, st);
+  store<u32>(ctrl + RES_LEVEL, walkLevel);
+  store<u64>(ctrl + RES_HPA, st == ST_OK ? walkHpa : 0);
+  store<u32>(ctrl + RES_SIZE_LOG, st == ST_OK ? walkSizeLog : 0);
+  store<u32>(ctrl + RES_PERMS, st == ST_OK ? walkPerms : 0);
+  return st;
+}
+
+// ---- translation through the IOTLB
+export function translate(id: u32, pasid: u32, iova: u64, access: u32, sourceId: u32): u32 {
+  const st = translateOne(id, pasid, iova, access, ctxFlags(ctxPtr(id)), liveFrom(id, pasid), sourceId);
+  store<u32>(ctrl + RES_STATUS, st);
+  store<u32>(ctrl + RES_LEVEL, st == ST_OK ? 0 : outLevel);
+  store<u64>(ctrl + RES_HPA, st == ST_OK ? outHpa : 0);
+  store<u32>(ctrl + RES_SIZE_LOG, st == ST_OK ? outSizeLog : 0);
+  store<u32>(ctrl + RES_PERMS, st == ST_OK ? outPerms : 0);
+  return st;
+}
+
+// iovas[i] → hpas[i] (0 on a fault) and status[i]; returns the number of faults.
+export function translateBatch(id: u32, pasid: u32, access: u32, sourceId: u32, iovas: usize, hpas: usize, status: usize, count: u32): u32 {
+  const flags = ctxFlags(ctxPtr(id));
+  const minStamp = liveFrom(id, pasid);
+  let faults: u32 = 0;
+  for (let i: u32 = 0; i < count; i++) {
+    const off = <usize>i << 3;
+    const st = translateOne(id, pasid, load<u64>(iovas + off), access, flags, minStamp, sourceId);
+    store<u64>(hpas + off, st == ST_OK ? outHpa : 0);
+    store<u8>(status + i, <u8>st);
+    if (st != ST_OK) faults++;
+  }
+  return faults;
+}
+
+// ---- IOTLB invalidation
+export function iotlbFlushAll(): void { tlbFlushAll(); }
+export function iotlbFlushContext(id: u32): void { tlbFlushContext(id); }
+export function iotlbFlushPasid(id: u32, pasid: u32): void { tlbFlushPasid(id, pasid); }
+export function iotlbFlushRange(id: u32, pasid: u32, anyPasid: bool, first: u64, last: u64): void {
+  tlbFlushRange(id, pasid, anyPasid, first, last);
+}
+
+// ---- DMA
+export function dma(id: u32, pasid: u32, access: u32, sourceId: u32, iova: u64, len: u32, buf: usize): u32 {
+  return dmaCopy(id, pasid, access, sourceId, iova, len, buf);
+}
+export function dmaSg(id: u32, pasid: u32, access: u32, sourceId: u32, segs: usize, count: u32, buf: usize): u32 {
+  return dmaScatterGather(id, pasid, access, sourceId, segs, count, buf);
+}
+
+// ---- limits for the benchmark: the same copies with no translation at all
+export function memcpyLimit(dst: usize, src: usize, len: u32, times: u32): void {
+  for (let i: u32 = 0; i < times; i++) memory.copy(dst + <usize>i * len, src + <usize>i * len, len);
+}

@@ -1,0 +1,184 @@
+// The IOTLB: set-associative, `ways` entries a set, FIFO replacement per set.
+// Entries are tagged (page number, page size, context id, PASID).
+//
+// Flushing a whole context, a (context, PASID) pair or everything is O(1):
+// every entry carries the epoch it was filled in, and a flush records a new
+// epoch below which entries of that scope are dead. PASID flush epochs live in
+// a small hashed table: two pairs that share a slot flush each other's
+// entries too — a spurious miss, never a stale hit.
+//
+// The set index ignores the PASID, so a range flush for all PASIDs of a
+// context finds every candidate in the same set.
+import { ctrl, tlb, tlbVictim, tlbSetsLog, tlbSetMask, tlbWays, pasidFlush } from "../layout";
+import { ctxPtr, ctxTlbSizes, ctxFlushEpoch } from "../walk/context";
+import {
+  TLB_ENTRY_SIZE, TLB_VPN, TLB_KEY, TLB_OUT, TLB_STAMP, TLB_PERMS, PASID_FLUSH_SLOTS,
+  CNT_HITS, CNT_MISSES, CNT_EVICTIONS, CNT_INVALIDATIONS, CTX_TLB_SIZES, CTX_FLUSH_EPOCH, MAX_CONTEXTS,
+} from "../abi";
+
+let epoch: u32 = 1;
+let allFlushEpoch: u32 = 0;
+
+export let hitOut: u64 = 0;
+export let hitPerms: u32 = 0;
+export let hitSizeLog: u32 = 0;
+
+@inline export function tlbKey(ctxId: u32, pasid: u32, sizeLog: u32): u64 {
+  return (<u64>pasid << 32) | (<u64>ctxId << 8) | <u64>sizeLog;
+}
+
+@inline function setOf(vpn: u64, ctxId: u32, sizeLog: u32): u32 {
+  return (<u32>vpn ^ <u32>(vpn >> tlbSetsLog) ^ (ctxId << 4) ^ sizeLog) & tlbSetMask;
+}
+
+@inline function pasidSlot(ctxId: u32, pasid: u32): usize {
+  return pasidFlush + (<usize>((ctxId * 0x9E3779B1 ^ pasid * 0x85EBCA77) >> 20) & (PASID_FLUSH_SLOTS - 1)) * 4;
+}
+
+@inline function bump(counter: u32): void {
+  store<u64>(ctrl + counter, load<u64>(ctrl + counter) + 1);
+}
+
+// The oldest epoch an entry of (ctxId, pasid) may carry and still be live.
+@inline export function liveFrom(ctxId: u32, pasid: u32): u32 {
+  let m = allFlushEpoch;
+  const c = ctxFlushEpoch(ctxPtr(ctxId));
+  if (c > m) m = c;
+  const p = load<u32>(pasidSlot(ctxId, pasid));
+  return p > m ? p : m;
+}
+
+// Looks up iova; on a hit sets hitOut (page base), hitPerms, hitSizeLog.
+// Probes only the page sizes this context has cached.
+@inline export function tlbLookup(ctxId: u32, pasid: u32, iova: u64, minStamp: u32, sizes: u64): bool {
+  let mask = sizes;
+  while (mask != 0) {
+    const sizeLog = <u32>ctz(mask);
+    mask &= mask - 1;
+    const vpn = iova >> sizeLog;
+    const key = tlbKey(ctxId, pasid, sizeLog);
+    let e = tlb + ((<usize>setOf(vpn, ctxId, sizeLog) * tlbWays) * TLB_ENTRY_SIZE);
+    for (let w: u32 = 0; w < tlbWays; w++, e += TLB_ENTRY_SIZE) {
+      if (load<u64>(e + TLB_VPN) == vpn && load<u64>(e + TLB_KEY) == key && load<u32>(e + TLB_STAMP) >= minStamp) {
+        hitOut = load<u64>(e + TLB_OUT);
+        hitPerms = load<u32>(e + TLB_PERMS);
+        hitSizeLog = sizeLog;
+        return true;
+      }
+    }
+  }
+  return false;
+}
+
+@inline export function countHit(): void { bump(CNT_HITS); }
+@inline export function countMiss(): void { bump(CNT_MISSES); }
+
+function entryIsLive(e: usize): bool {
+  const key = load<u64>(e + TLB_KEY);
+  if (key == 0) return false;
+  const ctxId = <u32>(key >> 8) & 0xFFFFFF;
+  return load<u32>(e + TLB_STAMP) >= liveFrom(ctxId, <u32>(key >> 32));
+}
+
+// Inserts a translation. A dead or empty way is reused first; otherwise the
+// set's FIFO victim is evicted.
+export function tlbFill(ctxId: u32, pasid: u32, iova: u64, sizeLog: u32, outPage: u64, perms: u32): void {
+  const vpn = iova >> sizeLog;
+  const set = setOf(vpn, ctxId, sizeLog);
+  const base = tlb + ((<usize>set * tlbWays) * TLB_ENTRY_SIZE);
+  let e: usize = 0;
+  for (let w: u32 = 0; w < tlbWays; w++) {
+    const cand = base + <usize>w * TLB_ENTRY_SIZE;
+    if (!entryIsLive(cand)) { e = cand; break; }
+  }
+  if (e == 0) {
+    const v = load<u8>(tlbVictim + set);
+    e = base + <usize>v * TLB_ENTRY_SIZE;
+    store<u8>(tlbVictim + set, <u8>((<u32>v + 1) % tlbWays));
+    bump(CNT_EVICTIONS);
+  }
+  store<u64>(e + TLB_VPN, vpn);
+  store<u64>(e + TLB_KEY, tlbKey(ctxId, pasid, sizeLog));
+  store<u64>(e + TLB_OUT, outPage);
+  store<u32>(e + TLB_STAMP, epoch);
+  store<u32>(e + TLB_PERMS, perms);
+  const ctx = ctxPtr(ctxId);
+  store<u64>(ctx + CTX_TLB_SIZES, ctxTlbSizes(ctx) | (<u64>1 << sizeLog));
+}
+
+// Epochs are u32; long before they wrap, every entry and stamp is reset.
+function nextEpoch(): u32 {
+  if (epoch >= 0xFFFFFFF0) {
+    memory.fill(tlb, 0, ((<usize>TLB_ENTRY_SIZE * tlbWays) << tlbSetsLog));
+    memory.fill(pasidFlush, 0, <usize>PASID_FLUSH_SLOTS * 4);
+    for (let id: u32 = 0; id < MAX_CONTEXTS; id++) {
+      const ctx = ctxPtr(id);
+      store<u32>(ctx + CTX_FLUSH_EPOCH, 0);
+      store<u64>(ctx + CTX_TLB_SIZES, 0);
+    }
+    allFlushEpoch = 0;
+    epoch = 1;
+  }
+  epoch++;
+  return epoch;
+}
+
+export function tlbFlushAll(): void {
+  allFlushEpoch = nextEpoch();
+  for (let id: u32 = 0; id < MAX_CONTEXTS; id++) store<u64>(ctxPtr(id) + CTX_TLB_SIZES, 0);
+  bump(CNT_INVALIDATIONS);
+}
+
+export function tlbFlushContext(ctxId: u32): void {
+  const ctx = ctxPtr(ctxId);
+  store<u32>(ctx + CTX_FLUSH_EPOCH, nextEpoch());
+  store<u64>(ctx + CTX_TLB_SIZES, 0);
+  bump(CNT_INVALIDATIONS);
+}
+
+export function tlbFlushPasid(ctxId: u32, pasid: u32): void {
+  store<u32>(pasidSlot(ctxId, pasid), nextEpoch());
+  bump(CNT_INVALIDATIONS);
+}
+
+@inline function dropIfMatch(e: usize, ctxId: u32, pasid: u32, anyPasid: bool, sizeLog: u32, firstVpn: u64, lastVpn: u64): void {
+  const key = load<u64>(e + TLB_KEY);
+  if (key == 0) return;
+  if ((<u32>key & 0xFF) != sizeLog || ((<u32>(key >> 8)) & 0xFFFFFF) != ctxId) return;
+  if (!anyPasid && <u32>(key >> 32) != pasid) return;
+  const vpn = load<u64>(e + TLB_VPN);
+  if (vpn >= firstVpn && vpn <= lastVpn) store<u64>(e + TLB_KEY, 0);
+}
+
+// Drops every entry of ctxId (one PASID, or all when anyPasid) that overlaps
+// [first, last]. Probes the sets of the affected pages, or scans the whole
+// IOTLB when that is cheaper. Only leaf translations are cached, so the leaf
+// hint changes nothing here.
+export function tlbFlushRange(ctxId: u32, pasid: u32, anyPasid: bool, first: u64, last: u64): void {
+  let mask = ctxTlbSizes(ctxPtr(ctxId));
+  const sets = <u64>1 << tlbSetsLog;
+  while (mask != 0) {
+    const sizeLog = <u32>ctz(mask);
+    mask &= mask - 1;
+    const firstVpn = first >> sizeLog;
+    const lastVpn = last >> sizeLog;
+    if (lastVpn - firstVpn >= sets) {
+      const end = tlb + ((<usize>TLB_ENTRY_SIZE * tlbWays) << tlbSetsLog);
+      for (let e = tlb; e < end; e += TLB_ENTRY_SIZE) dropIfMatch(e, ctxId, pasid, anyPasid, sizeLog, firstVpn, lastVpn);
+    } else {
+      let vpn = firstVpn;
+      while (true) {
+        let e = tlb + ((<usize>setOf(vpn, ctxId, sizeLog) * tlbWays) * TLB_ENTRY_SIZE);
+        for (let w: u32 = 0; w < tlbWays; w++, e += TLB_ENTRY_SIZE) dropIfMatch(e, ctxId, pasid, anyPasid, sizeLog, firstVpn, lastVpn);
+        if (vpn == lastVpn) break;
+        vpn++;
+      }
+    }
+  }
+  bump(CNT_INVALIDATIONS);
+}
+
+export function tlbInit(): void {
+  epoch = 1;
+  allFlushEpoch = 0;
+}

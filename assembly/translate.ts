@@ -1,0 +1,60 @@
+// Translation through a domain: the IOTLB first, then the walker on a miss
+// (or when the cached permissions do not allow the access, so that A/D and
+// the fault are what a fresh walk says), then a fill on success.
+import { ctxPtr, ctxFormat, ctxTlbSizes } from "./walk/context";
+import { walk, walkHpa, walkSizeLog, walkPerms, walkLevel, WALK_UPDATE_AD } from "./walk/walker";
+import { tlbLookup, tlbFill, hitOut, hitPerms, hitSizeLog, countHit, countMiss } from "./tlb/iotlb";
+import { X86Format } from "./fmt/x86_64";
+import { permsAllow } from "./walk/perms";
+import { recordFault } from "./dma/faults";
+import { ctrl } from "./layout";
+import { ST_OK, FAULT_NO_CONTEXT, FORMAT_X86_64, PERM_DIRTY, ACCESS_WRITE, CNT_WALKS } from "./abi";
+
+// Result of the last translateOne: output address, page size, permissions, or the fault level.
+export let outHpa: u64 = 0;
+export let outSizeLog: u32 = 0;
+export let outPerms: u32 = 0;
+export let outLevel: u32 = 0;
+
+// Walks the context's table with its format. One switch per miss.
+export function walkContext(ctx: usize, iova: u64, access: u32, mode: u32): u32 {
+  switch (ctxFormat(ctx)) {
+    case FORMAT_X86_64: return walk<X86Format>(ctx, iova, access, mode);
+    default: walkLevel = 0; return FAULT_NO_CONTEXT;
+  }
+}
+
+@inline function hitAllows(perms: u32, access: u32, flags: u32): bool {
+  if ((access & ACCESS_WRITE) != 0 && (perms & PERM_DIRTY) == 0) return false;
+  return permsAllow(perms, access, flags);
+}
+
+function missPath(ctxId: u32, pasid: u32, iova: u64, access: u32, sourceId: u32): u32 {
+  countMiss();
+  const ctx = ctxPtr(ctxId);
+  store<u64>(ctrl + CNT_WALKS, load<u64>(ctrl + CNT_WALKS) + 1);
+  const status = walkContext(ctx, iova, access, WALK_UPDATE_AD);
+  if (status != ST_OK) {
+    outLevel = walkLevel;
+    recordFault(ctxId, pasid, sourceId, iova, access, status, walkLevel, 1);
+    return status;
+  }
+  const pageMask = (<u64>1 << walkSizeLog) - 1;
+  tlbFill(ctxId, pasid, iova, walkSizeLog, walkHpa & ~pageMask, walkPerms);
+  outHpa = walkHpa;
+  outSizeLog = walkSizeLog;
+  outPerms = walkPerms;
+  return ST_OK;
+}
+
+// minStamp: liveFrom(ctxId, pasid), computed once per call by the caller.
+@inline export function translateOne(ctxId: u32, pasid: u32, iova: u64, access: u32, flags: u32, minStamp: u32, sourceId: u32): u32 {
+  if (tlbLookup(ctxId, pasid, iova, minStamp, ctxTlbSizes(ctxPtr(ctxId))) && hitAllows(hitPerms, access, flags)) {
+    countHit();
+    outHpa = hitOut | (iova & ((<u64>1 << hitSizeLog) - 1));
+    outSizeLog = hitSizeLog;
+    outPerms = hitPerms;
+    return ST_OK;
+  }
+  return missPath(ctxId, pasid, iova, access, sourceId);
+}

@@ -1,0 +1,48 @@
+// Contexts: a page-table root with its format and configuration. A domain is
+// a context that the IOTLB tags entries with; a builder-only page table is a
+// context too. Slot 0 is never handed out, so 0 means "none".
+import { contexts } from "../layout";
+import { CTX_SIZE, CTX_ROOT, CTX_RSVD_MASK, CTX_FORMAT, CTX_LEVELS, CTX_FLAGS, CTX_TLB_SIZES, CTX_PGSIZES, CTX_FLUSH_EPOCH, CTX_PA_WIDTH, CTX_LIVE, CTX_NX, MAX_CONTEXTS } from "../abi";
+
+@inline export function ctxPtr(id: u32): usize { return contexts + <usize>id * CTX_SIZE; }
+@inline export function ctxRoot(ctx: usize): u64 { return load<u64>(ctx + CTX_ROOT); }
+@inline export function ctxRsvdMask(ctx: usize): u64 { return load<u64>(ctx + CTX_RSVD_MASK); }
+@inline export function ctxFormat(ctx: usize): u32 { return load<u8>(ctx + CTX_FORMAT); }
+@inline export function ctxLevels(ctx: usize): u32 { return load<u8>(ctx + CTX_LEVELS); }
+@inline export function ctxFlags(ctx: usize): u32 { return load<u8>(ctx + CTX_FLAGS); }
+@inline export function ctxPgsizes(ctx: usize): u64 { return load<u64>(ctx + CTX_PGSIZES); }
+@inline export function ctxTlbSizes(ctx: usize): u64 { return load<u64>(ctx + CTX_TLB_SIZES); }
+@inline export function ctxFlushEpoch(ctx: usize): u32 { return load<u32>(ctx + CTX_FLUSH_EPOCH); }
+
+export function ctxIsLive(id: u32): bool {
+  return id > 0 && id < MAX_CONTEXTS && (ctxFlags(ctxPtr(id)) & CTX_LIVE) != 0;
+}
+
+// Reserved bits common to every entry: the address bits from paWidth up to
+// bit 51, and XD when the format's NX is off.
+function rsvdMaskFor(paWidth: u32, flags: u32): u64 {
+  let mask: u64 = paWidth >= 52 ? 0 : (((<u64>1 << 52) - 1) & ~((<u64>1 << paWidth) - 1));
+  if ((flags & CTX_NX) == 0) mask |= <u64>1 << 63;
+  return mask;
+}
+
+export function ctxSet(id: u32, format: u32, levels: u32, flags: u32, paWidth: u32, root: u64, pgsizes: u64): void {
+  const ctx = ctxPtr(id);
+  store<u64>(ctx + CTX_ROOT, root);
+  store<u64>(ctx + CTX_RSVD_MASK, rsvdMaskFor(paWidth, flags));
+  store<u64>(ctx + CTX_PGSIZES, pgsizes);
+  store<u64>(ctx + CTX_TLB_SIZES, 0);
+  store<u8>(ctx + CTX_FORMAT, <u8>format);
+  store<u8>(ctx + CTX_LEVELS, <u8>levels);
+  store<u8>(ctx + CTX_FLAGS, <u8>(flags | CTX_LIVE));
+  store<u8>(ctx + CTX_PA_WIDTH, <u8>paWidth);
+}
+
+// Keeps the flush epoch: the caller flushed the context first, and its old
+// IOTLB entries must stay dead if the id is handed out again.
+export function ctxClear(id: u32): void {
+  const ctx = ctxPtr(id);
+  const flushEpoch = ctxFlushEpoch(ctx);
+  memory.fill(ctx, 0, CTX_SIZE);
+  store<u32>(ctx + CTX_FLUSH_EPOCH, flushEpoch);
+}

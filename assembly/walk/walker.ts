@@ -1,0 +1,85 @@
+// The one page-table walker. A format answers small inlined questions (is
+// this entry present, a leaf, reserved; what does it point to; do the
+// accumulated permissions allow the access); the walk itself is written once
+// and specialised per format at compile time (no indirect calls).
+//
+// A walk ends in success (walkHpa, walkSizeLog, walkPerms) or in a fault
+// reason with the level it happened at (leaf = 0). Tables outside RAM and
+// tables that loop back to one already on the path are faults; the walk is
+// bounded by the level count, so it can never hang.
+import { ctrl } from "../layout";
+import { inRam, loadPte, storePte } from "../mem/phys";
+import { permsAllow } from "./perms";
+import { ctxRoot, ctxLevels, ctxFlags, ctxRsvdMask } from "./context";
+import {
+  ST_OK, FAULT_NOT_PRESENT, FAULT_PERMISSION, FAULT_RESERVED_BIT, FAULT_NON_CANONICAL,
+  FAULT_TABLE_OUTSIDE_RAM, FAULT_TABLE_CYCLE, CTX_AD, PERM_DIRTY, ACCESS_WRITE,
+  TRACE, TRACE_RECORD_SIZE, RES_TRACE_COUNT,
+} from "../abi";
+
+export let walkHpa: u64 = 0;
+export let walkSizeLog: u32 = 0;
+export let walkPerms: u32 = 0;
+export let walkLevel: u32 = 0;
+
+// mode bits
+export const WALK_UPDATE_AD: u32 = 1; // set accessed/dirty as hardware would
+export const WALK_TRACE: u32 = 2;     // record every entry read (probe)
+
+@inline function trace(n: u32, pteAddr: u64, pte: u64): void {
+  const rec = ctrl + TRACE + <usize>n * TRACE_RECORD_SIZE;
+  store<u64>(rec, pteAddr);
+  store<u64>(rec, pte, 8);
+  store<u32>(ctrl + RES_TRACE_COUNT, n + 1);
+}
+
+export function walk<F>(ctx: usize, iova: u64, access: u32, mode: u32): u32 {
+  const fmt = changetype<F>(0);
+  const levels = ctxLevels(ctx);
+  const flags = ctxFlags(ctx);
+  const rsvdMask = ctxRsvdMask(ctx);
+  const updateAd = (mode & WALK_UPDATE_AD) != 0 && (flags & CTX_AD) != 0;
+  const tracing = (mode & WALK_TRACE) != 0;
+  if (tracing) store<u32>(ctrl + RES_TRACE_COUNT, 0);
+  let level = levels - 1;
+  walkLevel = level;
+  if (!fmt.inputValid(iova, levels)) return FAULT_NON_CANONICAL;
+  let table = fmt.rootAddr(ctxRoot(ctx));
+  // Tables already on this path, to refuse cycles (at most 5 levels deep).
+  let seen0: u64 = table, seen1: u64 = u64.MAX_VALUE, seen2: u64 = u64.MAX_VALUE, seen3: u64 = u64.MAX_VALUE;
+  let perms = fmt.fullPerms();
+  let depth: u32 = 0;
+  while (true) {
+    walkLevel = level;
+    const pteAddr = table + (<u64>fmt.index(iova, level) << 3);
+    if (!inRam(table, 4096)) return FAULT_TABLE_OUTSIDE_RAM;
+    let pte = loadPte(pteAddr);
+    if (tracing) trace(depth, pteAddr, pte);
+    if (!fmt.isPresent(pte)) return FAULT_NOT_PRESENT;
+    if (fmt.reserved(pte, level, rsvdMask)) return FAULT_RESERVED_BIT;
+    perms = fmt.narrow(perms, pte, flags);
+    if (fmt.isLeaf(pte, level)) {
+      if (!permsAllow(perms, access, flags)) return FAULT_PERMISSION;
+      const sizeLog = fmt.levelShift(level);
+      if (updateAd) {
+        const next = (access & ACCESS_WRITE) != 0 ? fmt.dirtied(pte) : fmt.accessed(pte);
+        if (next != pte) { storePte(pteAddr, next); pte = next; }
+      }
+      // Without hardware A/D there is nothing to set on a write, so writes may hit in the IOTLB.
+      if (!updateAd || fmt.isDirty(pte)) perms |= PERM_DIRTY;
+      walkHpa = fmt.leafAddr(pte, level) | (iova & ((<u64>1 << sizeLog) - 1));
+      walkSizeLog = sizeLog;
+      walkPerms = perms;
+      return ST_OK;
+    }
+    if (updateAd) {
+      const next = fmt.accessed(pte);
+      if (next != pte) storePte(pteAddr, next);
+    }
+    table = fmt.tableAddr(pte);
+    depth++;
+    if (table == seen0 || table == seen1 || table == seen2 || table == seen3) return FAULT_TABLE_CYCLE;
+    if (depth == 1) seen1 = table; else if (depth == 2) seen2 = table; else if (depth == 3) seen3 = table;
+    level--;
+  }
+}

@@ -1,0 +1,77 @@
+// Access requests, permissions and fault reasons in the facade's words, and
+// their engine encodings (abi.ts).
+import * as abi from "./engine/abi.js";
+import { fail } from "./errors.js";
+
+/** What a request asks for. `privileged` is VT-d's privileged-request bit (x86 CPL 0, Arm EL1). */
+export type Access = "read" | "write" | "exec" | AccessFlags;
+export interface AccessFlags { read?: boolean; write?: boolean; exec?: boolean; privileged?: boolean }
+
+export interface Perms { read: boolean; write: boolean; exec: boolean; user: boolean }
+
+export type FaultReason =
+  | "not-present" | "permission" | "reserved-bit" | "non-canonical" | "table-outside-ram"
+  | "table-cycle" | "output-outside-ram" | "no-context";
+
+const REASONS: Record<number, FaultReason> = {
+  [abi.FAULT_NOT_PRESENT]: "not-present",
+  [abi.FAULT_PERMISSION]: "permission",
+  [abi.FAULT_RESERVED_BIT]: "reserved-bit",
+  [abi.FAULT_NON_CANONICAL]: "non-canonical",
+  [abi.FAULT_TABLE_OUTSIDE_RAM]: "table-outside-ram",
+  [abi.FAULT_TABLE_CYCLE]: "table-cycle",
+  [abi.FAULT_OUTPUT_OUTSIDE_RAM]: "output-outside-ram",
+  [abi.FAULT_NO_CONTEXT]: "no-context",
+};
+
+export function reasonName(status: number): FaultReason {
+  const name = REASONS[status];
+  if (!name) throw new Error(`engine returned unknown status ${status}`);
+  return name;
+}
+
+export function accessBits(access: Access): number {
+  if (access === "read") return abi.ACCESS_READ;
+  if (access === "write") return abi.ACCESS_WRITE;
+  if (access === "exec") return abi.ACCESS_EXEC;
+  if (typeof access !== "object" || access === null) fail("EINVAL", `access must be "read", "write", "exec" or flags, got ${String(access)}`);
+  let bits = 0;
+  if (access.read) bits |= abi.ACCESS_READ;
+  if (access.write) bits |= abi.ACCESS_WRITE;
+  if (access.exec) bits |= abi.ACCESS_EXEC;
+  if (access.privileged) bits |= abi.ACCESS_PRIV;
+  if ((bits & 7) === 0) fail("EINVAL", "access asks for neither read, write nor exec");
+  return bits;
+}
+
+export function accessFlags(bits: number): Required<AccessFlags> {
+  return {
+    read: (bits & abi.ACCESS_READ) !== 0,
+    write: (bits & abi.ACCESS_WRITE) !== 0,
+    exec: (bits & abi.ACCESS_EXEC) !== 0,
+    privileged: (bits & abi.ACCESS_PRIV) !== 0,
+  };
+}
+
+export function permsOf(bits: number): Perms {
+  return {
+    read: (bits & abi.PERM_R) !== 0,
+    write: (bits & abi.PERM_W) !== 0,
+    exec: (bits & abi.PERM_X) !== 0,
+    user: (bits & abi.PERM_U) !== 0,
+  };
+}
+
+/** Leaf protection for the builder. read defaults to true, user to true, write and exec to false. */
+export interface Prot { read?: boolean; write?: boolean; exec?: boolean; user?: boolean }
+
+export function protBits(prot: Prot): number {
+  if (typeof prot !== "object" || prot === null) fail("EINVAL", "prot must be an object { read, write, exec, user }");
+  const read = prot.read ?? true;
+  if (!read && !prot.write) fail("EINVAL", "prot allows neither read nor write");
+  let bits = abi.PERM_R;
+  if (prot.write) bits |= abi.PERM_W;
+  if (prot.exec) bits |= abi.PERM_X;
+  if (prot.user ?? true) bits |= abi.PERM_U;
+  return bits;
+}

@@ -1,0 +1,56 @@
+// Buffers in engine memory, outside RAM. A DMA or a translation batch whose
+// arrays live here moves with a single copy, no staging. First fit over a
+// sorted free list; 64-byte granules keep typed arrays aligned.
+import { fail } from "./errors.js";
+import type { Engine } from "./engine/engine.js";
+
+const GRANULE = 64;
+
+export class BufferArena {
+  private free: { start: number; size: number }[];
+  private readonly used = new Map<number, number>();
+
+  constructor(private readonly engine: Engine) {
+    this.free = engine.arenaSize > 0 ? [{ start: engine.arena, size: engine.arenaSize }] : [];
+  }
+
+  /** A zero-filled Uint8Array on engine memory; ENOMEM when the arena has no room. */
+  alloc(byteLength: number): Uint8Array {
+    if (!Number.isSafeInteger(byteLength) || byteLength <= 0) fail("EINVAL", `buffer length must be a positive integer, got ${byteLength}`);
+    const size = Math.ceil(byteLength / GRANULE) * GRANULE;
+    const i = this.free.findIndex((r) => r.size >= size);
+    if (i < 0) fail("ENOMEM", `no ${size}-byte run left in the ${this.engine.arenaSize}-byte buffer arena`);
+    const run = this.free[i];
+    const start = run.start;
+    if (run.size === size) this.free.splice(i, 1);
+    else { run.start += size; run.size -= size; }
+    this.used.set(start, size);
+    const view = new Uint8Array(this.engine.buffer, start, byteLength);
+    view.fill(0);
+    return view;
+  }
+
+  release(view: ArrayBufferView): void {
+    const start = this.engine.offsetOf(view);
+    const size = this.used.get(start);
+    if (size === undefined) fail("EINVAL", "not a buffer from this host's allocBuffer()");
+    this.used.delete(start);
+    let i = this.free.findIndex((r) => r.start > start);
+    if (i < 0) i = this.free.length;
+    this.free.splice(i, 0, { start, size });
+    // Coalesce with neighbours.
+    const merged: { start: number; size: number }[] = [];
+    for (const r of this.free) {
+      const last = merged[merged.length - 1];
+      if (last && last.start + last.size === r.start) last.size += r.size;
+      else merged.push({ ...r });
+    }
+    this.free = merged;
+  }
+
+  /** Whether a view lies wholly in the arena (then it can be passed by offset). */
+  contains(view: ArrayBufferView): boolean {
+    const off = this.engine.offsetOf(view);
+    return off >= this.engine.arena && off + view.byteLength <= this.engine.arena + this.engine.arenaSize;
+  }
+}

@@ -1,0 +1,206 @@
+// Device DMA through a domain. Nothing here throws for a translation
+// failure: a transfer stops at the first fault and reports the bytes it
+// completed and the fault. Errors are thrown only for bad arguments.
+//
+// A buffer on engine memory (allocBuffer(), or a view of RAM) is passed by
+// offset: one copy, page by page, inside WASM. Any other buffer goes through
+// the engine's staging area in chunks, one WASM call per chunk.
+import { toU64, toLength, hex, type Address } from "./addr.js";
+import { accessBits, reasonName, type AccessFlags, type FaultReason } from "./access.js";
+import { fail } from "./errors.js";
+import * as abi from "./engine/abi.js";
+import type { Engine } from "./engine/engine.js";
+
+export interface DmaOptions {
+  /** PASID of the request; 0 (the default) means none. */
+  pasid?: number;
+  /** A privileged (supervisor) request. */
+  privileged?: boolean;
+}
+
+export interface DmaFault {
+  reason: FaultReason;
+  /** The first address that could not be transferred. */
+  address: bigint;
+  level: number;
+  stage: 1 | 2;
+  pasid: number;
+  access: Required<AccessFlags>;
+}
+
+export interface DmaResult { bytes: number; fault?: DmaFault }
+export interface DmaReadResult extends DmaResult { data: Uint8Array }
+export interface SgResult extends DmaResult {
+  /** Index of the segment that faulted (segments.length when none did). */
+  segment: number;
+}
+
+/** A scatter-gather list: objects, or a BigUint64Array of (iova, length) pairs. */
+export type SgSegments = ReadonlyArray<{ iova: Address; length: Address }> | BigUint64Array;
+
+export interface SgOptions extends DmaOptions {
+  /** "read": device reads memory into the buffer; "write": device writes the buffer to memory. */
+  direction: "read" | "write";
+}
+
+// Staging: a table of segments, then data.
+const STAGE_SEGS = 4096;
+
+export function checkPasid(pasid: number | undefined): number {
+  const p = pasid ?? 0;
+  if (!Number.isInteger(p) || p < 0 || p > 0xfffff) fail("EINVAL", `pasid must be an integer in 0..0xfffff, got ${String(pasid)}`);
+  return p;
+}
+
+interface Piece { iova: bigint; length: number; segment: number }
+
+export class DmaPort {
+  private readonly stageData: number;
+  private readonly stageDataSize: number;
+
+  constructor(private readonly engine: Engine, private readonly contextId: () => number, private readonly sourceId: number) {
+    this.stageData = engine.staging + STAGE_SEGS * abi.SEG_SIZE;
+    this.stageDataSize = engine.stagingSize - STAGE_SEGS * abi.SEG_SIZE;
+  }
+
+  /** Device reads len bytes at iova (memory → a new buffer). */
+  read(iova: Address, len: number, opts: DmaOptions = {}): DmaReadResult {
+    const data = new Uint8Array(toLength(len, "len"));
+    const r = this.readInto(iova, data, opts);
+    return { data, ...r };
+  }
+
+  /** Device reads target.length bytes at iova into target. */
+  readInto(iova: Address, target: Uint8Array, opts: DmaOptions = {}): DmaResult {
+    return this.single(iova, target, abi.ACCESS_READ, opts);
+  }
+
+  /** Device writes bytes to memory at iova. */
+  write(iova: Address, bytes: Uint8Array, opts: DmaOptions = {}): DmaResult {
+    return this.single(iova, bytes, abi.ACCESS_WRITE, opts);
+  }
+
+  /** Moves every segment, in order, to or from one packed buffer. */
+  sg(segments: SgSegments, buffer: Uint8Array, opts: SgOptions): SgResult {
+    const access = this.accessOf(opts.direction === "write" ? abi.ACCESS_WRITE : opts.direction === "read" ? abi.ACCESS_READ : -1, opts);
+    const pasid = checkPasid(opts.pasid);
+    const list = normalizeSegments(segments);
+    let total = 0;
+    for (const s of list) total += s.length;
+    if (total > buffer.byteLength) fail("EINVAL", `sg: segments total ${total} bytes, buffer has ${buffer.byteLength}`);
+    const direct = this.engine.isDirect(buffer);
+    // A resident pair list and a resident buffer: one call, no copies.
+    if (direct >= 0 && segments instanceof BigUint64Array && this.engine.isDirect(segments) >= 0) {
+      const st = this.engine.wasm.dmaSg(this.contextId(), pasid, access, this.sourceId, this.engine.isDirect(segments), list.length, direct);
+      return this.result(st, pasid, access, list.length);
+    }
+    return this.staged(list, buffer, direct, pasid, access);
+  }
+
+  private accessOf(base: number, opts: DmaOptions): number {
+    if (base < 0) fail("EINVAL", 'sg: direction must be "read" or "write"');
+    return base | (opts.privileged ? abi.ACCESS_PRIV : 0);
+  }
+
+  private single(iova: Address, buffer: Uint8Array, base: number, opts: DmaOptions): DmaResult {
+    const access = this.accessOf(base, opts);
+    const pasid = checkPasid(opts.pasid);
+    const start = toU64(iova, "iova");
+    const len = buffer.byteLength;
+    if (start + BigInt(len) > 1n << 64n) fail("EOVERFLOW", `dma: ${hex(start)} + ${len} wraps past 2^64`);
+    const direct = this.engine.isDirect(buffer);
+    if (direct >= 0) {
+      const st = this.engine.wasm.dma(this.contextId(), pasid, access, this.sourceId, start, len, direct);
+      const r = this.result(st, pasid, access, 1);
+      return r.fault ? { bytes: r.bytes, fault: r.fault } : { bytes: r.bytes };
+    }
+    const r = this.staged([{ iova: start, length: len, segment: 0 }], buffer, -1, pasid, access);
+    return r.fault ? { bytes: r.bytes, fault: r.fault } : { bytes: r.bytes };
+  }
+
+  /**
+   * Runs pieces in batches that fit the staging area (segments split where a
+   * batch's data would not fit). With a direct buffer only the segment table
+   * is staged.
+   */
+  private staged(list: Piece[], buffer: Uint8Array, direct: number, pasid: number, access: number): SgResult {
+    const e = this.engine;
+    const toMemory = (access & abi.ACCESS_WRITE) !== 0;
+    const segCount = list.length;
+    let done = 0;
+    let i = 0;
+    let offsetInSeg = 0;
+    while (i < segCount) {
+      // Build one batch.
+      const batch: Piece[] = [];
+      let bytes = 0;
+      while (i < segCount && batch.length < STAGE_SEGS) {
+        const seg = list[i];
+        const left = seg.length - offsetInSeg;
+        const room = direct >= 0 ? left : Math.min(left, this.stageDataSize - bytes);
+        if (room === 0 && left > 0) break;
+        batch.push({ iova: seg.iova + BigInt(offsetInSeg), length: room, segment: seg.segment });
+        bytes += room;
+        if (room === left) { i++; offsetInSeg = 0; } else { offsetInSeg += room; break; }
+      }
+      for (let k = 0; k < batch.length; k++) {
+        const rec = e.staging + k * abi.SEG_SIZE;
+        e.data.setBigUint64(rec + abi.SEG_IOVA, batch[k].iova, true);
+        e.data.setUint32(rec + abi.SEG_LEN, batch[k].length, true);
+      }
+      const bufPtr = direct >= 0 ? direct + done : this.stageData;
+      if (direct < 0 && toMemory) e.bytes.set(buffer.subarray(done, done + bytes), this.stageData);
+      const st = e.wasm.dmaSg(this.contextId(), pasid, access, this.sourceId, e.staging, batch.length, bufPtr);
+      const moved = Number(e.u64(abi.RES_BYTES));
+      if (direct < 0 && !toMemory) buffer.set(e.bytes.subarray(this.stageData, this.stageData + moved), done);
+      done += moved;
+      if (st !== abi.ST_OK) {
+        const r = this.result(st, pasid, access, segCount);
+        return { ...r, bytes: done, segment: batch[e.u32(abi.RES_SEGMENT)].segment };
+      }
+    }
+    return { bytes: done, segment: segCount };
+  }
+
+  private result(st: number, pasid: number, access: number, segments: number): SgResult {
+    const e = this.engine;
+    const bytes = Number(e.u64(abi.RES_BYTES));
+    if (st === abi.ST_OK) return { bytes, segment: segments };
+    return {
+      bytes,
+      segment: e.u32(abi.RES_SEGMENT),
+      fault: {
+        reason: reasonName(st),
+        address: e.u64(abi.RES_FAULT_ADDR),
+        level: e.u32(abi.RES_LEVEL),
+        stage: 1,
+        pasid,
+        access: {
+          read: (access & abi.ACCESS_READ) !== 0,
+          write: (access & abi.ACCESS_WRITE) !== 0,
+          exec: (access & abi.ACCESS_EXEC) !== 0,
+          privileged: (access & abi.ACCESS_PRIV) !== 0,
+        },
+      },
+    };
+  }
+}
+
+function normalizeSegments(segments: SgSegments): Piece[] {
+  const list: Piece[] = [];
+  if (segments instanceof BigUint64Array) {
+    if (segments.length % 2 !== 0) fail("EINVAL", "sg: a BigUint64Array segment list holds (iova, length) pairs");
+    for (let k = 0; k < segments.length; k += 2) list.push(piece(segments[k], segments[k + 1], k / 2));
+  } else {
+    if (!Array.isArray(segments)) fail("EINVAL", "sg: segments must be an array or a BigUint64Array");
+    segments.forEach((s, k) => list.push(piece(s.iova, s.length, k)));
+  }
+  return list;
+}
+
+function piece(iova: Address, length: Address, segment: number): Piece {
+  const start = toU64(iova, `segment ${segment} iova`);
+  const len = toLength(length, `segment ${segment} length`);
+  if (start + BigInt(len) > 1n << 64n) fail("EOVERFLOW", `segment ${segment}: ${hex(start)} + ${len} wraps past 2^64`);
+  return { iova: start, length: len, segment };
+}

@@ -1,0 +1,44 @@
+// Instantiates the engine. The WASM bytes are inlined in the bundle (base64),
+// so Node and browsers load it the same way; the module is compiled once and
+// every host gets its own instance and memory.
+import { ENGINE_WASM_BASE64, ENGINE_FINGERPRINT } from "./wasm-bytes.generated.js";
+
+export interface EngineExports {
+  memory: WebAssembly.Memory;
+  init(ramBytes: bigint, tlbSetsLog: number, tlbWays: number, faultLog: number, arenaBytes: number): number;
+  controlBlock(): number;
+  stagingArea(): number;
+  framesAlloc(count: number): bigint;
+  framesRelease(hpa: bigint, count: number): number;
+  contextSet(id: number, format: number, levels: number, flags: number, paWidth: number, root: bigint, pgsizes: bigint): void;
+  contextDestroy(id: number): void;
+  ptMap(id: number, iova: bigint, last: bigint, hpa: bigint, prot: number): number;
+  ptUnmap(id: number, iova: bigint, last: bigint): bigint;
+  probe(id: number, iova: bigint, access: number, trace: number): number;
+  translate(id: number, pasid: number, iova: bigint, access: number, sourceId: number): number;
+  translateBatch(id: number, pasid: number, access: number, sourceId: number, iovas: number, hpas: number, status: number, count: number): number;
+  iotlbFlushAll(): void;
+  iotlbFlushContext(id: number): void;
+  iotlbFlushPasid(id: number, pasid: number): void;
+  iotlbFlushRange(id: number, pasid: number, anyPasid: number, first: bigint, last: bigint): void;
+  dma(id: number, pasid: number, access: number, sourceId: number, iova: bigint, len: number, buf: number): number;
+  dmaSg(id: number, pasid: number, access: number, sourceId: number, segs: number, count: number, buf: number): number;
+  memcpyLimit(dst: number, src: number, len: number, times: number): void;
+}
+
+export { ENGINE_FINGERPRINT };
+
+let compiled: Promise<WebAssembly.Module> | undefined;
+
+function decodeBase64(text: string): Uint8Array<ArrayBuffer> {
+  const binary = atob(text);
+  const bytes = new Uint8Array(binary.length);
+  for (let i = 0; i < binary.length; i++) bytes[i] = binary.charCodeAt(i);
+  return bytes;
+}
+
+export async function instantiateEngine(): Promise<EngineExports> {
+  compiled ??= WebAssembly.compile(decodeBase64(ENGINE_WASM_BASE64));
+  const instance = await WebAssembly.instantiate(await compiled, {});
+  return instance.exports as unknown as EngineExports;
+}

@@ -1,0 +1,134 @@
+// A page table in RAM with the io-pgtable operations. The table is an engine
+// context (root + format + config); the engine's builder does the work.
+import { toU64, lastOf, requireAligned, hex, PAGE_SIZE, U64_MAX, type Address } from "./addr.js";
+import { accessBits, permsOf, protBits, reasonName, type Access, type FaultReason, type Perms, type Prot } from "./access.js";
+import { fail } from "./errors.js";
+import { contextFlags, resolveFormat, type DomainFlags, type PageTableOptions, type ResolvedFormat } from "./format.js";
+import * as abi from "./engine/abi.js";
+import type { Engine } from "./engine/engine.js";
+import type { PhysicalMemory } from "./memory.js";
+
+export interface WalkStep { level: number; entryAddress: bigint; entry: bigint }
+
+/** A probe walk: no IOTLB fill, no accessed/dirty update. */
+export interface WalkResult {
+  hpa?: bigint;
+  pageSize?: bigint;
+  perms?: Perms;
+  fault?: { reason: FaultReason; level: number };
+  /** Every entry read, top level first. */
+  steps: WalkStep[];
+}
+
+export class PageTable {
+  readonly format: ResolvedFormat;
+  readonly root: bigint;
+  /** Engine context id of the table (used by the builder and by probe walks). */
+  readonly contextId: number;
+  private readonly ownsRoot: boolean;
+  private destroyed = false;
+
+  constructor(private readonly engine: Engine, private readonly ram: PhysicalMemory, options: PageTableOptions, flags: DomainFlags = {}) {
+    this.format = resolveFormat(options);
+    if (options.root !== undefined) {
+      const root = toU64(options.root, "root");
+      requireAligned(root, PAGE_SIZE, "root");
+      if (root + PAGE_SIZE > ram.size) fail("EFAULT", `root ${hex(root)} is outside RAM`);
+      this.root = root;
+      this.ownsRoot = false;
+    } else {
+      this.root = ram.allocFrames(1);
+      this.ownsRoot = true;
+    }
+    try {
+      this.contextId = engine.allocContextId();
+    } catch (e) {
+      if (this.ownsRoot) ram.freeFrames(this.root);
+      throw e;
+    }
+    const f = this.format;
+    engine.wasm.contextSet(this.contextId, f.id, f.levels, contextFlags(f, flags), f.physAddrWidth, this.root, f.pageSizeMask);
+  }
+
+  private live(): void {
+    if (this.destroyed) fail("ENODEV", "page table was destroyed");
+  }
+
+  /** Whether [first, last] is inside the format's input address space (canonical, one half). */
+  private checkInputRange(first: bigint, last: bigint, what: string): void {
+    const half = 1n << BigInt(this.format.inputBits - 1);
+    const lower = last < half;
+    const upper = first >= U64_MAX + 1n - half;
+    if (!lower && !upper) fail("EINVAL", `${what}: [${hex(first)}, ${hex(last)}] is not inside one canonical half of the ${this.format.inputBits}-bit input space`);
+  }
+
+  /** Maps [iova, iova + size) to [hpa, hpa + size) with the largest pages that fit. All or nothing. */
+  map(iova: Address, hpa: Address, size: Address, prot: Prot = {}): void {
+    this.live();
+    const i = toU64(iova, "iova"), p = toU64(hpa, "hpa"), s = toU64(size, "size");
+    const bits = protBits(prot);
+    requireAligned(i, PAGE_SIZE, "iova");
+    requireAligned(p, PAGE_SIZE, "hpa");
+    requireAligned(s, PAGE_SIZE, "size");
+    const last = lastOf(i, s, "map iova");
+    const hpaLast = lastOf(p, s, "map hpa");
+    this.checkInputRange(i, last, "map");
+    if (hpaLast >> BigInt(this.format.physAddrWidth) !== 0n) fail("EINVAL", `map: hpa range ends at ${hex(hpaLast)}, beyond the ${this.format.physAddrWidth}-bit physical address width`);
+    const st = this.engine.wasm.ptMap(this.contextId, i, last, p, bits);
+    if (st === abi.ST_OK) return;
+    if (st === abi.ERR_EEXIST) fail("EEXIST", `map: [${hex(i)}, ${hex(last)}] overlaps an existing mapping`);
+    if (st === abi.ERR_ENOMEM) fail("ENOMEM", `map: not enough free frames for the page tables of [${hex(i)}, ${hex(last)}]`);
+    if (st === abi.ERR_EFAULT) fail("EFAULT", `map: a table on the path of [${hex(i)}, ${hex(last)}] lies outside RAM`);
+    fail("EINVAL", `map: engine refused the request (status ${st})`);
+  }
+
+  /** Removes every leaf wholly inside [iova, iova + size); returns the bytes unmapped. */
+  unmap(iova: Address, size: Address): bigint {
+    this.live();
+    const i = toU64(iova, "iova"), s = toU64(size, "size");
+    requireAligned(i, PAGE_SIZE, "iova");
+    requireAligned(s, PAGE_SIZE, "size");
+    const last = lastOf(i, s, "unmap iova");
+    this.checkInputRange(i, last, "unmap");
+    return this.engine.wasm.ptUnmap(this.contextId, i, last);
+  }
+
+  /** The HPA iova translates to, or undefined when nothing is mapped there (no permission check). */
+  iovaToPhys(iova: Address): bigint | undefined {
+    this.live();
+    const i = toU64(iova, "iova");
+    return this.engine.wasm.probe(this.contextId, i, 0, 0) === abi.ST_OK ? this.engine.u64(abi.RES_HPA) : undefined;
+  }
+
+  /** A probe walk of iova, reporting every entry read. */
+  walk(iova: Address, access: Access = "read"): WalkResult {
+    this.live();
+    return probeWalk(this.engine, this.contextId, this.format.levels, toU64(iova, "iova"), accessBits(access));
+  }
+
+  /** Unmaps everything (freeing the tables the builder allocated) and frees an owned root. */
+  destroy(): void {
+    if (this.destroyed) return;
+    const half = 1n << BigInt(this.format.inputBits - 1);
+    this.engine.wasm.ptUnmap(this.contextId, 0n, half - 1n);
+    this.engine.wasm.ptUnmap(this.contextId, U64_MAX + 1n - half, U64_MAX);
+    this.engine.releaseContextId(this.contextId);
+    if (this.ownsRoot) this.ram.freeFrames(this.root);
+    this.destroyed = true;
+  }
+}
+
+/** Every walk starts at the top level (levels - 1), so step n is at level levels - 1 - n. */
+export function probeWalk(engine: Engine, contextId: number, levels: number, iova: bigint, access: number): WalkResult {
+  const st = engine.wasm.probe(contextId, iova, access, 1);
+  const steps: WalkStep[] = [];
+  const count = engine.u32(abi.RES_TRACE_COUNT);
+  const top = levels - 1;
+  for (let n = 0; n < count; n++) {
+    const rec = abi.TRACE + n * abi.TRACE_RECORD_SIZE;
+    steps.push({ level: top - n, entryAddress: engine.u64(rec), entry: engine.u64(rec + 8) });
+  }
+  if (st !== abi.ST_OK) return { fault: { reason: reasonName(st), level: engine.u32(abi.RES_LEVEL) }, steps };
+  const sizeLog = engine.u32(abi.RES_SIZE_LOG);
+  return { hpa: engine.u64(abi.RES_HPA), pageSize: 1n << BigInt(sizeLog), perms: permsOf(engine.u32(abi.RES_PERMS)), steps };
+}
