@@ -14,6 +14,9 @@ export const FAULT_TABLE_OUTSIDE_RAM: u32 = 5;
 export const FAULT_TABLE_CYCLE: u32 = 6;
 export const FAULT_OUTPUT_OUTSIDE_RAM: u32 = 7;
 export const FAULT_NO_CONTEXT: u32 = 8;
+export const FAULT_ACCESS_FLAG: u32 = 9;
+export const FAULT_ADDRESS_SIZE: u32 = 10;
+export const FAULT_INPUT_RANGE: u32 = 11;
 
 // ---- Control-plane status from builder and allocator calls (errno names in the facade).
 export const ERR_EINVAL: u32 = 100;
@@ -37,6 +40,12 @@ export const PERM_DIRTY: u32 = 16;
 
 // ---- Page-table formats.
 export const FORMAT_X86_64: u32 = 1;
+export const FORMAT_ARM64_S1: u32 = 2;
+
+// ---- What an entry is at a level (formats answer entryKind).
+export const KIND_INVALID: u32 = 0;
+export const KIND_TABLE: u32 = 1;
+export const KIND_LEAF: u32 = 2;
 
 // ---- Context flags (a context is a page table or a domain: root + format + config).
 export const CTX_SRE: u32 = 1;
@@ -57,6 +66,7 @@ export const CTX_FORMAT: u32 = 36;
 export const CTX_LEVELS: u32 = 37;
 export const CTX_FLAGS: u32 = 38;
 export const CTX_PA_WIDTH: u32 = 39;
+export const CTX_INPUT_BITS: u32 = 40;
 
 // ---- IOTLB entry (TLB_ENTRY_SIZE bytes): page number, key (pasid, context, page size), output page, stamp, perms.
 export const TLB_ENTRY_SIZE: u32 = 32;

@@ -10,8 +10,9 @@ import { translateOne, walkContext, outHpa, outSizeLog, outPerms, outLevel } fro
 import { walkHpa, walkSizeLog, walkPerms, walkLevel, WALK_TRACE } from "./walk/walker";
 import { dmaCopy, dmaScatterGather } from "./dma/dma";
 import { X86Format } from "./fmt/x86_64";
+import { Arm64S1Format } from "./fmt/arm64";
 import { ctxFlags } from "./walk/context";
-import { ST_OK, ERR_EINVAL, FORMAT_X86_64, RES_STATUS, RES_LEVEL, RES_HPA, RES_SIZE_LOG, RES_PERMS } from "./abi";
+import { ST_OK, ERR_EINVAL, FORMAT_X86_64, FORMAT_ARM64_S1, RES_STATUS, RES_LEVEL, RES_HPA, RES_SIZE_LOG, RES_PERMS } from "./abi";
 
 export function init(ramBytes: u64, tlbSetsLog: u32, tlbWays: u32, faultLog: u32, arenaBytes: u32): u32 {
   const st = layoutInit(ramBytes, tlbSetsLog, tlbWays, faultLog, arenaBytes);
@@ -29,8 +30,8 @@ export function framesAlloc(count: u32): u64 { return allocFrames(count); }
 export function framesRelease(hpa: u64, count: u32): u32 { return freeFrames(hpa, count) ? ST_OK : ERR_EINVAL; }
 
 // ---- contexts
-export function contextSet(id: u32, format: u32, levels: u32, flags: u32, paWidth: u32, root: u64, pgsizes: u64): void {
-  ctxSet(id, format, levels, flags, paWidth, root, pgsizes | (1 << 12));
+export function contextSet(id: u32, format: u32, levels: u32, inputBits: u32, flags: u32, paWidth: u32, root: u64, pgsizes: u64): void {
+  ctxSet(id, format, levels, inputBits, flags, paWidth, root, pgsizes | (1 << 12));
 }
 export function contextDestroy(id: u32): void { tlbFlushContext(id); ctxClear(id); }
 
@@ -39,6 +40,7 @@ export function ptMap(id: u32, iova: u64, last: u64, hpa: u64, prot: u32): u32 {
   const ctx = ctxPtr(id);
   switch (ctxFormat(ctx)) {
     case FORMAT_X86_64: return buildMap<X86Format>(ctx, iova, last, hpa, prot);
+    case FORMAT_ARM64_S1: return buildMap<Arm64S1Format>(ctx, iova, last, hpa, prot);
     default: return ERR_EINVAL;
   }
 }
@@ -46,6 +48,7 @@ export function ptUnmap(id: u32, iova: u64, last: u64): u64 {
   const ctx = ctxPtr(id);
   switch (ctxFormat(ctx)) {
     case FORMAT_X86_64: return buildUnmap<X86Format>(ctx, iova, last);
+    case FORMAT_ARM64_S1: return buildUnmap<Arm64S1Format>(ctx, iova, last);
     default: return 0;
   }
 }

@@ -5,10 +5,11 @@ import { ctxPtr, ctxFormat, ctxTlbSizes } from "./walk/context";
 import { walk, walkHpa, walkSizeLog, walkPerms, walkLevel, WALK_UPDATE_AD } from "./walk/walker";
 import { tlbLookup, tlbFill, hitOut, hitPerms, hitSizeLog, countHit, countMiss } from "./tlb/iotlb";
 import { X86Format } from "./fmt/x86_64";
+import { Arm64S1Format } from "./fmt/arm64";
 import { permsAllow } from "./walk/perms";
 import { recordFault } from "./dma/faults";
 import { ctrl } from "./layout";
-import { ST_OK, FAULT_NO_CONTEXT, FORMAT_X86_64, PERM_DIRTY, ACCESS_WRITE, CNT_WALKS } from "./abi";
+import { ST_OK, FAULT_NO_CONTEXT, FORMAT_X86_64, FORMAT_ARM64_S1, PERM_DIRTY, ACCESS_WRITE, CNT_WALKS } from "./abi";
 
 // Result of the last translateOne: output address, page size, permissions, or the fault level.
 export let outHpa: u64 = 0;
@@ -20,6 +21,7 @@ export let outLevel: u32 = 0;
 export function walkContext(ctx: usize, iova: u64, access: u32, mode: u32): u32 {
   switch (ctxFormat(ctx)) {
     case FORMAT_X86_64: return walk<X86Format>(ctx, iova, access, mode);
+    case FORMAT_ARM64_S1: return walk<Arm64S1Format>(ctx, iova, access, mode);
     default: walkLevel = 0; return FAULT_NO_CONTEXT;
   }
 }

@@ -11,7 +11,7 @@ export interface Perms { read: boolean; write: boolean; exec: boolean; user: boo
 
 export type FaultReason =
   | "not-present" | "permission" | "reserved-bit" | "non-canonical" | "table-outside-ram"
-  | "table-cycle" | "output-outside-ram" | "no-context";
+  | "table-cycle" | "output-outside-ram" | "no-context" | "access-flag" | "address-size" | "input-range";
 
 const REASONS: Record<number, FaultReason> = {
   [abi.FAULT_NOT_PRESENT]: "not-present",
@@ -22,6 +22,9 @@ const REASONS: Record<number, FaultReason> = {
   [abi.FAULT_TABLE_CYCLE]: "table-cycle",
   [abi.FAULT_OUTPUT_OUTSIDE_RAM]: "output-outside-ram",
   [abi.FAULT_NO_CONTEXT]: "no-context",
+  [abi.FAULT_ACCESS_FLAG]: "access-flag",
+  [abi.FAULT_ADDRESS_SIZE]: "address-size",
+  [abi.FAULT_INPUT_RANGE]: "input-range",
 };
 
 export function reasonName(status: number): FaultReason {

@@ -4,7 +4,7 @@
 import { toU64, lastOf, requireAligned, hex, PAGE_SIZE, type Address } from "./addr.js";
 import { accessBits, permsOf, reasonName, type Access, type FaultReason, type Perms } from "./access.js";
 import { fail } from "./errors.js";
-import { contextFlags, type DomainFlags, type PageTableOptions } from "./format.js";
+import { setContext, type DomainFlags, type PageTableOptions } from "./format.js";
 import { DmaPort, checkPasid } from "./dma.js";
 import { PageTable, probeWalk, type WalkResult } from "./pagetable.js";
 import * as abi from "./engine/abi.js";
@@ -55,8 +55,7 @@ export class Domain {
       if (this.ownsTable) this.pageTable.destroy();
       throw e;
     }
-    const f = this.pageTable.format;
-    engine.wasm.contextSet(this.id, f.id, f.levels, contextFlags(f, options), f.physAddrWidth, this.pageTable.root, f.pageSizeMask);
+    setContext(engine.wasm, this.id, this.pageTable.format, options, this.pageTable.root);
     this.dma = new DmaPort(engine, () => this.liveId(), 0);
   }
 

@@ -1,35 +1,39 @@
 // Page-table formats and their configuration: variants are data (levels,
-// address width, page sizes, flags), not new formats.
+// input and output address width, page sizes, flags), not new formats.
 import * as abi from "./engine/abi.js";
 import { fail } from "./errors.js";
+import { U64_MAX } from "./addr.js";
 
-export type FormatName = "x86-64";
+export type FormatName = "x86-64" | "arm64";
 
 export const PAGE_4K = 0x1000n;
 export const PAGE_2M = 0x200000n;
 export const PAGE_1G = 0x40000000n;
 
 export interface PageTableOptions {
+  /** Default "x86-64". "arm64" is VMSAv8-64 stage 1 with the 4 KiB granule (TTBR0 region). */
   format?: FormatName;
-  /** 4 (48-bit input) or 5 (57-bit input). Default 4. */
+  /** x86-64: 4 (48-bit input) or 5 (57-bit input). Default 4. Arm derives it from inputBits. */
   levels?: 4 | 5;
-  /** Physical-address width: entry address bits above it are reserved. Default 52. */
+  /** arm64: input-address size, 64 - T0SZ (25..48). Default 48. */
+  inputBits?: number;
+  /** Physical-address width (x86 MAXPHYADDR / VT-d HAW, Arm IPS). Default 52 (x86), 48 (arm64). */
   physAddrWidth?: number;
   /** Leaf sizes the builder may use. Default 4 KiB, 2 MiB and 1 GiB. */
   pageSizes?: (bigint | number)[];
-  /** XD (bit 63) forbids fetch; without NX it is a reserved bit. Default true. */
+  /** x86: XD (bit 63) forbids fetch; without NX it is a reserved bit. Default true. */
   nx?: boolean;
   /** An existing root table (4 KiB aligned, in RAM); default: a new zeroed frame owned by the table. */
   root?: bigint | number;
 }
 
-/** Request-side switches of a domain (VT-d first level: SRE, WPE, EAFE-like A/D update). */
+/** Request-side switches of a domain (VT-d first level: SRE, WPE, A/D update; Arm: TCR.HA). */
 export interface DomainFlags {
   /** Supervisor (privileged) requests allowed. Default true. */
   sre?: boolean;
-  /** Write protect: privileged writes need R/W. Default true. */
+  /** Write protect: privileged writes need write permission. Default true. */
   wpe?: boolean;
-  /** Set accessed/dirty bits as the hardware walks. Default true. */
+  /** Set accessed/dirty bits as the hardware walks. Default true for x86-64, false for arm64 (AF = 0 faults). */
   accessedDirty?: boolean;
 }
 
@@ -37,40 +41,69 @@ export interface ResolvedFormat {
   name: FormatName;
   id: number;
   levels: number;
+  inputBits: number;
   physAddrWidth: number;
   pageSizeMask: bigint;
   nx: boolean;
-  /** Number of input-address bits (48 or 57). */
-  inputBits: number;
+  /** The inclusive input ranges a mapping may lie in (one of them, wholly). */
+  inputRanges: [bigint, bigint][];
+  defaultAccessedDirty: boolean;
 }
 
-const FORMATS: Record<FormatName, { id: number; levels: number[]; pageSizes: bigint[] }> = {
-  "x86-64": { id: abi.FORMAT_X86_64, levels: [4, 5], pageSizes: [PAGE_4K, PAGE_2M, PAGE_1G] },
-};
+const PAGE_SIZES = [PAGE_4K, PAGE_2M, PAGE_1G];
 
 export function resolveFormat(options: PageTableOptions): ResolvedFormat {
   const name = options.format ?? "x86-64";
-  const spec = FORMATS[name];
-  if (!spec) fail("EOPNOTSUPP", `page-table format ${String(name)} is not supported (supported: ${Object.keys(FORMATS).join(", ")})`);
-  const levels = options.levels ?? 4;
-  if (!spec.levels.includes(levels)) fail("EINVAL", `${name} has ${spec.levels.join(" or ")} levels, not ${levels}`);
-  const physAddrWidth = options.physAddrWidth ?? 52;
-  if (!Number.isInteger(physAddrWidth) || physAddrWidth < 32 || physAddrWidth > 52) fail("EINVAL", `physAddrWidth must be 32..52, got ${physAddrWidth}`);
+  let id: number, levels: number, inputBits: number, inputRanges: [bigint, bigint][], defaultWidth: number;
+  if (name === "x86-64") {
+    levels = options.levels ?? 4;
+    if (levels !== 4 && levels !== 5) fail("EINVAL", `x86-64 has 4 or 5 levels, not ${levels}`);
+    if (options.inputBits !== undefined && options.inputBits !== 12 + 9 * levels) fail("EINVAL", `x86-64 with ${levels} levels has ${12 + 9 * levels} input bits`);
+    id = abi.FORMAT_X86_64;
+    inputBits = 12 + 9 * levels;
+    const half = 1n << BigInt(inputBits - 1);
+    inputRanges = [[0n, half - 1n], [U64_MAX + 1n - half, U64_MAX]];
+    defaultWidth = 52;
+  } else if (name === "arm64") {
+    inputBits = options.inputBits ?? 48;
+    if (!Number.isInteger(inputBits) || inputBits < 25 || inputBits > 48) fail("EINVAL", `arm64 inputBits (64 - T0SZ) must be 25..48, got ${inputBits}`);
+    levels = Math.ceil((inputBits - 12) / 9);
+    if (options.levels !== undefined && options.levels !== levels) fail("EINVAL", `arm64 with ${inputBits} input bits walks ${levels} levels`);
+    id = abi.FORMAT_ARM64_S1;
+    inputRanges = [[0n, (1n << BigInt(inputBits)) - 1n]];
+    defaultWidth = 48;
+  } else {
+    fail("EOPNOTSUPP", `page-table format ${String(name)} is not supported (supported: x86-64, arm64)`);
+  }
+  const physAddrWidth = options.physAddrWidth ?? defaultWidth;
+  const maxWidth = name === "arm64" ? 48 : 52;
+  if (!Number.isInteger(physAddrWidth) || physAddrWidth < 32 || physAddrWidth > maxWidth) fail("EINVAL", `physAddrWidth must be 32..${maxWidth}, got ${physAddrWidth}`);
   let pageSizeMask = 0n;
-  for (const size of options.pageSizes ?? spec.pageSizes) {
+  for (const size of options.pageSizes ?? PAGE_SIZES) {
     const s = BigInt(size);
-    if (!spec.pageSizes.includes(s)) fail("EINVAL", `${name} has no ${s}-byte pages`);
+    if (!PAGE_SIZES.includes(s)) fail("EINVAL", `${name} has no ${s}-byte pages`);
     pageSizeMask |= s;
   }
   if ((pageSizeMask & PAGE_4K) === 0n) fail("EINVAL", "page sizes must include 4 KiB");
-  return { name, id: spec.id, levels, physAddrWidth, pageSizeMask, nx: options.nx ?? true, inputBits: 12 + 9 * levels };
+  return {
+    name, id, levels, inputBits, physAddrWidth, pageSizeMask, inputRanges,
+    // Arm has no NX-off mode: bit 63 is never reserved there.
+    nx: name === "arm64" ? true : options.nx ?? true,
+    defaultAccessedDirty: name === "x86-64",
+  };
 }
 
 export function contextFlags(format: ResolvedFormat, flags: DomainFlags): number {
   let bits = 0;
   if (flags.sre ?? true) bits |= abi.CTX_SRE;
   if (flags.wpe ?? true) bits |= abi.CTX_WPE;
-  if (flags.accessedDirty ?? true) bits |= abi.CTX_AD;
+  if (flags.accessedDirty ?? format.defaultAccessedDirty) bits |= abi.CTX_AD;
   if (format.nx) bits |= abi.CTX_NX;
   return bits;
+}
+
+/** Writes a context for a page table or domain into the engine. */
+export function setContext(wasm: { contextSet(id: number, format: number, levels: number, inputBits: number, flags: number, paWidth: number, root: bigint, pgsizes: bigint): void },
+  id: number, f: ResolvedFormat, flags: DomainFlags, root: bigint): void {
+  wasm.contextSet(id, f.id, f.levels, f.inputBits, contextFlags(f, flags), f.physAddrWidth, root, f.pageSizeMask);
 }

@@ -1,9 +1,9 @@
 // A page table in RAM with the io-pgtable operations. The table is an engine
 // context (root + format + config); the engine's builder does the work.
-import { toU64, lastOf, requireAligned, hex, PAGE_SIZE, U64_MAX, type Address } from "./addr.js";
+import { toU64, lastOf, requireAligned, hex, PAGE_SIZE, type Address } from "./addr.js";
 import { accessBits, permsOf, protBits, reasonName, type Access, type FaultReason, type Perms, type Prot } from "./access.js";
 import { fail } from "./errors.js";
-import { contextFlags, resolveFormat, type DomainFlags, type PageTableOptions, type ResolvedFormat } from "./format.js";
+import { resolveFormat, setContext, type DomainFlags, type PageTableOptions, type ResolvedFormat } from "./format.js";
 import * as abi from "./engine/abi.js";
 import type { Engine } from "./engine/engine.js";
 import type { PhysicalMemory } from "./memory.js";
@@ -46,20 +46,18 @@ export class PageTable {
       if (this.ownsRoot) ram.freeFrames(this.root);
       throw e;
     }
-    const f = this.format;
-    engine.wasm.contextSet(this.contextId, f.id, f.levels, contextFlags(f, flags), f.physAddrWidth, this.root, f.pageSizeMask);
+    setContext(engine.wasm, this.contextId, this.format, flags, this.root);
   }
 
   private live(): void {
     if (this.destroyed) fail("ENODEV", "page table was destroyed");
   }
 
-  /** Whether [first, last] is inside the format's input address space (canonical, one half). */
+  /** [first, last] must lie wholly in one of the format's input ranges (x86: one canonical half). */
   private checkInputRange(first: bigint, last: bigint, what: string): void {
-    const half = 1n << BigInt(this.format.inputBits - 1);
-    const lower = last < half;
-    const upper = first >= U64_MAX + 1n - half;
-    if (!lower && !upper) fail("EINVAL", `${what}: [${hex(first)}, ${hex(last)}] is not inside one canonical half of the ${this.format.inputBits}-bit input space`);
+    if (!this.format.inputRanges.some(([lo, hi]) => first >= lo && last <= hi)) {
+      fail("EINVAL", `${what}: [${hex(first)}, ${hex(last)}] is outside the ${this.format.inputBits}-bit input address space`);
+    }
   }
 
   /** Maps [iova, iova + size) to [hpa, hpa + size) with the largest pages that fit. All or nothing. */
@@ -109,9 +107,7 @@ export class PageTable {
   /** Unmaps everything (freeing the tables the builder allocated) and frees an owned root. */
   destroy(): void {
     if (this.destroyed) return;
-    const half = 1n << BigInt(this.format.inputBits - 1);
-    this.engine.wasm.ptUnmap(this.contextId, 0n, half - 1n);
-    this.engine.wasm.ptUnmap(this.contextId, U64_MAX + 1n - half, U64_MAX);
+    for (const [lo, hi] of this.format.inputRanges) this.engine.wasm.ptUnmap(this.contextId, lo, hi);
     this.engine.releaseContextId(this.contextId);
     if (this.ownsRoot) this.ram.freeFrames(this.root);
     this.destroyed = true;

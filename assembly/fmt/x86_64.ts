@@ -8,7 +8,11 @@
 // [XD][ignored][rsvd][address        ][ign ][G][PS][D][A][PCD][PWT][US][RW][P]
 //   M = the physical-address width. In a large leaf, bit 12 is PAT and bits
 //   29:13 (1 GiB) or 20:13 (2 MiB) are reserved; PS is reserved at levels 3-4.
-import { CTX_NX, PERM_R, PERM_W, PERM_X, PERM_U } from "../abi";
+//   Input addresses are canonical: sign-extended from bit 47 (or 56).
+import {
+  CTX_NX, PERM_R, PERM_W, PERM_X, PERM_U, KIND_INVALID, KIND_TABLE, KIND_LEAF,
+  FAULT_RESERVED_BIT, FAULT_NON_CANONICAL,
+} from "../abi";
 
 export const X86_PTE_P: u64 = 1 << 0;
 export const X86_PTE_RW: u64 = 1 << 1;
@@ -28,35 +32,25 @@ export class X86Format {
 
   @inline index(iova: u64, level: u32): u32 { return <u32>(iova >> (12 + 9 * level)) & 511; }
 
-  // Sign extension from bit 47 (4 levels) or 56 (5 levels).
-  @inline inputValid(iova: u64, levels: u32): bool {
-    const topBit = 12 + 9 * levels - 1;
-    const upper = <i64>iova >> topBit;
-    return upper == 0 || upper == -1;
-  }
-
-  // The whole inclusive range [first, last] is canonical and in one half.
-  @inline rangeValid(first: u64, last: u64, levels: u32): bool {
-    const topBit = 12 + 9 * levels - 1;
-    const a = <i64>first >> topBit;
-    return (a == 0 || a == -1) && a == (<i64>last >> topBit) && first <= last;
+  @inline inputFault(iova: u64, inputBits: u32): u32 {
+    const upper = <i64>iova >> (inputBits - 1);
+    return upper == 0 || upper == -1 ? 0 : FAULT_NON_CANONICAL;
   }
 
   @inline rootAddr(root: u64): u64 { return root & X86_ADDR_MASK; }
 
-  @inline isPresent(pte: u64): bool { return (pte & X86_PTE_P) != 0; }
-
-  @inline isLeaf(pte: u64, level: u32): bool {
-    return level == 0 || (level <= 2 && (pte & X86_PTE_PS) != 0);
+  // PS at levels 3-4 makes no leaf; check() reports it as reserved.
+  @inline entryKind(pte: u64, level: u32): u32 {
+    if ((pte & X86_PTE_P) == 0) return KIND_INVALID;
+    return level == 0 || (level <= 2 && (pte & X86_PTE_PS) != 0) ? KIND_LEAF : KIND_TABLE;
   }
 
-  // Reserved bits of a present entry. rsvdMask holds the bits above the
-  // physical-address width (and XD when NX is off), the same at every level.
-  @inline reserved(pte: u64, level: u32, rsvdMask: u64): bool {
-    if ((pte & rsvdMask) != 0) return true;
-    if ((pte & X86_PTE_PS) == 0 || level == 0) return false;
-    if (level >= 3) return true;
-    return (pte & (level == 2 ? X86_RSVD_1G : X86_RSVD_2M)) != 0;
+  // rsvdMask: the bits above the physical-address width (and XD without NX).
+  @inline check(pte: u64, level: u32, rsvdMask: u64): u32 {
+    if ((pte & rsvdMask) != 0) return FAULT_RESERVED_BIT;
+    if ((pte & X86_PTE_PS) == 0 || level == 0) return 0;
+    if (level >= 3) return FAULT_RESERVED_BIT;
+    return (pte & (level == 2 ? X86_RSVD_1G : X86_RSVD_2M)) != 0 ? FAULT_RESERVED_BIT : 0;
   }
 
   @inline tableAddr(pte: u64): u64 { return pte & X86_ADDR_MASK; }
@@ -66,15 +60,19 @@ export class X86Format {
   }
 
   // U/S and R/W must allow the access at every level; XD anywhere forbids fetch.
-  @inline narrow(perms: u32, pte: u64, flags: u32): u32 {
+  @inline narrowTable(perms: u32, pte: u64, flags: u32): u32 {
     let p = perms;
     if ((pte & X86_PTE_RW) == 0) p &= ~PERM_W;
     if ((pte & X86_PTE_US) == 0) p &= ~PERM_U;
     if ((flags & CTX_NX) != 0 && (pte & X86_PTE_XD) != 0) p &= ~PERM_X;
     return p;
   }
+  @inline narrowLeaf(perms: u32, pte: u64, flags: u32): u32 { return this.narrowTable(perms, pte, flags); }
 
   @inline fullPerms(): u32 { return PERM_R | PERM_W | PERM_X | PERM_U; }
+
+  // Nothing about a valid x86 leaf faults before the permission check.
+  @inline leafFault(pte: u64, flags: u32): u32 { return 0; }
 
   // Hardware-managed accessed/dirty bits (VT-d first level sets A on each
   // entry it uses and D on a written leaf).

@@ -13,7 +13,7 @@
 import { inRam, loadPte, storePte } from "../mem/phys";
 import { allocFrames, freeFrames, framesFree, frameIsAllocated } from "../mem/frames";
 import { ctxRoot, ctxLevels, ctxFlags, ctxPgsizes } from "./context";
-import { ST_OK, ERR_EEXIST, ERR_ENOMEM, ERR_EFAULT } from "../abi";
+import { ST_OK, ERR_EEXIST, ERR_ENOMEM, ERR_EFAULT, KIND_INVALID, KIND_LEAF } from "../abi";
 
 let tablesNeeded: u32 = 0;
 
@@ -37,11 +37,10 @@ function mapCheck<F>(table: u64, virt: bool, level: u32, iova: u64, last: u64, h
   while (true) {
     const end = slotLast(cur, shift);
     const chunkLast = end < last ? end : last;
-    let present = false;
-    let pte: u64 = 0;
-    if (!virt) { pte = loadPte(table + (<u64>fmt.index(cur, level) << 3)); present = fmt.isPresent(pte); }
-    if (present) {
-      if (fmt.isLeaf(pte, level)) return ERR_EEXIST;
+    const pte = virt ? 0 : loadPte(table + (<u64>fmt.index(cur, level) << 3));
+    const kind = virt ? KIND_INVALID : fmt.entryKind(pte, level);
+    if (kind != KIND_INVALID) {
+      if (kind == KIND_LEAF) return ERR_EEXIST;
       const st = mapCheck<F>(fmt.tableAddr(pte), false, level - 1, cur, chunkLast, out, pgsizes);
       if (st != ST_OK) return st;
     } else if (!fitsLeaf<F>(level, cur, chunkLast, out, pgsizes)) {
@@ -63,7 +62,7 @@ function mapApply<F>(table: u64, level: u32, iova: u64, last: u64, hpa: u64, pro
     const chunkLast = end < last ? end : last;
     const pteAddr = table + (<u64>fmt.index(cur, level) << 3);
     const pte = loadPte(pteAddr);
-    if (fmt.isPresent(pte)) {
+    if (fmt.entryKind(pte, level) != KIND_INVALID) {
       mapApply<F>(fmt.tableAddr(pte), level - 1, cur, chunkLast, out, prot, flags, pgsizes);
     } else if (fitsLeaf<F>(level, cur, chunkLast, out, pgsizes)) {
       storePte(pteAddr, fmt.makeLeaf(out, level, prot, flags));
@@ -102,8 +101,9 @@ function unmapRange<F>(table: u64, level: u32, iova: u64, last: u64): u64 {
     const whole = chunkLast == end && (cur & ((<u64>1 << shift) - 1)) == 0;
     const pteAddr = table + (<u64>fmt.index(cur, level) << 3);
     const pte = loadPte(pteAddr);
-    if (fmt.isPresent(pte)) {
-      if (fmt.isLeaf(pte, level)) {
+    const kind = fmt.entryKind(pte, level);
+    if (kind != KIND_INVALID) {
+      if (kind == KIND_LEAF) {
         if (whole) { storePte(pteAddr, 0); bytes += <u64>1 << shift; }
       } else {
         const sub = fmt.tableAddr(pte);

@@ -2,7 +2,7 @@
 // a context that the IOTLB tags entries with; a builder-only page table is a
 // context too. Slot 0 is never handed out, so 0 means "none".
 import { contexts } from "../layout";
-import { CTX_SIZE, CTX_ROOT, CTX_RSVD_MASK, CTX_FORMAT, CTX_LEVELS, CTX_FLAGS, CTX_TLB_SIZES, CTX_PGSIZES, CTX_FLUSH_EPOCH, CTX_PA_WIDTH, CTX_LIVE, CTX_NX, MAX_CONTEXTS } from "../abi";
+import { CTX_SIZE, CTX_ROOT, CTX_RSVD_MASK, CTX_FORMAT, CTX_LEVELS, CTX_FLAGS, CTX_TLB_SIZES, CTX_PGSIZES, CTX_FLUSH_EPOCH, CTX_PA_WIDTH, CTX_INPUT_BITS, CTX_LIVE, CTX_NX, MAX_CONTEXTS } from "../abi";
 
 @inline export function ctxPtr(id: u32): usize { return contexts + <usize>id * CTX_SIZE; }
 @inline export function ctxRoot(ctx: usize): u64 { return load<u64>(ctx + CTX_ROOT); }
@@ -12,6 +12,7 @@ import { CTX_SIZE, CTX_ROOT, CTX_RSVD_MASK, CTX_FORMAT, CTX_LEVELS, CTX_FLAGS, C
 @inline export function ctxFlags(ctx: usize): u32 { return load<u8>(ctx + CTX_FLAGS); }
 @inline export function ctxPgsizes(ctx: usize): u64 { return load<u64>(ctx + CTX_PGSIZES); }
 @inline export function ctxTlbSizes(ctx: usize): u64 { return load<u64>(ctx + CTX_TLB_SIZES); }
+@inline export function ctxInputBits(ctx: usize): u32 { return load<u8>(ctx + CTX_INPUT_BITS); }
 @inline export function ctxFlushEpoch(ctx: usize): u32 { return load<u32>(ctx + CTX_FLUSH_EPOCH); }
 
 export function ctxIsLive(id: u32): bool {
@@ -26,7 +27,7 @@ function rsvdMaskFor(paWidth: u32, flags: u32): u64 {
   return mask;
 }
 
-export function ctxSet(id: u32, format: u32, levels: u32, flags: u32, paWidth: u32, root: u64, pgsizes: u64): void {
+export function ctxSet(id: u32, format: u32, levels: u32, inputBits: u32, flags: u32, paWidth: u32, root: u64, pgsizes: u64): void {
   const ctx = ctxPtr(id);
   store<u64>(ctx + CTX_ROOT, root);
   store<u64>(ctx + CTX_RSVD_MASK, rsvdMaskFor(paWidth, flags));
@@ -36,6 +37,7 @@ export function ctxSet(id: u32, format: u32, levels: u32, flags: u32, paWidth: u
   store<u8>(ctx + CTX_LEVELS, <u8>levels);
   store<u8>(ctx + CTX_FLAGS, <u8>(flags | CTX_LIVE));
   store<u8>(ctx + CTX_PA_WIDTH, <u8>paWidth);
+  store<u8>(ctx + CTX_INPUT_BITS, <u8>inputBits);
 }
 
 // Keeps the flush epoch: the caller flushed the context first, and its old

@@ -10,10 +10,9 @@
 import { ctrl } from "../layout";
 import { inRam, loadPte, storePte } from "../mem/phys";
 import { permsAllow } from "./perms";
-import { ctxRoot, ctxLevels, ctxFlags, ctxRsvdMask } from "./context";
+import { ctxRoot, ctxLevels, ctxFlags, ctxRsvdMask, ctxInputBits } from "./context";
 import {
-  ST_OK, FAULT_NOT_PRESENT, FAULT_PERMISSION, FAULT_RESERVED_BIT, FAULT_NON_CANONICAL,
-  FAULT_TABLE_OUTSIDE_RAM, FAULT_TABLE_CYCLE, CTX_AD, PERM_DIRTY, ACCESS_WRITE,
+  ST_OK, FAULT_NOT_PRESENT, FAULT_PERMISSION, FAULT_TABLE_OUTSIDE_RAM, KIND_INVALID, KIND_LEAF, FAULT_TABLE_CYCLE, CTX_AD, PERM_DIRTY, ACCESS_WRITE,
   TRACE, TRACE_RECORD_SIZE, RES_TRACE_COUNT,
 } from "../abi";
 
@@ -43,7 +42,8 @@ export function walk<F>(ctx: usize, iova: u64, access: u32, mode: u32): u32 {
   if (tracing) store<u32>(ctrl + RES_TRACE_COUNT, 0);
   let level = levels - 1;
   walkLevel = level;
-  if (!fmt.inputValid(iova, levels)) return FAULT_NON_CANONICAL;
+  const inputFault = fmt.inputFault(iova, ctxInputBits(ctx));
+  if (inputFault != 0) return inputFault;
   let table = fmt.rootAddr(ctxRoot(ctx));
   // Tables already on this path, to refuse cycles (at most 5 levels deep).
   let seen0: u64 = table, seen1: u64 = u64.MAX_VALUE, seen2: u64 = u64.MAX_VALUE, seen3: u64 = u64.MAX_VALUE;
@@ -55,10 +55,14 @@ export function walk<F>(ctx: usize, iova: u64, access: u32, mode: u32): u32 {
     if (!inRam(table, 4096)) return FAULT_TABLE_OUTSIDE_RAM;
     let pte = loadPte(pteAddr);
     if (tracing) trace(depth, pteAddr, pte);
-    if (!fmt.isPresent(pte)) return FAULT_NOT_PRESENT;
-    if (fmt.reserved(pte, level, rsvdMask)) return FAULT_RESERVED_BIT;
-    perms = fmt.narrow(perms, pte, flags);
-    if (fmt.isLeaf(pte, level)) {
+    const kind = fmt.entryKind(pte, level);
+    if (kind == KIND_INVALID) return FAULT_NOT_PRESENT;
+    const bad = fmt.check(pte, level, rsvdMask);
+    if (bad != 0) return bad;
+    if (kind == KIND_LEAF) {
+      perms = fmt.narrowLeaf(perms, pte, flags);
+      const leafBad = fmt.leafFault(pte, flags);
+      if (leafBad != 0) return leafBad;
       if (!permsAllow(perms, access, flags)) return FAULT_PERMISSION;
       const sizeLog = fmt.levelShift(level);
       if (updateAd) {
@@ -72,6 +76,7 @@ export function walk<F>(ctx: usize, iova: u64, access: u32, mode: u32): u32 {
       walkPerms = perms;
       return ST_OK;
     }
+    perms = fmt.narrowTable(perms, pte, flags);
     if (updateAd) {
       const next = fmt.accessed(pte);
       if (next != pte) storePte(pteAddr, next);

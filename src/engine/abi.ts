@@ -11,6 +11,9 @@ export const FAULT_TABLE_OUTSIDE_RAM = 5;
 export const FAULT_TABLE_CYCLE = 6;
 export const FAULT_OUTPUT_OUTSIDE_RAM = 7;
 export const FAULT_NO_CONTEXT = 8;
+export const FAULT_ACCESS_FLAG = 9;
+export const FAULT_ADDRESS_SIZE = 10;
+export const FAULT_INPUT_RANGE = 11;
 
 // ---- Control-plane status from builder and allocator calls (errno names in the facade).
 export const ERR_EINVAL = 100;
@@ -33,6 +36,12 @@ export const PERM_DIRTY = 16;
 
 // ---- Page-table formats.
 export const FORMAT_X86_64 = 1;
+export const FORMAT_ARM64_S1 = 2;
+
+// ---- What an entry is at a level (formats answer entryKind).
+export const KIND_INVALID = 0;
+export const KIND_TABLE = 1;
+export const KIND_LEAF = 2;
 
 // ---- Context flags (a context is a page table or a domain: root + format + config).
 export const CTX_SRE = 1;
@@ -53,6 +62,7 @@ export const CTX_FORMAT = 36;
 export const CTX_LEVELS = 37;
 export const CTX_FLAGS = 38;
 export const CTX_PA_WIDTH = 39;
+export const CTX_INPUT_BITS = 40;
 
 // ---- IOTLB entry (TLB_ENTRY_SIZE bytes): page number, key (pasid, context, page size), output page, stamp, perms.
 export const TLB_ENTRY_SIZE = 32;

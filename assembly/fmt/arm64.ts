@@ -1,0 +1,103 @@
+// Arm VMSAv8-64 stage 1, 4 KiB granule (Arm ARM D8.3), one region (TTBR0).
+//
+// level (ours, leaf = 0): 3 = Arm L0   2 = L1 (block → 1 GiB)   1 = L2 (block → 2 MiB)   0 = L3 (page)
+// index: va[47:39] va[38:30] va[29:21] va[20:12]; the input size (64 - T0SZ)
+// sets how many levels are walked, and va above it must be zero.
+//
+// Table:  63 NSTable | 62:61 APTable | 60 UXNTable | 59 PXNTable | 47:12 next table | 1:0 = 11
+// Block/page: 54 UXN | 53 PXN | 52 Contig | 11 nG | 10 AF | 9:8 SH | 7:6 AP[2:1] | 5 NS | 4:2 AttrIndx
+//             | 47:12 output (blocks: low bits RES0) | 1:0 = 01 block (L1, L2) or 11 page (L3)
+// AP[1] (bit 6) grants EL0 access, AP[2] (bit 7) makes it read-only.
+// APTable[0] (bit 61) removes EL0 access below, APTable[1] (bit 62) removes write.
+// Output or table addresses at or above the IPS width are address-size faults.
+import {
+  PERM_R, PERM_W, PERM_X, PERM_U, KIND_INVALID, KIND_TABLE, KIND_LEAF, CTX_AD,
+  FAULT_ADDRESS_SIZE, FAULT_ACCESS_FLAG, FAULT_INPUT_RANGE,
+} from "../abi";
+
+export const LPAE_VALID: u64 = 1 << 0;
+export const LPAE_TYPE_TABLE: u64 = 1 << 1;
+export const LPAE_AP1_EL0: u64 = 1 << 6;
+export const LPAE_AP2_RDONLY: u64 = 1 << 7;
+export const LPAE_SH_INNER: u64 = 3 << 8;
+export const LPAE_AF: u64 = 1 << 10;
+export const LPAE_PXN: u64 = <u64>1 << 53;
+export const LPAE_UXN: u64 = <u64>1 << 54;
+export const LPAE_PXN_TABLE: u64 = <u64>1 << 59;
+export const LPAE_UXN_TABLE: u64 = <u64>1 << 60;
+export const LPAE_APTABLE_NO_EL0: u64 = <u64>1 << 61;
+export const LPAE_APTABLE_RDONLY: u64 = <u64>1 << 62;
+export const LPAE_ADDR_MASK: u64 = 0x0000FFFFFFFFF000;
+
+@final @unmanaged
+export class Arm64S1Format {
+  @inline levelShift(level: u32): u32 { return 12 + 9 * level; }
+
+  @inline index(iova: u64, level: u32): u32 { return <u32>(iova >> (12 + 9 * level)) & 511; }
+
+  @inline inputFault(iova: u64, inputBits: u32): u32 { return (iova >> inputBits) == 0 ? 0 : FAULT_INPUT_RANGE; }
+
+  @inline rootAddr(root: u64): u64 { return root & LPAE_ADDR_MASK; }
+
+  // Blocks only at L1/L2 with the 4 KiB granule; 01 at L3 is the reserved encoding.
+  @inline entryKind(pte: u64, level: u32): u32 {
+    if ((pte & LPAE_VALID) == 0) return KIND_INVALID;
+    const isTableBit = (pte & LPAE_TYPE_TABLE) != 0;
+    if (level == 0) return isTableBit ? KIND_LEAF : KIND_INVALID;
+    if (isTableBit) return KIND_TABLE;
+    return level <= 2 ? KIND_LEAF : KIND_INVALID;
+  }
+
+  // rsvdMask: address bits at or above the output width.
+  @inline check(pte: u64, level: u32, rsvdMask: u64): u32 {
+    return (pte & LPAE_ADDR_MASK & rsvdMask) != 0 ? FAULT_ADDRESS_SIZE : 0;
+  }
+
+  @inline tableAddr(pte: u64): u64 { return pte & LPAE_ADDR_MASK; }
+
+  @inline leafAddr(pte: u64, level: u32): u64 {
+    return pte & LPAE_ADDR_MASK & ~((<u64>1 << (12 + 9 * level)) - 1);
+  }
+
+  // Hierarchical permissions (HPD = 0).
+  @inline narrowTable(perms: u32, pte: u64, flags: u32): u32 {
+    let p = perms;
+    if ((pte & LPAE_APTABLE_NO_EL0) != 0) p &= ~PERM_U;
+    if ((pte & LPAE_APTABLE_RDONLY) != 0) p &= ~PERM_W;
+    if ((pte & (LPAE_UXN_TABLE | LPAE_PXN_TABLE)) != 0) p &= ~PERM_X;
+    return p;
+  }
+
+  @inline narrowLeaf(perms: u32, pte: u64, flags: u32): u32 {
+    let p = perms;
+    if ((pte & LPAE_AP1_EL0) == 0) p &= ~PERM_U;
+    if ((pte & LPAE_AP2_RDONLY) != 0) p &= ~PERM_W;
+    if ((pte & (LPAE_UXN | LPAE_PXN)) != 0) p &= ~PERM_X;
+    return p;
+  }
+
+  @inline fullPerms(): u32 { return PERM_R | PERM_W | PERM_X | PERM_U; }
+
+  // AF = 0 faults unless the hardware manages it (TCR.HA, our CTX_AD).
+  @inline leafFault(pte: u64, flags: u32): u32 {
+    return (pte & LPAE_AF) == 0 && (flags & CTX_AD) == 0 ? FAULT_ACCESS_FLAG : 0;
+  }
+
+  // With HA the walker sets AF; dirty state (DBM) is not modelled, so a leaf counts as dirty.
+  @inline accessed(pte: u64): u64 { return pte | LPAE_AF; }
+  @inline dirtied(pte: u64): u64 { return pte | LPAE_AF; }
+  @inline isDirty(pte: u64): bool { return true; }
+
+  @inline makeTable(addr: u64): u64 { return addr | LPAE_VALID | LPAE_TYPE_TABLE; }
+
+  @inline makeLeaf(addr: u64, level: u32, prot: u32, flags: u32): u64 {
+    let pte = addr | LPAE_VALID | LPAE_AF | LPAE_SH_INNER;
+    if (level == 0) pte |= LPAE_TYPE_TABLE;
+    if ((prot & PERM_U) != 0) pte |= LPAE_AP1_EL0;
+    if ((prot & PERM_W) == 0) pte |= LPAE_AP2_RDONLY;
+    if ((prot & PERM_X) == 0) pte |= LPAE_UXN | LPAE_PXN;
+    return pte;
+  }
+
+  @inline leafLevels(): u32 { return 0b111; }
+}
