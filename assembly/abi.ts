@@ -23,6 +23,7 @@ export const ERR_EINVAL: u32 = 100;
 export const ERR_EEXIST: u32 = 101;
 export const ERR_ENOMEM: u32 = 102;
 export const ERR_EFAULT: u32 = 103;
+export const ERR_EOVERFLOW: u32 = 104;
 
 // ---- Access request bits (the iommufd fault `perm` encoding: R=1, W=2, X=4, PRIV=8).
 export const ACCESS_READ: u32 = 1;
@@ -88,7 +89,8 @@ export const FAULT_REASON: u32 = 21;
 export const FAULT_LEVEL: u32 = 22;
 export const FAULT_STAGE: u32 = 23;
 
-// ---- Scatter-gather segment (SEG_SIZE bytes): iova u64, length u32.
+// ---- Scatter-gather segment (SEG_SIZE bytes): iova u64, length u64 (below 2^32):
+// the layout of a BigUint64Array of (iova, length) pairs.
 export const SEG_SIZE: u32 = 16;
 export const SEG_IOVA: u32 = 0;
 export const SEG_LEN: u32 = 8;

@@ -5,13 +5,14 @@ import { ctrl, layoutInit, staging } from "./layout";
 import { framesInit, allocFrames, freeFrames } from "./mem/frames";
 import { ctxPtr, ctxSet, ctxClear, ctxFormat } from "./walk/context";
 import { buildMap, buildUnmap } from "./walk/builder";
-import { tlbInit, tlbFlushAll, tlbFlushContext, tlbFlushPasid, tlbFlushRange, liveFrom } from "./tlb/iotlb";
+import { countersPublish, tlbInit, tlbFlushAll, tlbFlushContext, tlbFlushPasid, tlbFlushRange, liveFrom } from "./tlb/iotlb";
 import { translateOne, walkContext, outHpa, outSizeLog, outPerms, outLevel } from "./translate";
 import { walkHpa, walkSizeLog, walkPerms, walkLevel, WALK_TRACE } from "./walk/walker";
 import { dmaCopy, dmaScatterGather } from "./dma/dma";
 import { X86Format } from "./fmt/x86_64";
 import { Arm64S1Format } from "./fmt/arm64";
 import { ctxFlags } from "./walk/context";
+import { hitNeed } from "./walk/perms";
 import { ST_OK, ERR_EINVAL, FORMAT_X86_64, FORMAT_ARM64_S1, RES_STATUS, RES_LEVEL, RES_HPA, RES_SIZE_LOG, RES_PERMS } from "./abi";
 
 export function init(ramBytes: u64, tlbSetsLog: u32, tlbWays: u32, faultLog: u32, arenaBytes: u32): u32 {
@@ -67,7 +68,7 @@ export function probe(id: u32, iova: u64, access: u32, traceEntries: bool): u32 
 
 // ---- translation through the IOTLB
 export function translate(id: u32, pasid: u32, iova: u64, access: u32, sourceId: u32): u32 {
-  const st = translateOne(id, pasid, iova, access, ctxFlags(ctxPtr(id)), liveFrom(id, pasid), sourceId);
+  const st = translateOne(id, pasid, iova, access, hitNeed(access, ctxFlags(ctxPtr(id))), liveFrom(id, pasid), sourceId);
   store<u32>(ctrl + RES_STATUS, st);
   store<u32>(ctrl + RES_LEVEL, st == ST_OK ? 0 : outLevel);
   store<u64>(ctrl + RES_HPA, st == ST_OK ? outHpa : 0);
@@ -78,12 +79,12 @@ export function translate(id: u32, pasid: u32, iova: u64, access: u32, sourceId:
 
 // iovas[i] → hpas[i] (0 on a fault) and status[i]; returns the number of faults.
 export function translateBatch(id: u32, pasid: u32, access: u32, sourceId: u32, iovas: usize, hpas: usize, status: usize, count: u32): u32 {
-  const flags = ctxFlags(ctxPtr(id));
+  const need = hitNeed(access, ctxFlags(ctxPtr(id)));
   const minStamp = liveFrom(id, pasid);
   let faults: u32 = 0;
   for (let i: u32 = 0; i < count; i++) {
     const off = <usize>i << 3;
-    const st = translateOne(id, pasid, load<u64>(iovas + off), access, flags, minStamp, sourceId);
+    const st = translateOne(id, pasid, load<u64>(iovas + off), access, need, minStamp, sourceId);
     store<u64>(hpas + off, st == ST_OK ? outHpa : 0);
     store<u8>(status + i, <u8>st);
     if (st != ST_OK) faults++;
@@ -91,7 +92,8 @@ export function translateBatch(id: u32, pasid: u32, access: u32, sourceId: u32, 
   return faults;
 }
 
-// ---- IOTLB invalidation
+// ---- IOTLB invalidation and counters
+export function iotlbCounters(): void { countersPublish(); }
 export function iotlbFlushAll(): void { tlbFlushAll(); }
 export function iotlbFlushContext(id: u32): void { tlbFlushContext(id); }
 export function iotlbFlushPasid(id: u32, pasid: u32): void { tlbFlushPasid(id, pasid); }
@@ -103,8 +105,8 @@ export function iotlbFlushRange(id: u32, pasid: u32, anyPasid: bool, first: u64,
 export function dma(id: u32, pasid: u32, access: u32, sourceId: u32, iova: u64, len: u32, buf: usize): u32 {
   return dmaCopy(id, pasid, access, sourceId, iova, len, buf);
 }
-export function dmaSg(id: u32, pasid: u32, access: u32, sourceId: u32, segs: usize, count: u32, buf: usize): u32 {
-  return dmaScatterGather(id, pasid, access, sourceId, segs, count, buf);
+export function dmaSg(id: u32, pasid: u32, access: u32, sourceId: u32, segs: usize, count: u32, buf: usize, bufLen: u32): u32 {
+  return dmaScatterGather(id, pasid, access, sourceId, segs, count, buf, bufLen);
 }
 
 // ---- limits for the benchmark: the same copies with no translation at all

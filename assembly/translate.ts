@@ -3,13 +3,12 @@
 // the fault are what a fresh walk says), then a fill on success.
 import { ctxPtr, ctxFormat, ctxTlbSizes } from "./walk/context";
 import { walk, walkHpa, walkSizeLog, walkPerms, walkLevel, WALK_UPDATE_AD } from "./walk/walker";
-import { tlbLookup, tlbFill, hitOut, hitPerms, hitSizeLog, countHit, countMiss } from "./tlb/iotlb";
+import { tlbLookup, tlbFill, hitOut, hitPerms, hitSizeLog, countHit, countMiss, countWalk } from "./tlb/iotlb";
 import { X86Format } from "./fmt/x86_64";
 import { Arm64S1Format } from "./fmt/arm64";
 import { permsAllow } from "./walk/perms";
 import { recordFault } from "./dma/faults";
-import { ctrl } from "./layout";
-import { ST_OK, FAULT_NO_CONTEXT, FORMAT_X86_64, FORMAT_ARM64_S1, PERM_DIRTY, ACCESS_WRITE, CNT_WALKS } from "./abi";
+import { ST_OK, FAULT_NO_CONTEXT, FORMAT_X86_64, FORMAT_ARM64_S1 } from "./abi";
 
 // Result of the last translateOne: output address, page size, permissions, or the fault level.
 export let outHpa: u64 = 0;
@@ -26,15 +25,10 @@ export function walkContext(ctx: usize, iova: u64, access: u32, mode: u32): u32 
   }
 }
 
-@inline function hitAllows(perms: u32, access: u32, flags: u32): bool {
-  if ((access & ACCESS_WRITE) != 0 && (perms & PERM_DIRTY) == 0) return false;
-  return permsAllow(perms, access, flags);
-}
-
 function missPath(ctxId: u32, pasid: u32, iova: u64, access: u32, sourceId: u32): u32 {
   countMiss();
+  countWalk();
   const ctx = ctxPtr(ctxId);
-  store<u64>(ctrl + CNT_WALKS, load<u64>(ctrl + CNT_WALKS) + 1);
   const status = walkContext(ctx, iova, access, WALK_UPDATE_AD);
   if (status != ST_OK) {
     outLevel = walkLevel;
@@ -49,9 +43,9 @@ function missPath(ctxId: u32, pasid: u32, iova: u64, access: u32, sourceId: u32)
   return ST_OK;
 }
 
-// minStamp: liveFrom(ctxId, pasid), computed once per call by the caller.
-@inline export function translateOne(ctxId: u32, pasid: u32, iova: u64, access: u32, flags: u32, minStamp: u32, sourceId: u32): u32 {
-  if (tlbLookup(ctxId, pasid, iova, minStamp, ctxTlbSizes(ctxPtr(ctxId))) && hitAllows(hitPerms, access, flags)) {
+// Per call, computed once by the caller: need = hitNeed(access, flags), minStamp = liveFrom(ctxId, pasid).
+@inline export function translateOne(ctxId: u32, pasid: u32, iova: u64, access: u32, need: u32, minStamp: u32, sourceId: u32): u32 {
+  if (tlbLookup(ctxId, pasid, iova, minStamp, ctxTlbSizes(ctxPtr(ctxId))) && permsAllow(hitPerms, need)) {
     countHit();
     outHpa = hitOut | (iova & ((<u64>1 << hitSizeLog) - 1));
     outSizeLog = hitSizeLog;

@@ -4,9 +4,11 @@
 //
 // A buffer on engine memory (allocBuffer(), or a view of RAM) is passed by
 // offset: one copy, page by page, inside WASM. Any other buffer goes through
-// the engine's staging area in chunks, one WASM call per chunk.
-import { toU64, toLength, hex, type Address } from "./addr.js";
-import { accessBits, reasonName, type AccessFlags, type FaultReason } from "./access.js";
+// the engine's staging area in chunks, one WASM call per chunk. The engine
+// itself checks wrap-around and segment lists, so the direct path does no
+// BigInt arithmetic here.
+import { toU64, toLength, hex, U64_MAX, type Address } from "./addr.js";
+import { reasonName, accessFlags, type AccessFlags, type FaultReason } from "./access.js";
 import { fail } from "./errors.js";
 import * as abi from "./engine/abi.js";
 import type { Engine } from "./engine/engine.js";
@@ -47,10 +49,12 @@ export interface SgOptions extends DmaOptions {
 const STAGE_SEGS = 4096;
 
 export function checkPasid(pasid: number | undefined): number {
-  const p = pasid ?? 0;
-  if (!Number.isInteger(p) || p < 0 || p > 0xfffff) fail("EINVAL", `pasid must be an integer in 0..0xfffff, got ${String(pasid)}`);
-  return p;
+  if (pasid === undefined) return 0;
+  if (!Number.isInteger(pasid) || pasid < 0 || pasid > 0xfffff) fail("EINVAL", `pasid must be an integer in 0..0xfffff, got ${String(pasid)}`);
+  return pasid;
 }
+
+const iovaOf = (iova: Address): bigint => (typeof iova === "bigint" && iova >= 0n && iova <= U64_MAX ? iova : toU64(iova, "iova"));
 
 interface Piece { iova: bigint; length: number; segment: number }
 
@@ -64,58 +68,67 @@ export class DmaPort {
   }
 
   /** Device reads len bytes at iova (memory → a new buffer). */
-  read(iova: Address, len: number, opts: DmaOptions = {}): DmaReadResult {
+  read(iova: Address, len: number, opts?: DmaOptions): DmaReadResult {
     const data = new Uint8Array(toLength(len, "len"));
     const r = this.readInto(iova, data, opts);
-    return { data, ...r };
+    return r.fault ? { data, bytes: r.bytes, fault: r.fault } : { data, bytes: r.bytes };
   }
 
   /** Device reads target.length bytes at iova into target. */
-  readInto(iova: Address, target: Uint8Array, opts: DmaOptions = {}): DmaResult {
+  readInto(iova: Address, target: Uint8Array, opts?: DmaOptions): DmaResult {
     return this.single(iova, target, abi.ACCESS_READ, opts);
   }
 
   /** Device writes bytes to memory at iova. */
-  write(iova: Address, bytes: Uint8Array, opts: DmaOptions = {}): DmaResult {
+  write(iova: Address, bytes: Uint8Array, opts?: DmaOptions): DmaResult {
     return this.single(iova, bytes, abi.ACCESS_WRITE, opts);
   }
 
   /** Moves every segment, in order, to or from one packed buffer. */
   sg(segments: SgSegments, buffer: Uint8Array, opts: SgOptions): SgResult {
-    const access = this.accessOf(opts.direction === "write" ? abi.ACCESS_WRITE : opts.direction === "read" ? abi.ACCESS_READ : -1, opts);
+    const base = opts?.direction === "write" ? abi.ACCESS_WRITE : opts?.direction === "read" ? abi.ACCESS_READ : -1;
+    if (base < 0) fail("EINVAL", 'sg: direction must be "read" or "write"');
+    const access = base | (opts.privileged ? abi.ACCESS_PRIV : 0);
     const pasid = checkPasid(opts.pasid);
+    const e = this.engine;
+    const direct = e.isDirect(buffer);
+    // A pair list and a buffer both on engine memory: one call, validated by the engine.
+    if (direct >= 0 && segments instanceof BigUint64Array && e.isDirect(segments) >= 0) {
+      if (segments.length % 2 !== 0) fail("EINVAL", "sg: a BigUint64Array segment list holds (iova, length) pairs");
+      const count = segments.length / 2;
+      const st = e.wasm.dmaSg(this.contextId(), pasid, access, this.sourceId, segments.byteOffset, count, direct, buffer.byteLength);
+      if (st >= abi.ERR_EINVAL) this.rejectList(st, segments, count);
+      return this.result(st, pasid, access, count);
+    }
     const list = normalizeSegments(segments);
     let total = 0;
     for (const s of list) total += s.length;
     if (total > buffer.byteLength) fail("EINVAL", `sg: segments total ${total} bytes, buffer has ${buffer.byteLength}`);
-    const direct = this.engine.isDirect(buffer);
-    // A resident pair list and a resident buffer: one call, no copies.
-    if (direct >= 0 && segments instanceof BigUint64Array && this.engine.isDirect(segments) >= 0) {
-      const st = this.engine.wasm.dmaSg(this.contextId(), pasid, access, this.sourceId, this.engine.isDirect(segments), list.length, direct);
-      return this.result(st, pasid, access, list.length);
-    }
     return this.staged(list, buffer, direct, pasid, access);
   }
 
-  private accessOf(base: number, opts: DmaOptions): number {
-    if (base < 0) fail("EINVAL", 'sg: direction must be "read" or "write"');
-    return base | (opts.privileged ? abi.ACCESS_PRIV : 0);
+  private rejectList(st: number, segments: BigUint64Array, count: number): never {
+    const i = this.engine.u32(abi.RES_SEGMENT);
+    if (i === count) fail("EINVAL", `sg: segments total more than the ${segments.byteLength}-byte buffer`);
+    if (st === abi.ERR_EOVERFLOW) fail("EOVERFLOW", `sg: segment ${i}: ${hex(segments[2 * i])} + ${segments[2 * i + 1]} wraps past 2^64`);
+    fail("EINVAL", `sg: segment ${i} length ${segments[2 * i + 1]} is 2^32 or more`);
   }
 
-  private single(iova: Address, buffer: Uint8Array, base: number, opts: DmaOptions): DmaResult {
-    const access = this.accessOf(base, opts);
-    const pasid = checkPasid(opts.pasid);
-    const start = toU64(iova, "iova");
-    const len = buffer.byteLength;
-    if (start + BigInt(len) > 1n << 64n) fail("EOVERFLOW", `dma: ${hex(start)} + ${len} wraps past 2^64`);
+  private single(iova: Address, buffer: Uint8Array, base: number, opts?: DmaOptions): DmaResult {
+    const access = opts?.privileged ? base | abi.ACCESS_PRIV : base;
+    const pasid = checkPasid(opts?.pasid);
+    const start = iovaOf(iova);
     const direct = this.engine.isDirect(buffer);
-    if (direct >= 0) {
-      const st = this.engine.wasm.dma(this.contextId(), pasid, access, this.sourceId, start, len, direct);
-      const r = this.result(st, pasid, access, 1);
+    if (direct < 0) {
+      if (start + BigInt(buffer.byteLength) > 1n << 64n) fail("EOVERFLOW", `dma: ${hex(start)} + ${buffer.byteLength} wraps past 2^64`);
+      const r = this.staged([{ iova: start, length: buffer.byteLength, segment: 0 }], buffer, -1, pasid, access);
       return r.fault ? { bytes: r.bytes, fault: r.fault } : { bytes: r.bytes };
     }
-    const r = this.staged([{ iova: start, length: len, segment: 0 }], buffer, -1, pasid, access);
-    return r.fault ? { bytes: r.bytes, fault: r.fault } : { bytes: r.bytes };
+    const st = this.engine.wasm.dma(this.contextId(), pasid, access, this.sourceId, start, buffer.byteLength, direct);
+    if (st === abi.ST_OK) return { bytes: buffer.byteLength };
+    if (st === abi.ERR_EOVERFLOW) fail("EOVERFLOW", `dma: ${hex(start)} + ${buffer.byteLength} wraps past 2^64`);
+    const r = this.result(st, pasid, access, 1);
+    return { bytes: r.bytes, fault: r.fault };
   }
 
   /**
@@ -131,7 +144,6 @@ export class DmaPort {
     let i = 0;
     let offsetInSeg = 0;
     while (i < segCount) {
-      // Build one batch.
       const batch: Piece[] = [];
       let bytes = 0;
       while (i < segCount && batch.length < STAGE_SEGS) {
@@ -146,25 +158,27 @@ export class DmaPort {
       for (let k = 0; k < batch.length; k++) {
         const rec = e.staging + k * abi.SEG_SIZE;
         e.data.setBigUint64(rec + abi.SEG_IOVA, batch[k].iova, true);
-        e.data.setUint32(rec + abi.SEG_LEN, batch[k].length, true);
+        e.data.setBigUint64(rec + abi.SEG_LEN, BigInt(batch[k].length), true);
       }
       const bufPtr = direct >= 0 ? direct + done : this.stageData;
       if (direct < 0 && toMemory) e.bytes.set(buffer.subarray(done, done + bytes), this.stageData);
-      const st = e.wasm.dmaSg(this.contextId(), pasid, access, this.sourceId, e.staging, batch.length, bufPtr);
-      const moved = Number(e.u64(abi.RES_BYTES));
+      const st = e.wasm.dmaSg(this.contextId(), pasid, access, this.sourceId, e.staging, batch.length, bufPtr, direct >= 0 ? buffer.byteLength - done : bytes);
+      const moved = e.u32(abi.RES_BYTES);
       if (direct < 0 && !toMemory) buffer.set(e.bytes.subarray(this.stageData, this.stageData + moved), done);
       done += moved;
       if (st !== abi.ST_OK) {
         const r = this.result(st, pasid, access, segCount);
-        return { ...r, bytes: done, segment: batch[e.u32(abi.RES_SEGMENT)].segment };
+        return { bytes: done, segment: batch[e.u32(abi.RES_SEGMENT)].segment, fault: r.fault };
       }
     }
     return { bytes: done, segment: segCount };
   }
 
+  /** Reads the outcome of the last transfer from the control block. */
   private result(st: number, pasid: number, access: number, segments: number): SgResult {
     const e = this.engine;
-    const bytes = Number(e.u64(abi.RES_BYTES));
+    // A transfer moves less than 2^32 bytes, so the low word is the count.
+    const bytes = e.u32(abi.RES_BYTES);
     if (st === abi.ST_OK) return { bytes, segment: segments };
     return {
       bytes,
@@ -175,12 +189,7 @@ export class DmaPort {
         level: e.u32(abi.RES_LEVEL),
         stage: 1,
         pasid,
-        access: {
-          read: (access & abi.ACCESS_READ) !== 0,
-          write: (access & abi.ACCESS_WRITE) !== 0,
-          exec: (access & abi.ACCESS_EXEC) !== 0,
-          privileged: (access & abi.ACCESS_PRIV) !== 0,
-        },
+        access: accessFlags(access),
       },
     };
   }

@@ -18,6 +18,7 @@ export class Iotlb {
 
   stats(): IotlbStats {
     const e = this.engine;
+    e.wasm.iotlbCounters();
     return {
       hits: Number(e.u64(abi.CNT_HITS)),
       misses: Number(e.u64(abi.CNT_MISSES)),

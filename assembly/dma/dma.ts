@@ -2,25 +2,32 @@
 // first), checked against the access, and copied with one memory.copy per
 // page. A fault stops the transfer; the bytes before it stay done, the
 // fault is recorded in the ring and described in the control block.
+//
+// Segment lists live in engine memory, so they are validated here (lengths
+// below 2^32, no wrap past 2^64, total within the buffer) before anything
+// moves: a bad list is an error with nothing transferred, never a trap.
 import { ctrl } from "../layout";
 import { inRam, ramPtr } from "../mem/phys";
 import { ctxPtr, ctxFlags } from "../walk/context";
+import { hitNeed } from "../walk/perms";
 import { liveFrom } from "../tlb/iotlb";
 import { translateOne, outHpa, outSizeLog, outLevel } from "../translate";
 import { recordFault } from "./faults";
-import { ST_OK, FAULT_OUTPUT_OUTSIDE_RAM, RES_STATUS, RES_LEVEL, RES_BYTES, RES_FAULT_ADDR, RES_SEGMENT, SEG_SIZE, SEG_IOVA, SEG_LEN, ACCESS_WRITE } from "../abi";
+import {
+  ST_OK, ERR_EINVAL, ERR_EOVERFLOW, FAULT_OUTPUT_OUTSIDE_RAM, RES_STATUS, RES_LEVEL, RES_BYTES, RES_FAULT_ADDR,
+  RES_SEGMENT, SEG_SIZE, SEG_IOVA, SEG_LEN, ACCESS_WRITE,
+} from "../abi";
 
+let moved: u64 = 0;
 let faultLevel: u32 = 0;
 
 // Moves len bytes between iova.. and buf..; returns the status, bytes done in `moved`.
-let moved: u64 = 0;
-
-function transfer(ctxId: u32, pasid: u32, access: u32, flags: u32, minStamp: u32, sourceId: u32, iova: u64, len: u64, buf: usize): u32 {
+function transfer(ctxId: u32, pasid: u32, access: u32, need: u32, minStamp: u32, sourceId: u32, iova: u64, len: u64, buf: usize): u32 {
   const toRam = (access & ACCESS_WRITE) != 0;
   let done: u64 = 0;
   let cur = iova;
   while (done < len) {
-    const st = translateOne(ctxId, pasid, cur, access, flags, minStamp, sourceId);
+    const st = translateOne(ctxId, pasid, cur, access, need, minStamp, sourceId);
     if (st != ST_OK) { moved = done; faultLevel = outLevel; return st; }
     const pageLeft = ((cur | ((<u64>1 << outSizeLog) - 1)) - cur) + 1;
     const want = len - done;
@@ -48,25 +55,38 @@ function transfer(ctxId: u32, pasid: u32, access: u32, flags: u32, minStamp: u32
   return status;
 }
 
+@inline function wraps(iova: u64, len: u64): bool { return len != 0 && iova + (len - 1) < iova; }
+
 export function dmaCopy(ctxId: u32, pasid: u32, access: u32, sourceId: u32, iova: u64, len: u32, buf: usize): u32 {
-  const flags = ctxFlags(ctxPtr(ctxId));
-  const st = transfer(ctxId, pasid, access, flags, liveFrom(ctxId, pasid), sourceId, iova, len, buf);
+  faultLevel = 0;
+  if (wraps(iova, len)) return report(ERR_EOVERFLOW, 0, iova, 0);
+  const need = hitNeed(access, ctxFlags(ctxPtr(ctxId)));
+  const st = transfer(ctxId, pasid, access, need, liveFrom(ctxId, pasid), sourceId, iova, len, buf);
   return report(st, moved, st == ST_OK ? 0 : iova + moved, 0);
 }
 
-// Scatter-gather: segments (iova u64, length u32) in order, packed into one
-// buffer. Stops at the first fault; RES_SEGMENT says which segment.
-export function dmaScatterGather(ctxId: u32, pasid: u32, access: u32, sourceId: u32, segs: usize, count: u32, buf: usize): u32 {
-  const flags = ctxFlags(ctxPtr(ctxId));
-  const minStamp = liveFrom(ctxId, pasid);
+// Scatter-gather: segments in order, packed into one buffer of bufLen bytes.
+// Stops at the first fault; RES_SEGMENT says which segment.
+export function dmaScatterGather(ctxId: u32, pasid: u32, access: u32, sourceId: u32, segs: usize, count: u32, buf: usize, bufLen: u32): u32 {
+  faultLevel = 0;
   let total: u64 = 0;
   for (let i: u32 = 0; i < count; i++) {
     const seg = segs + <usize>i * SEG_SIZE;
-    const iova = load<u64>(seg + SEG_IOVA);
-    const len = load<u32>(seg + SEG_LEN);
-    const st = transfer(ctxId, pasid, access, flags, minStamp, sourceId, iova, len, buf + <usize>total);
-    total += moved;
-    if (st != ST_OK) return report(st, total, iova + moved, i);
+    const len = load<u64>(seg + SEG_LEN);
+    if (len > 0xFFFFFFFF) return report(ERR_EINVAL, 0, 0, i);
+    if (wraps(load<u64>(seg + SEG_IOVA), len)) return report(ERR_EOVERFLOW, 0, 0, i);
+    total += len;
   }
-  return report(ST_OK, total, 0, count);
+  if (total > <u64>bufLen) return report(ERR_EINVAL, 0, 0, count);
+  const need = hitNeed(access, ctxFlags(ctxPtr(ctxId)));
+  const minStamp = liveFrom(ctxId, pasid);
+  let done: u64 = 0;
+  for (let i: u32 = 0; i < count; i++) {
+    const seg = segs + <usize>i * SEG_SIZE;
+    const iova = load<u64>(seg + SEG_IOVA);
+    const st = transfer(ctxId, pasid, access, need, minStamp, sourceId, iova, load<u64>(seg + SEG_LEN), buf + <usize>done);
+    done += moved;
+    if (st != ST_OK) return report(st, done, iova + moved, i);
+  }
+  return report(ST_OK, done, 0, count);
 }

@@ -13,7 +13,7 @@ import { ctrl, tlb, tlbVictim, tlbSetsLog, tlbSetMask, tlbWays, pasidFlush } fro
 import { ctxPtr, ctxTlbSizes, ctxFlushEpoch } from "../walk/context";
 import {
   TLB_ENTRY_SIZE, TLB_VPN, TLB_KEY, TLB_OUT, TLB_STAMP, TLB_PERMS, PASID_FLUSH_SLOTS,
-  CNT_HITS, CNT_MISSES, CNT_EVICTIONS, CNT_INVALIDATIONS, CTX_TLB_SIZES, CTX_FLUSH_EPOCH, MAX_CONTEXTS,
+  CNT_HITS, CNT_MISSES, CNT_EVICTIONS, CNT_INVALIDATIONS, CNT_WALKS, CTX_TLB_SIZES, CTX_FLUSH_EPOCH, MAX_CONTEXTS,
 } from "../abi";
 
 let epoch: u32 = 1;
@@ -35,8 +35,16 @@ export let hitSizeLog: u32 = 0;
   return pasidFlush + (<usize>((ctxId * 0x9E3779B1 ^ pasid * 0x85EBCA77) >> 20) & (PASID_FLUSH_SLOTS - 1)) * 4;
 }
 
-@inline function bump(counter: u32): void {
-  store<u64>(ctrl + counter, load<u64>(ctrl + counter) + 1);
+// Counters live in globals (cheaper than memory on the hit path) and are
+// copied to the control block when the facade asks (countersPublish).
+let hits: u64 = 0, misses: u64 = 0, evictions: u64 = 0, invalidations: u64 = 0, walks: u64 = 0;
+
+export function countersPublish(): void {
+  store<u64>(ctrl + CNT_HITS, hits);
+  store<u64>(ctrl + CNT_MISSES, misses);
+  store<u64>(ctrl + CNT_EVICTIONS, evictions);
+  store<u64>(ctrl + CNT_INVALIDATIONS, invalidations);
+  store<u64>(ctrl + CNT_WALKS, walks);
 }
 
 // The oldest epoch an entry of (ctxId, pasid) may carry and still be live.
@@ -70,8 +78,9 @@ export let hitSizeLog: u32 = 0;
   return false;
 }
 
-@inline export function countHit(): void { bump(CNT_HITS); }
-@inline export function countMiss(): void { bump(CNT_MISSES); }
+@inline export function countHit(): void { hits++; }
+@inline export function countMiss(): void { misses++; }
+@inline export function countWalk(): void { walks++; }
 
 function entryIsLive(e: usize): bool {
   const key = load<u64>(e + TLB_KEY);
@@ -95,7 +104,7 @@ export function tlbFill(ctxId: u32, pasid: u32, iova: u64, sizeLog: u32, outPage
     const v = load<u8>(tlbVictim + set);
     e = base + <usize>v * TLB_ENTRY_SIZE;
     store<u8>(tlbVictim + set, <u8>((<u32>v + 1) % tlbWays));
-    bump(CNT_EVICTIONS);
+    evictions++;
   }
   store<u64>(e + TLB_VPN, vpn);
   store<u64>(e + TLB_KEY, tlbKey(ctxId, pasid, sizeLog));
@@ -126,19 +135,19 @@ function nextEpoch(): u32 {
 export function tlbFlushAll(): void {
   allFlushEpoch = nextEpoch();
   for (let id: u32 = 0; id < MAX_CONTEXTS; id++) store<u64>(ctxPtr(id) + CTX_TLB_SIZES, 0);
-  bump(CNT_INVALIDATIONS);
+  invalidations++;
 }
 
 export function tlbFlushContext(ctxId: u32): void {
   const ctx = ctxPtr(ctxId);
   store<u32>(ctx + CTX_FLUSH_EPOCH, nextEpoch());
   store<u64>(ctx + CTX_TLB_SIZES, 0);
-  bump(CNT_INVALIDATIONS);
+  invalidations++;
 }
 
 export function tlbFlushPasid(ctxId: u32, pasid: u32): void {
   store<u32>(pasidSlot(ctxId, pasid), nextEpoch());
-  bump(CNT_INVALIDATIONS);
+  invalidations++;
 }
 
 @inline function dropIfMatch(e: usize, ctxId: u32, pasid: u32, anyPasid: bool, sizeLog: u32, firstVpn: u64, lastVpn: u64): void {
@@ -175,10 +184,11 @@ export function tlbFlushRange(ctxId: u32, pasid: u32, anyPasid: bool, first: u64
       }
     }
   }
-  bump(CNT_INVALIDATIONS);
+  invalidations++;
 }
 
 export function tlbInit(): void {
   epoch = 1;
   allFlushEpoch = 0;
+  hits = 0; misses = 0; evictions = 0; invalidations = 0; walks = 0;
 }

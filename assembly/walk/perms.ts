@@ -1,18 +1,37 @@
 // Whether effective permissions allow an access. Formats reduce their entry
 // bits to PERM_R/W/X/U; the request's privilege rules come from the
-// context's flags, so the IOTLB can check a hit without knowing the format.
+// context's flags. For a given request and context the rule is a mask of
+// permission bits that must all be present, computed once per call, so an
+// IOTLB hit is checked with one AND and compare, whatever the format.
 //
 // A privileged request needs SRE; with WPE (CR0.WP) a privileged write needs
-// W. An unprivileged request needs U, and W to write. Fetch needs X.
-import { CTX_SRE, CTX_WPE, ACCESS_WRITE, ACCESS_EXEC, ACCESS_PRIV, PERM_W, PERM_X, PERM_U } from "../abi";
+// W. An unprivileged request needs U, and W to write. Fetch needs X. With
+// hardware A/D a write also needs the leaf's dirty bit already set (else the
+// walk must set it), which only the IOTLB path asks for.
+import { CTX_SRE, CTX_WPE, CTX_AD, ACCESS_WRITE, ACCESS_EXEC, ACCESS_PRIV, PERM_W, PERM_X, PERM_U, PERM_DIRTY } from "../abi";
 
-@inline export function permsAllow(perms: u32, access: u32, flags: u32): bool {
+// No entry ever has this bit: a request that can never be allowed.
+export const PERM_NEVER: u32 = 1 << 31;
+
+@inline export function accessNeed(access: u32, flags: u32): u32 {
+  let need: u32 = 0;
+  const write = (access & ACCESS_WRITE) != 0;
   if ((access & ACCESS_PRIV) != 0) {
-    if ((flags & CTX_SRE) == 0) return false;
-    if ((access & ACCESS_WRITE) != 0 && (flags & CTX_WPE) != 0 && (perms & PERM_W) == 0) return false;
+    if ((flags & CTX_SRE) == 0) need |= PERM_NEVER;
+    if (write && (flags & CTX_WPE) != 0) need |= PERM_W;
   } else {
-    if ((access & 7) != 0 && (perms & PERM_U) == 0) return false;
-    if ((access & ACCESS_WRITE) != 0 && (perms & PERM_W) == 0) return false;
+    if ((access & 7) != 0) need |= PERM_U;
+    if (write) need |= PERM_W;
   }
-  return (access & ACCESS_EXEC) == 0 || (perms & PERM_X) != 0;
+  if ((access & ACCESS_EXEC) != 0) need |= PERM_X;
+  return need;
 }
+
+// What an IOTLB hit must carry: the permissions, and the dirty bit for a write under hardware A/D.
+@inline export function hitNeed(access: u32, flags: u32): u32 {
+  let need = accessNeed(access, flags);
+  if ((access & ACCESS_WRITE) != 0 && (flags & CTX_AD) != 0) need |= PERM_DIRTY;
+  return need;
+}
+
+@inline export function permsAllow(perms: u32, need: u32): bool { return (perms & need) == need; }

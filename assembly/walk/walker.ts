@@ -9,7 +9,7 @@
 // bounded by the level count, so it can never hang.
 import { ctrl } from "../layout";
 import { inRam, loadPte, storePte } from "../mem/phys";
-import { permsAllow } from "./perms";
+import { permsAllow, accessNeed } from "./perms";
 import { ctxRoot, ctxLevels, ctxFlags, ctxRsvdMask, ctxInputBits } from "./context";
 import {
   ST_OK, FAULT_NOT_PRESENT, FAULT_PERMISSION, FAULT_TABLE_OUTSIDE_RAM, KIND_INVALID, KIND_LEAF, FAULT_TABLE_CYCLE, CTX_AD, PERM_DIRTY, ACCESS_WRITE,
@@ -63,7 +63,7 @@ export function walk<F>(ctx: usize, iova: u64, access: u32, mode: u32): u32 {
       perms = fmt.narrowLeaf(perms, pte, flags);
       const leafBad = fmt.leafFault(pte, flags);
       if (leafBad != 0) return leafBad;
-      if (!permsAllow(perms, access, flags)) return FAULT_PERMISSION;
+      if (!permsAllow(perms, accessNeed(access, flags))) return FAULT_PERMISSION;
       const sizeLog = fmt.levelShift(level);
       if (updateAd) {
         const next = (access & ACCESS_WRITE) != 0 ? fmt.dirtied(pte) : fmt.accessed(pte);

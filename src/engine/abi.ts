@@ -20,6 +20,7 @@ export const ERR_EINVAL = 100;
 export const ERR_EEXIST = 101;
 export const ERR_ENOMEM = 102;
 export const ERR_EFAULT = 103;
+export const ERR_EOVERFLOW = 104;
 
 // ---- Access request bits (the iommufd fault `perm` encoding: R=1, W=2, X=4, PRIV=8).
 export const ACCESS_READ = 1;
@@ -84,7 +85,7 @@ export const FAULT_REASON = 21;
 export const FAULT_LEVEL = 22;
 export const FAULT_STAGE = 23;
 
-// ---- Scatter-gather segment (SEG_SIZE bytes): iova u64, length u32.
+// ---- Scatter-gather segment (SEG_SIZE bytes): iova u64, length u64 (below 2^32):
 export const SEG_SIZE = 16;
 export const SEG_IOVA = 0;
 export const SEG_LEN = 8;

@@ -25,6 +25,8 @@ export class Engine {
   readonly arena: number;
   readonly arenaSize: number;
   private readonly freeIds: number[] = [];
+  private lastView: ArrayBufferView | undefined;
+  private lastDirect = -1;
   private nextId = 1;
 
   private constructor(wasm: EngineExports) {
@@ -68,8 +70,14 @@ export class Engine {
    * state (the buffer arena or RAM), or -1 when the view must be staged.
    */
   isDirect(view: ArrayBufferView): number {
+    // Reading .buffer/.byteOffset of a view on WebAssembly memory costs tens
+    // of ns; callers tend to reuse one buffer, so remember the last answer
+    // (a view's buffer and offset never change: this memory never grows).
+    if (view === this.lastView) return this.lastDirect;
     const off = this.offsetOf(view);
-    return off >= this.arena ? off : -1;
+    this.lastView = view;
+    this.lastDirect = off >= this.arena ? off : -1;
+    return this.lastDirect;
   }
 
   allocContextId(): number {

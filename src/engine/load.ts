@@ -22,7 +22,8 @@ export interface EngineExports {
   iotlbFlushPasid(id: number, pasid: number): void;
   iotlbFlushRange(id: number, pasid: number, anyPasid: number, first: bigint, last: bigint): void;
   dma(id: number, pasid: number, access: number, sourceId: number, iova: bigint, len: number, buf: number): number;
-  dmaSg(id: number, pasid: number, access: number, sourceId: number, segs: number, count: number, buf: number): number;
+  dmaSg(id: number, pasid: number, access: number, sourceId: number, segs: number, count: number, buf: number, bufLen: number): number;
+  iotlbCounters(): void;
   memcpyLimit(dst: number, src: number, len: number, times: number): void;
 }
 
