@@ -89,16 +89,23 @@ function entryIsLive(e: usize): bool {
   return load<u32>(e + TLB_STAMP) >= liveFrom(ctxId, <u32>(key >> 32));
 }
 
-// Inserts a translation. A dead or empty way is reused first; otherwise the
-// set's FIFO victim is evicted.
+// Inserts a translation. A live entry with the same tag is refreshed in
+// place (a write that walked to set the dirty bit must not leave the older,
+// clean copy first in line); otherwise the first dead or empty way is used,
+// and failing that the set's FIFO victim is evicted.
 export function tlbFill(ctxId: u32, pasid: u32, iova: u64, sizeLog: u32, outPage: u64, perms: u32): void {
   const vpn = iova >> sizeLog;
+  const key = tlbKey(ctxId, pasid, sizeLog);
   const set = setOf(vpn, ctxId, sizeLog);
   const base = tlb + ((<usize>set * tlbWays) * TLB_ENTRY_SIZE);
   let e: usize = 0;
   for (let w: u32 = 0; w < tlbWays; w++) {
     const cand = base + <usize>w * TLB_ENTRY_SIZE;
-    if (!entryIsLive(cand)) { e = cand; break; }
+    if (load<u64>(cand + TLB_VPN) == vpn && load<u64>(cand + TLB_KEY) == key && entryIsLive(cand)) { e = cand; break; }
+  }
+  for (let w: u32 = 0; e == 0 && w < tlbWays; w++) {
+    const cand = base + <usize>w * TLB_ENTRY_SIZE;
+    if (!entryIsLive(cand)) e = cand;
   }
   if (e == 0) {
     const v = load<u8>(tlbVictim + set);
@@ -107,7 +114,7 @@ export function tlbFill(ctxId: u32, pasid: u32, iova: u64, sizeLog: u32, outPage
     evictions++;
   }
   store<u64>(e + TLB_VPN, vpn);
-  store<u64>(e + TLB_KEY, tlbKey(ctxId, pasid, sizeLog));
+  store<u64>(e + TLB_KEY, key);
   store<u64>(e + TLB_OUT, outPage);
   store<u32>(e + TLB_STAMP, epoch);
   store<u32>(e + TLB_PERMS, perms);
