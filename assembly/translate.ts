@@ -3,7 +3,7 @@
 // the fault are what a fresh walk says), then a fill on success.
 import { ctxPtr, ctxFormat, ctxTlbSizes } from "./walk/context";
 import { walk, walkHpa, walkSizeLog, walkPerms, walkLevel, WALK_UPDATE_AD } from "./walk/walker";
-import { tlbLookup, tlbFill, hitOut, hitPerms, hitSizeLog, countHit, countMiss, countWalk } from "./tlb/iotlb";
+import { tlbLookup, tlbFill, tlbKey, entrySizeLog, entryOut, entryPerms, countHits, countMiss, countWalk } from "./tlb/iotlb";
 import { X86Format } from "./fmt/x86_64";
 import { Arm64S1Format } from "./fmt/arm64";
 import { permsAllow } from "./walk/perms";
@@ -25,7 +25,7 @@ export function walkContext(ctx: usize, iova: u64, access: u32, mode: u32): u32 
   }
 }
 
-function missPath(ctxId: u32, pasid: u32, iova: u64, access: u32, sourceId: u32): u32 {
+export function missPath(ctxId: u32, pasid: u32, iova: u64, access: u32, sourceId: u32): u32 {
   countMiss();
   countWalk();
   const ctx = ctxPtr(ctxId);
@@ -43,13 +43,17 @@ function missPath(ctxId: u32, pasid: u32, iova: u64, access: u32, sourceId: u32)
   return ST_OK;
 }
 
-// Per call, computed once by the caller: need = hitNeed(access, flags), minStamp = liveFrom(ctxId, pasid).
+// Per call, computed once by the caller: need = hitNeed(access, flags),
+// minStamp = liveFrom(ctxId, pasid). Hits are counted here one at a time;
+// the batch loop in index.ts counts them itself.
 @inline export function translateOne(ctxId: u32, pasid: u32, iova: u64, access: u32, need: u32, minStamp: u32, sourceId: u32): u32 {
-  if (tlbLookup(ctxId, pasid, iova, minStamp, ctxTlbSizes(ctxPtr(ctxId))) && permsAllow(hitPerms, need)) {
-    countHit();
-    outHpa = hitOut | (iova & ((<u64>1 << hitSizeLog) - 1));
-    outSizeLog = hitSizeLog;
-    outPerms = hitPerms;
+  const e = tlbLookup(ctxId, tlbKey(ctxId, pasid, 0), iova, minStamp, ctxTlbSizes(ctxPtr(ctxId)));
+  if (e != 0 && permsAllow(entryPerms(e), need)) {
+    countHits(1);
+    const sizeLog = entrySizeLog(e);
+    outHpa = entryOut(e) | (iova & ((<u64>1 << sizeLog) - 1));
+    outSizeLog = sizeLog;
+    outPerms = entryPerms(e);
     return ST_OK;
   }
   return missPath(ctxId, pasid, iova, access, sourceId);

@@ -19,10 +19,6 @@ import {
 let epoch: u32 = 1;
 let allFlushEpoch: u32 = 0;
 
-export let hitOut: u64 = 0;
-export let hitPerms: u32 = 0;
-export let hitSizeLog: u32 = 0;
-
 @inline export function tlbKey(ctxId: u32, pasid: u32, sizeLog: u32): u64 {
   return (<u64>pasid << 32) | (<u64>ctxId << 8) | <u64>sizeLog;
 }
@@ -56,29 +52,30 @@ export function countersPublish(): void {
   return p > m ? p : m;
 }
 
-// Looks up iova; on a hit sets hitOut (page base), hitPerms, hitSizeLog.
-// Probes only the page sizes this context has cached.
-@inline export function tlbLookup(ctxId: u32, pasid: u32, iova: u64, minStamp: u32, sizes: u64): bool {
+// Looks up iova among the page sizes this context has cached (`sizes`,
+// ascending) and returns the live entry, or 0. keyBase = tlbKey(ctxId, pasid, 0).
+// The entry's key holds its size: entrySizeLog(e).
+@inline export function tlbLookup(ctxId: u32, keyBase: u64, iova: u64, minStamp: u32, sizes: u64): usize {
   let mask = sizes;
+  const salt = ctxId << 4;
   while (mask != 0) {
     const sizeLog = <u32>ctz(mask);
     mask &= mask - 1;
     const vpn = iova >> sizeLog;
-    const key = tlbKey(ctxId, pasid, sizeLog);
-    let e = tlb + ((<usize>setOf(vpn, ctxId, sizeLog) * tlbWays) * TLB_ENTRY_SIZE);
+    const key = keyBase | <u64>sizeLog;
+    let e = tlb + ((<usize>((<u32>vpn ^ <u32>(vpn >> tlbSetsLog) ^ salt ^ sizeLog) & tlbSetMask) * tlbWays) * TLB_ENTRY_SIZE);
     for (let w: u32 = 0; w < tlbWays; w++, e += TLB_ENTRY_SIZE) {
-      if (load<u64>(e + TLB_VPN) == vpn && load<u64>(e + TLB_KEY) == key && load<u32>(e + TLB_STAMP) >= minStamp) {
-        hitOut = load<u64>(e + TLB_OUT);
-        hitPerms = load<u32>(e + TLB_PERMS);
-        hitSizeLog = sizeLog;
-        return true;
-      }
+      if (load<u64>(e + TLB_VPN) == vpn && load<u64>(e + TLB_KEY) == key && load<u32>(e + TLB_STAMP) >= minStamp) return e;
     }
   }
-  return false;
+  return 0;
 }
 
-@inline export function countHit(): void { hits++; }
+@inline export function entrySizeLog(e: usize): u32 { return load<u8>(e + TLB_KEY); }
+@inline export function entryOut(e: usize): u64 { return load<u64>(e + TLB_OUT); }
+@inline export function entryPerms(e: usize): u32 { return load<u32>(e + TLB_PERMS); }
+
+@inline export function countHits(n: u32): void { hits += n; }
 @inline export function countMiss(): void { misses++; }
 @inline export function countWalk(): void { walks++; }
 
