@@ -3,6 +3,7 @@
 // checks is whatever a page table in RAM can make wrong at run time.
 import { ctrl, layoutInit, staging } from "./layout";
 import { framesInit, allocFrames, freeFrames } from "./mem/frames";
+import { inRam, ramPtr } from "./mem/phys";
 import { ctxPtr, ctxSet, ctxClear, ctxFormat, ctxTlbSizes } from "./walk/context";
 import { buildMap, buildUnmap } from "./walk/builder";
 import { tlbLookup, tlbKey, entryOut, entryPerms, entrySizeLog, countHits, countersPublish, tlbInit, tlbFlushAll, tlbFlushContext, tlbFlushPasid, tlbFlushRange, liveFrom } from "./tlb/iotlb";
@@ -123,7 +124,13 @@ export function dmaSg(id: u32, pasid: u32, access: u32, sourceId: u32, segs: usi
   return dmaScatterGather(id, pasid, access, sourceId, segs, count, buf, bufLen);
 }
 
-// ---- limits for the benchmark: the same copies with no translation at all
-export function memcpyLimit(dst: usize, src: usize, len: u32, times: u32): void {
-  for (let i: u32 = 0; i < times; i++) memory.copy(dst + <usize>i * len, src + <usize>i * len, len);
+// ---- the benchmark's limit: the copies a DMA does, with no translation at
+// all. memcpyGather copies `len` bytes from each HPA of a list (u64s at srcs)
+// into dst, back to back: the same bytes from the same addresses as a DMA of
+// those pages, so the difference is what translation costs.
+export function memcpyGather(dst: usize, srcs: usize, count: u32, len: u32): void {
+  for (let i: u32 = 0; i < count; i++) {
+    const hpa = load<u64>(srcs + (<usize>i << 3));
+    if (inRam(hpa, len)) memory.copy(dst + <usize>i * len, ramPtr(hpa), len);
+  }
 }

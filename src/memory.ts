@@ -56,7 +56,7 @@ export class PhysicalMemory {
   /** count contiguous zeroed 4 KiB frames; returns the HPA of the first. */
   allocFrames(count = 1): bigint {
     if (!Number.isSafeInteger(count) || count <= 0 || count > 0xffffffff) fail("EINVAL", `allocFrames: count must be a positive integer, got ${count}`);
-    const hpa = this.engine.wasm.framesAlloc(count);
+    const hpa = BigInt.asUintN(64, this.engine.wasm.framesAlloc(count));
     if (hpa === (1n << 64n) - 1n) fail("ENOMEM", `no run of ${count} free frames (${this.framesFree} free in all)`);
     return hpa;
   }

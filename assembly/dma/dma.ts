@@ -8,9 +8,9 @@
 // moves: a bad list is an error with nothing transferred, never a trap.
 import { ctrl } from "../layout";
 import { inRam, ramPtr } from "../mem/phys";
-import { ctxPtr, ctxFlags } from "../walk/context";
-import { hitNeed } from "../walk/perms";
-import { liveFrom } from "../tlb/iotlb";
+import { ctxPtr, ctxFlags, ctxTlbSizes } from "../walk/context";
+import { hitNeed, permsAllow } from "../walk/perms";
+import { liveFrom, tlbLookup, tlbKey, entryOut, entryPerms, entrySizeLog, countHits } from "../tlb/iotlb";
 import { translateOne, outHpa, outSizeLog, outLevel } from "../translate";
 import { recordFault } from "./faults";
 import {
@@ -78,15 +78,39 @@ export function dmaScatterGather(ctxId: u32, pasid: u32, access: u32, sourceId: 
     total += len;
   }
   if (total > <u64>bufLen) return report(ERR_EINVAL, 0, 0, count);
-  const need = hitNeed(access, ctxFlags(ctxPtr(ctxId)));
+  const ctx = ctxPtr(ctxId);
+  const need = hitNeed(access, ctxFlags(ctx));
   const minStamp = liveFrom(ctxId, pasid);
+  const keyBase = tlbKey(ctxId, pasid, 0);
+  const toRam = (access & ACCESS_WRITE) != 0;
+  let sizes = ctxTlbSizes(ctx);
   let done: u64 = 0;
+  let hits: u32 = 0;
   for (let i: u32 = 0; i < count; i++) {
     const seg = segs + <usize>i * SEG_SIZE;
     const iova = load<u64>(seg + SEG_IOVA);
-    const st = transfer(ctxId, pasid, access, need, minStamp, sourceId, iova, load<u64>(seg + SEG_LEN), buf + <usize>done);
+    const len = load<u64>(seg + SEG_LEN);
+    if (len == 0) continue;
+    // Fast path: an IOTLB hit whose page holds the whole segment, in RAM.
+    // Anything else takes transfer(), which counts for itself.
+    const e = tlbLookup(ctxId, keyBase, iova, minStamp, sizes);
+    if (e != 0 && permsAllow(entryPerms(e), need)) {
+      const pageMask = (<u64>1 << entrySizeLog(e)) - 1;
+      const offset = iova & pageMask;
+      const hpa = entryOut(e) | offset;
+      if (len - 1 <= pageMask - offset && inRam(hpa, len)) {
+        hits++;
+        if (toRam) memory.copy(ramPtr(hpa), buf + <usize>done, <usize>len);
+        else memory.copy(buf + <usize>done, ramPtr(hpa), <usize>len);
+        done += len;
+        continue;
+      }
+    }
+    const st = transfer(ctxId, pasid, access, need, minStamp, sourceId, iova, len, buf + <usize>done);
     done += moved;
-    if (st != ST_OK) return report(st, done, iova + moved, i);
+    sizes = ctxTlbSizes(ctx);
+    if (st != ST_OK) { countHits(hits); return report(st, done, iova + moved, i); }
   }
+  countHits(hits);
   return report(ST_OK, done, 0, count);
 }

@@ -24,7 +24,7 @@ export interface EngineExports {
   dma(id: number, pasid: number, access: number, sourceId: number, iova: bigint, len: number, buf: number): number;
   dmaSg(id: number, pasid: number, access: number, sourceId: number, segs: number, count: number, buf: number, bufLen: number): number;
   iotlbCounters(): void;
-  memcpyLimit(dst: number, src: number, len: number, times: number): void;
+  memcpyGather(dst: number, srcs: number, count: number, len: number): void;
 }
 
 export { ENGINE_FINGERPRINT };
