@@ -47,10 +47,4 @@ export class BufferArena {
     }
     this.free = merged;
   }
-
-  /** Whether a view lies wholly in the arena (then it can be passed by offset). */
-  contains(view: ArrayBufferView): boolean {
-    const off = this.engine.offsetOf(view);
-    return off >= this.engine.arena && off + view.byteLength <= this.engine.arena + this.engine.arenaSize;
-  }
 }

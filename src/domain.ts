@@ -9,7 +9,6 @@ import { DmaPort, checkPasid } from "./dma.js";
 import { PageTable, probeWalk, type WalkResult } from "./pagetable.js";
 import * as abi from "./engine/abi.js";
 import type { Engine } from "./engine/engine.js";
-import type { BufferArena } from "./arena.js";
 
 export interface TranslateOptions {
   pasid?: number;

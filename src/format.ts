@@ -20,7 +20,7 @@ export interface PageTableOptions {
   /** Physical-address width (x86 MAXPHYADDR / VT-d HAW, Arm IPS). Default 52 (x86), 48 (arm64). */
   physAddrWidth?: number;
   /** Leaf sizes the builder may use. Default 4 KiB, 2 MiB and 1 GiB. */
-  pageSizes?: (bigint | number)[];
+  pageSizes?: readonly (bigint | number)[];
   /** x86: XD (bit 63) forbids fetch; without NX it is a reserved bit. Default true. */
   nx?: boolean;
   /** An existing root table (4 KiB aligned, in RAM); default: a new zeroed frame owned by the table. */
