@@ -90,13 +90,14 @@ export class DmaPort {
     if (base < 0) fail("EINVAL", 'sg: direction must be "read" or "write"');
     const access = base | (opts.privileged ? abi.ACCESS_PRIV : 0);
     const pasid = checkPasid(opts.pasid);
+    const id = this.contextId();
     const e = this.engine;
     const direct = e.isDirect(buffer);
     // A pair list and a buffer both on engine memory: one call, validated by the engine.
     if (direct >= 0 && segments instanceof BigUint64Array && e.isDirect(segments) >= 0) {
       if (segments.length % 2 !== 0) fail("EINVAL", "sg: a BigUint64Array segment list holds (iova, length) pairs");
       const count = segments.length / 2;
-      const st = e.wasm.dmaSg(this.contextId(), pasid, access, this.sourceId, segments.byteOffset, count, direct, buffer.byteLength);
+      const st = e.wasm.dmaSg(id, pasid, access, this.sourceId, segments.byteOffset, count, direct, buffer.byteLength);
       if (st >= abi.ERR_EINVAL) this.rejectList(st, segments, count);
       return this.result(st, pasid, access, count);
     }
@@ -104,7 +105,7 @@ export class DmaPort {
     let total = 0;
     for (const s of list) total += s.length;
     if (total > buffer.byteLength) fail("EINVAL", `sg: segments total ${total} bytes, buffer has ${buffer.byteLength}`);
-    return this.staged(list, buffer, direct, pasid, access);
+    return this.staged(id, list, buffer, direct, pasid, access);
   }
 
   private rejectList(st: number, segments: BigUint64Array, count: number): never {
@@ -118,13 +119,14 @@ export class DmaPort {
     const access = opts?.privileged ? base | abi.ACCESS_PRIV : base;
     const pasid = checkPasid(opts?.pasid);
     const start = iovaOf(iova);
+    const id = this.contextId();
     const direct = this.engine.isDirect(buffer);
     if (direct < 0) {
       if (start + BigInt(buffer.byteLength) > 1n << 64n) fail("EOVERFLOW", `dma: ${hex(start)} + ${buffer.byteLength} wraps past 2^64`);
-      const r = this.staged([{ iova: start, length: buffer.byteLength, segment: 0 }], buffer, -1, pasid, access);
+      const r = this.staged(id, [{ iova: start, length: buffer.byteLength, segment: 0 }], buffer, -1, pasid, access);
       return r.fault ? { bytes: r.bytes, fault: r.fault } : { bytes: r.bytes };
     }
-    const st = this.engine.wasm.dma(this.contextId(), pasid, access, this.sourceId, start, buffer.byteLength, direct);
+    const st = this.engine.wasm.dma(id, pasid, access, this.sourceId, start, buffer.byteLength, direct);
     if (st === abi.ST_OK) return { bytes: buffer.byteLength };
     if (st === abi.ERR_EOVERFLOW) fail("EOVERFLOW", `dma: ${hex(start)} + ${buffer.byteLength} wraps past 2^64`);
     const r = this.result(st, pasid, access, 1);
@@ -136,7 +138,7 @@ export class DmaPort {
    * batch's data would not fit). With a direct buffer only the segment table
    * is staged.
    */
-  private staged(list: Piece[], buffer: Uint8Array, direct: number, pasid: number, access: number): SgResult {
+  private staged(id: number, list: Piece[], buffer: Uint8Array, direct: number, pasid: number, access: number): SgResult {
     const e = this.engine;
     const toMemory = (access & abi.ACCESS_WRITE) !== 0;
     const segCount = list.length;
@@ -162,7 +164,7 @@ export class DmaPort {
       }
       const bufPtr = direct >= 0 ? direct + done : this.stageData;
       if (direct < 0 && toMemory) e.bytes.set(buffer.subarray(done, done + bytes), this.stageData);
-      const st = e.wasm.dmaSg(this.contextId(), pasid, access, this.sourceId, e.staging, batch.length, bufPtr, direct >= 0 ? buffer.byteLength - done : bytes);
+      const st = e.wasm.dmaSg(id, pasid, access, this.sourceId, e.staging, batch.length, bufPtr, direct >= 0 ? buffer.byteLength - done : bytes);
       const moved = e.u32(abi.RES_BYTES);
       if (direct < 0 && !toMemory) buffer.set(e.bytes.subarray(this.stageData, this.stageData + moved), done);
       done += moved;

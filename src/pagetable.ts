@@ -88,7 +88,8 @@ export class PageTable {
     requireAligned(s, PAGE_SIZE, "size");
     const last = lastOf(i, s, "unmap iova");
     this.checkInputRange(i, last, "unmap");
-    return this.engine.wasm.ptUnmap(this.contextId, i, last);
+    // i64 results arrive signed; bytes unmapped are unsigned.
+    return BigInt.asUintN(64, this.engine.wasm.ptUnmap(this.contextId, i, last));
   }
 
   /** The HPA iova translates to, or undefined when nothing is mapped there (no permission check). */
