@@ -1,0 +1,86 @@
+// Translation contexts: a page-table root with its format and configuration.
+// Page tables and domains share one id space: ids from 1, freed ids reused
+// last in, first out, at most MAX_CONTEXTS - 1 live at once. Ids are part of
+// fault records and of IOTLB tags, so they are handed out as the facade does.
+import * as abi from "../../src/engine/abi.js";
+import type { DomainFlags } from "../../src/index.js";
+import type { ResolvedFormat } from "../../src/format.js";
+import { fail } from "./args.js";
+import { formatById, type Format } from "./formats.js";
+
+export interface Context {
+  /** undefined once released: a walk then faults with no-context. */
+  fmt: Format | undefined;
+  levels: number;
+  inputBits: number;
+  /** CTX_* switches, CTX_LIVE included. */
+  flags: number;
+  root: bigint;
+  /** Page sizes the builder may use, as a mask of sizes (4 KiB always). */
+  pgsizes: bigint;
+  /** Bits that fault as reserved / address-size in every entry. */
+  rsvdMask: bigint;
+  /** Page sizes (as 1 << sizeLog) this context has in the IOTLB. */
+  tlbSizes: bigint;
+}
+
+export function contextFlags(format: ResolvedFormat, flags: DomainFlags): number {
+  let bits = 0;
+  if (flags.sre ?? true) bits |= abi.CTX_SRE;
+  if (flags.wpe ?? true) bits |= abi.CTX_WPE;
+  if (flags.accessedDirty ?? format.defaultAccessedDirty) bits |= abi.CTX_AD;
+  if (format.nx) bits |= abi.CTX_NX;
+  return bits;
+}
+
+// Address bits from the physical-address width up to bit 51, and XD without NX.
+function rsvdMaskFor(paWidth: number, flags: number): bigint {
+  let mask = paWidth >= 52 ? 0n : ((1n << 52n) - 1n) & ~((1n << BigInt(paWidth)) - 1n);
+  if ((flags & abi.CTX_NX) === 0) mask |= 1n << 63n;
+  return mask;
+}
+
+const released = (): Context => ({ fmt: undefined, levels: 0, inputBits: 0, flags: 0, root: 0n, pgsizes: 0n, rsvdMask: 0n, tlbSizes: 0n });
+
+export class Contexts {
+  private readonly records = new Map<number, Context>();
+  private readonly freeIds: number[] = [];
+  private nextId = 1;
+
+  alloc(): number {
+    const id = this.freeIds.pop() ?? this.nextId;
+    if (id === this.nextId) {
+      if (id >= abi.MAX_CONTEXTS) fail("ENOSPC", `all ${abi.MAX_CONTEXTS - 1} page-table contexts are in use`);
+      this.nextId++;
+    }
+    return id;
+  }
+
+  set(id: number, format: ResolvedFormat, flags: DomainFlags, root: bigint): void {
+    const ctxFlags = contextFlags(format, flags);
+    this.records.set(id, {
+      fmt: formatById(format.id),
+      levels: format.levels,
+      inputBits: format.inputBits,
+      flags: ctxFlags | abi.CTX_LIVE,
+      root,
+      pgsizes: format.pageSizeMask | (1n << 12n),
+      rsvdMask: rsvdMaskFor(format.physAddrWidth, ctxFlags),
+      tlbSizes: 0n,
+    });
+  }
+
+  get(id: number): Context {
+    let ctx = this.records.get(id);
+    if (!ctx) { ctx = released(); this.records.set(id, ctx); }
+    return ctx;
+  }
+
+  ids(): IterableIterator<number> { return this.records.keys(); }
+
+  /** The caller has flushed the context's IOTLB entries. */
+  release(id: number): void {
+    this.records.set(id, released());
+    this.freeIds.push(id);
+  }
+}

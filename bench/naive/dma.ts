@@ -1,0 +1,164 @@
+// Device DMA through a domain in the twin: every piece of a transfer is
+// translated through the IOTLB page by page and copied with Uint8Array.set.
+// A fault stops the transfer; the bytes before it stay done and the fault is
+// recorded. Errors are thrown only for bad arguments, as in the facade.
+//
+// One facade detail shows in the IOTLB counters and is mirrored: a buffer
+// that is not on engine memory (for the twin: not from allocBuffer() and not
+// a view of RAM) is moved through a staging area of STAGE_DATA bytes, and a
+// transfer restarts with a fresh translation at each staging boundary.
+import * as abi from "../../src/engine/abi.js";
+import type { Address, DmaFault, DmaOptions, DmaReadResult, DmaResult, SgOptions, SgResult, SgSegments } from "../../src/index.js";
+import { accessFlags, checkPasid, fail, hex, reasonName, toLength, toU64 } from "./args.js";
+import type { Translator } from "./translate.js";
+
+const STAGE_SEGS = 4096;
+const STAGE_DATA = abi.STAGING_SIZE - STAGE_SEGS * abi.SEG_SIZE;
+
+interface Piece { iova: bigint; length: number; segment: number }
+
+interface Stop { status: number; moved: number; level: number }
+
+export class NaiveDmaPort {
+  constructor(
+    private readonly translator: Translator,
+    private readonly isDirect: (view: ArrayBufferView) => boolean,
+    private readonly contextId: () => number,
+    private readonly sourceId: number,
+  ) {}
+
+  read(iova: Address, len: number, opts?: DmaOptions): DmaReadResult {
+    const data = new Uint8Array(toLength(len, "len"));
+    const r = this.readInto(iova, data, opts);
+    return r.fault ? { data, bytes: r.bytes, fault: r.fault } : { data, bytes: r.bytes };
+  }
+
+  readInto(iova: Address, target: Uint8Array, opts?: DmaOptions): DmaResult {
+    return this.single(iova, target, abi.ACCESS_READ, opts);
+  }
+
+  write(iova: Address, bytes: Uint8Array, opts?: DmaOptions): DmaResult {
+    return this.single(iova, bytes, abi.ACCESS_WRITE, opts);
+  }
+
+  sg(segments: SgSegments, buffer: Uint8Array, opts: SgOptions): SgResult {
+    const base = opts?.direction === "write" ? abi.ACCESS_WRITE : opts?.direction === "read" ? abi.ACCESS_READ : -1;
+    if (base < 0) fail("EINVAL", 'sg: direction must be "read" or "write"');
+    const access = base | (opts.privileged ? abi.ACCESS_PRIV : 0);
+    const pasid = checkPasid(opts.pasid);
+    const id = this.contextId();
+    const direct = this.isDirect(buffer);
+    if (direct && segments instanceof BigUint64Array && this.isDirect(segments)) {
+      // The facade hands such a list to the engine as is, which checks it.
+      if (segments.length % 2 !== 0) fail("EINVAL", "sg: a BigUint64Array segment list holds (iova, length) pairs");
+      const list = normalizeSegments(segments);
+      if (list.reduce((n, s) => n + s.length, 0) > buffer.byteLength) fail("EINVAL", `sg: segments total more than the ${buffer.byteLength}-byte buffer`);
+      return this.run(id, list, buffer, pasid, access);
+    }
+    const list = normalizeSegments(segments);
+    let total = 0;
+    for (const s of list) total += s.length;
+    if (total > buffer.byteLength) fail("EINVAL", `sg: segments total ${total} bytes, buffer has ${buffer.byteLength}`);
+    return this.staged(id, list, buffer, direct, pasid, access);
+  }
+
+  private single(iova: Address, buffer: Uint8Array, base: number, opts?: DmaOptions): DmaResult {
+    const access = opts?.privileged ? base | abi.ACCESS_PRIV : base;
+    const pasid = checkPasid(opts?.pasid);
+    const start = toU64(iova, "iova");
+    const id = this.contextId();
+    if (start + BigInt(buffer.byteLength) > 1n << 64n) fail("EOVERFLOW", `dma: ${hex(start)} + ${buffer.byteLength} wraps past 2^64`);
+    const piece = [{ iova: start, length: buffer.byteLength, segment: 0 }];
+    const r = this.isDirect(buffer) ? this.run(id, piece, buffer, pasid, access) : this.staged(id, piece, buffer, false, pasid, access);
+    return r.fault ? { bytes: r.bytes, fault: r.fault } : { bytes: r.bytes };
+  }
+
+  /** Cuts the list where the facade's staging batches end, then runs it batch by batch. */
+  private staged(id: number, list: Piece[], buffer: Uint8Array, direct: boolean, pasid: number, access: number): SgResult {
+    let done = 0;
+    let i = 0;
+    let offsetInSeg = 0;
+    while (i < list.length) {
+      const batch: Piece[] = [];
+      let bytes = 0;
+      while (i < list.length && batch.length < STAGE_SEGS) {
+        const seg = list[i];
+        const left = seg.length - offsetInSeg;
+        const room = direct ? left : Math.min(left, STAGE_DATA - bytes);
+        if (room === 0 && left > 0) break;
+        batch.push({ iova: seg.iova + BigInt(offsetInSeg), length: room, segment: seg.segment });
+        bytes += room;
+        if (room === left) { i++; offsetInSeg = 0; } else { offsetInSeg += room; break; }
+      }
+      const r = this.run(id, batch, buffer.subarray(done), pasid, access);
+      done += r.bytes;
+      if (r.fault) return { bytes: done, segment: batch[r.segment].segment, fault: r.fault };
+    }
+    return { bytes: done, segment: list.length };
+  }
+
+  /** Moves the pieces in order, packed in buffer; stops at the first fault. */
+  private run(ctxId: number, pieces: Piece[], buffer: Uint8Array, pasid: number, access: number): SgResult {
+    let done = 0;
+    for (let k = 0; k < pieces.length; k++) {
+      const { iova, length } = pieces[k];
+      const stop = this.transfer(ctxId, pasid, access, iova, length, buffer, done);
+      done += stop.moved;
+      if (stop.status !== abi.ST_OK) {
+        const fault: DmaFault = {
+          reason: reasonName(stop.status),
+          address: iova + BigInt(stop.moved),
+          level: stop.level,
+          stage: 1,
+          pasid,
+          access: accessFlags(access),
+        };
+        return { bytes: done, segment: k, fault };
+      }
+    }
+    return { bytes: done, segment: pieces.length };
+  }
+
+  private transfer(ctxId: number, pasid: number, access: number, iova: bigint, len: number, buffer: Uint8Array, bufOffset: number): Stop {
+    const { ram, faults } = this.translator;
+    const toRam = (access & abi.ACCESS_WRITE) !== 0;
+    let done = 0;
+    let cur = iova;
+    while (done < len) {
+      const t = this.translator.translate(ctxId, pasid, cur, access, this.sourceId);
+      if (!("hpa" in t)) return { status: t.status, moved: done, level: t.level };
+      const pageLeft = Number((cur | ((1n << BigInt(t.sizeLog)) - 1n)) - cur + 1n);
+      const chunk = Math.min(pageLeft, len - done);
+      if (!ram.inRam(t.hpa, BigInt(chunk))) {
+        faults.record(ctxId, pasid, this.sourceId, cur, access, abi.FAULT_OUTPUT_OUTSIDE_RAM, 0);
+        return { status: abi.FAULT_OUTPUT_OUTSIDE_RAM, moved: done, level: 0 };
+      }
+      const hpa = Number(t.hpa);
+      const at = bufOffset + done;
+      if (toRam) ram.bytes.set(buffer.subarray(at, at + chunk), hpa);
+      else buffer.set(ram.bytes.subarray(hpa, hpa + chunk), at);
+      done += chunk;
+      cur += BigInt(chunk);
+    }
+    return { status: abi.ST_OK, moved: done, level: 0 };
+  }
+}
+
+function normalizeSegments(segments: SgSegments): Piece[] {
+  const list: Piece[] = [];
+  if (segments instanceof BigUint64Array) {
+    if (segments.length % 2 !== 0) fail("EINVAL", "sg: a BigUint64Array segment list holds (iova, length) pairs");
+    for (let k = 0; k < segments.length; k += 2) list.push(piece(segments[k], segments[k + 1], k / 2));
+  } else {
+    if (!Array.isArray(segments)) fail("EINVAL", "sg: segments must be an array or a BigUint64Array");
+    segments.forEach((s, k) => list.push(piece(s.iova, s.length, k)));
+  }
+  return list;
+}
+
+function piece(iova: Address, length: Address, segment: number): Piece {
+  const start = toU64(iova, `segment ${segment} iova`);
+  const len = toLength(length, `segment ${segment} length`);
+  if (start + BigInt(len) > 1n << 64n) fail("EOVERFLOW", `segment ${segment}: ${hex(start)} + ${len} wraps past 2^64`);
+  return { iova: start, length: len, segment };
+}

@@ -1,0 +1,98 @@
+// A domain of the twin: a context the IOTLB tags entries with, over a page
+// table. Translations go through the IOTLB; invalidation is the caller's job.
+import * as abi from "../../src/engine/abi.js";
+import type { Access, Address, DomainFlags, InvalidateOptions, PageTableOptions, Translation, TranslateOptions, WalkResult } from "../../src/index.js";
+import { accessBits, checkPasid, fail, hex, lastOf, PAGE_SIZE, permsOf, reasonName, requireAligned, toU64 } from "./args.js";
+import { NaiveDmaPort } from "./dma.js";
+import { NaivePageTable, probeWalk, releaseContext, type NaiveCore } from "./pagetable.js";
+import type { Translator } from "./translate.js";
+
+export type NaiveDomainOptions = DomainFlags & ({ pageTable: NaivePageTable } | PageTableOptions);
+
+export class NaiveDomain {
+  readonly id: number;
+  readonly pageTable: NaivePageTable;
+  readonly dma: NaiveDmaPort;
+  private readonly ownsTable: boolean;
+  private destroyed = false;
+
+  constructor(private readonly core: NaiveCore, private readonly translator: Translator, isDirect: (view: ArrayBufferView) => boolean,
+    makeTable: (o: PageTableOptions) => NaivePageTable, options: NaiveDomainOptions) {
+    if ("pageTable" in options && options.pageTable) {
+      this.pageTable = options.pageTable;
+      this.ownsTable = false;
+    } else {
+      this.pageTable = makeTable(options as PageTableOptions);
+      this.ownsTable = true;
+    }
+    try {
+      this.id = core.contexts.alloc();
+    } catch (e) {
+      if (this.ownsTable) this.pageTable.destroy();
+      throw e;
+    }
+    core.contexts.set(this.id, this.pageTable.format, options, this.pageTable.root);
+    this.dma = new NaiveDmaPort(translator, isDirect, () => this.liveId(), 0);
+  }
+
+  private liveId(): number {
+    if (this.destroyed) fail("ENODEV", `domain ${this.id} was destroyed`);
+    return this.id;
+  }
+
+  translate(iova: Address, access: Access = "read", opts: TranslateOptions = {}): Translation {
+    const id = this.liveId();
+    const i = toU64(iova, "iova");
+    const pasid = checkPasid(opts.pasid);
+    const r = this.translator.translate(id, pasid, i, accessBits(access), 0);
+    if (!("hpa" in r)) return { fault: { reason: reasonName(r.status), level: r.level, address: i } };
+    return { hpa: r.hpa, pageSize: 1n << BigInt(r.sizeLog), perms: permsOf(r.perms), inRam: r.hpa < this.core.ram.size };
+  }
+
+  translateBatch(iovas: BigUint64Array, access: Access, out: BigUint64Array, status: Uint8Array, opts: TranslateOptions = {}): number {
+    const id = this.liveId();
+    const bits = accessBits(access);
+    const pasid = checkPasid(opts.pasid);
+    const n = iovas.length;
+    if (out.length < n || status.length < n) fail("EINVAL", `translateBatch: out and status need ${n} entries`);
+    let faults = 0;
+    for (let k = 0; k < n; k++) {
+      const r = this.translator.translate(id, pasid, iovas[k], bits, 0);
+      out[k] = "hpa" in r ? r.hpa : 0n;
+      status[k] = r.status;
+      if (r.status !== abi.ST_OK) faults++;
+    }
+    return faults;
+  }
+
+  walk(iova: Address, access: Access = "read"): WalkResult {
+    return probeWalk(this.core, this.liveId(), this.pageTable.format.levels, toU64(iova, "iova"), accessBits(access));
+  }
+
+  invalidate(opts: InvalidateOptions = {}): void {
+    const id = this.liveId();
+    const iotlb = this.core.iotlb;
+    const pasid = opts.pasid === undefined ? undefined : checkPasid(opts.pasid);
+    if (opts.iova === undefined) {
+      if (opts.npages !== undefined) fail("EINVAL", "invalidate: npages without iova");
+      if (pasid === undefined) iotlb.flushContext(id);
+      else iotlb.flushPasid(id, pasid);
+      return;
+    }
+    const first = toU64(opts.iova, "iova");
+    requireAligned(first, PAGE_SIZE, "invalidate iova");
+    const npages = toU64(opts.npages ?? 1, "npages");
+    if (npages === 0n) fail("EINVAL", "invalidate: npages is zero");
+    const size = npages * PAGE_SIZE;
+    if (size > 1n << 64n) fail("EOVERFLOW", `invalidate: ${npages} pages is more than the address space`);
+    const last = lastOf(first, size, `invalidate ${hex(first)}`);
+    iotlb.flushRange(id, pasid, first, last);
+  }
+
+  destroy(): void {
+    if (this.destroyed) return;
+    releaseContext(this.core, this.id);
+    this.destroyed = true;
+    if (this.ownsTable) this.pageTable.destroy();
+  }
+}

@@ -1,0 +1,171 @@
+// Page-table formats of the twin, as BigInt answers to the walker's and the
+// builder's questions. Levels are numbered with the leaf as 0.
+//
+// x86-64 IA-32e (Intel SDM vol. 3A §4.5), 4 or 5 levels:
+//   level 4 PML5E  3 PML4E  2 PDPTE (PS → 1 GiB)  1 PDE (PS → 2 MiB)  0 PTE
+//   63 XD | 51..12 address | 7 PS | 6 D | 5 A | 2 U/S | 1 R/W | 0 P
+// Arm VMSAv8-64 stage 1, 4 KiB granule (Arm ARM D8.3):
+//   level 3 = L0  2 = L1 (block → 1 GiB)  1 = L2 (block → 2 MiB)  0 = L3 (page)
+//   table: 62 APTable[1] | 61 APTable[0] | 60 UXNTable | 59 PXNTable | 47..12 next | 1:0 = 11
+//   block/page: 54 UXN | 53 PXN | 10 AF | 9:8 SH | 7 AP[2] | 6 AP[1] | 47..12 out | 1:0 = 01 / 11 (L3)
+import * as abi from "../../src/engine/abi.js";
+
+export const KIND_INVALID = abi.KIND_INVALID;
+export const KIND_TABLE = abi.KIND_TABLE;
+export const KIND_LEAF = abi.KIND_LEAF;
+
+export interface Format {
+  levelShift(level: number): number;
+  index(iova: bigint, level: number): bigint;
+  /** 0, or the fault for an input address the table cannot translate. */
+  inputFault(iova: bigint, inputBits: number): number;
+  rootAddr(root: bigint): bigint;
+  entryKind(pte: bigint, level: number): number;
+  /** 0, or the fault for reserved / address-size bits. rsvdMask comes from the context. */
+  check(pte: bigint, level: number, rsvdMask: bigint): number;
+  tableAddr(pte: bigint): bigint;
+  leafAddr(pte: bigint, level: number): bigint;
+  narrowTable(perms: number, pte: bigint, flags: number): number;
+  narrowLeaf(perms: number, pte: bigint, flags: number): number;
+  fullPerms(): number;
+  /** 0, or a fault a valid leaf raises before the permission check. */
+  leafFault(pte: bigint, flags: number): number;
+  accessed(pte: bigint): bigint;
+  dirtied(pte: bigint): bigint;
+  isDirty(pte: bigint): boolean;
+  makeTable(addr: bigint): bigint;
+  makeLeaf(addr: bigint, level: number, prot: number, flags: number): bigint;
+  /** Levels at which a leaf may stand, as a mask of levels. */
+  leafLevels(): number;
+}
+
+const bit = (n: number): bigint => 1n << BigInt(n);
+const pageMask = (level: number): bigint => bit(12 + 9 * level) - 1n;
+const ALL_PERMS = abi.PERM_R | abi.PERM_W | abi.PERM_X | abi.PERM_U;
+
+export const X86_PTE_P = bit(0);
+export const X86_PTE_RW = bit(1);
+export const X86_PTE_US = bit(2);
+export const X86_PTE_A = bit(5);
+export const X86_PTE_D = bit(6);
+export const X86_PTE_PS = bit(7);
+export const X86_PTE_XD = bit(63);
+export const X86_ADDR_MASK = 0x000ffffffffff000n;
+const X86_RSVD_1G = 0x3fffe000n;
+const X86_RSVD_2M = 0x001fe000n;
+
+function x86Narrow(perms: number, pte: bigint, flags: number): number {
+  let p = perms;
+  if ((pte & X86_PTE_RW) === 0n) p &= ~abi.PERM_W;
+  if ((pte & X86_PTE_US) === 0n) p &= ~abi.PERM_U;
+  if ((flags & abi.CTX_NX) !== 0 && (pte & X86_PTE_XD) !== 0n) p &= ~abi.PERM_X;
+  return p;
+}
+
+export const x86Format: Format = {
+  levelShift: (level) => 12 + 9 * level,
+  index: (iova, level) => (iova >> BigInt(12 + 9 * level)) & 511n,
+  inputFault(iova, inputBits) {
+    const upper = BigInt.asIntN(64, iova) >> BigInt(inputBits - 1);
+    return upper === 0n || upper === -1n ? 0 : abi.FAULT_NON_CANONICAL;
+  },
+  rootAddr: (root) => root & X86_ADDR_MASK,
+  entryKind(pte, level) {
+    if ((pte & X86_PTE_P) === 0n) return KIND_INVALID;
+    return level === 0 || (level <= 2 && (pte & X86_PTE_PS) !== 0n) ? KIND_LEAF : KIND_TABLE;
+  },
+  check(pte, level, rsvdMask) {
+    if ((pte & rsvdMask) !== 0n) return abi.FAULT_RESERVED_BIT;
+    if ((pte & X86_PTE_PS) === 0n || level === 0) return 0;
+    if (level >= 3) return abi.FAULT_RESERVED_BIT;
+    return (pte & (level === 2 ? X86_RSVD_1G : X86_RSVD_2M)) !== 0n ? abi.FAULT_RESERVED_BIT : 0;
+  },
+  tableAddr: (pte) => pte & X86_ADDR_MASK,
+  leafAddr: (pte, level) => pte & X86_ADDR_MASK & ~pageMask(level),
+  narrowTable: x86Narrow,
+  narrowLeaf: x86Narrow,
+  fullPerms: () => ALL_PERMS,
+  leafFault: () => 0,
+  accessed: (pte) => pte | X86_PTE_A,
+  dirtied: (pte) => pte | X86_PTE_A | X86_PTE_D,
+  isDirty: (pte) => (pte & X86_PTE_D) !== 0n,
+  makeTable: (addr) => addr | X86_PTE_P | X86_PTE_RW | X86_PTE_US,
+  makeLeaf(addr, level, prot, flags) {
+    let pte = addr | X86_PTE_P;
+    if ((prot & abi.PERM_W) !== 0) pte |= X86_PTE_RW;
+    if ((prot & abi.PERM_U) !== 0) pte |= X86_PTE_US;
+    if ((prot & abi.PERM_X) === 0 && (flags & abi.CTX_NX) !== 0) pte |= X86_PTE_XD;
+    if (level > 0) pte |= X86_PTE_PS;
+    return pte;
+  },
+  leafLevels: () => 0b111,
+};
+
+export const LPAE_VALID = bit(0);
+export const LPAE_TYPE_TABLE = bit(1);
+export const LPAE_AP1_EL0 = bit(6);
+export const LPAE_AP2_RDONLY = bit(7);
+export const LPAE_SH_INNER = 3n << 8n;
+export const LPAE_AF = bit(10);
+export const LPAE_PXN = bit(53);
+export const LPAE_UXN = bit(54);
+export const LPAE_PXN_TABLE = bit(59);
+export const LPAE_UXN_TABLE = bit(60);
+export const LPAE_APTABLE_NO_EL0 = bit(61);
+export const LPAE_APTABLE_RDONLY = bit(62);
+export const LPAE_ADDR_MASK = 0x0000fffffffff000n;
+
+export const arm64Format: Format = {
+  levelShift: (level) => 12 + 9 * level,
+  index: (iova, level) => (iova >> BigInt(12 + 9 * level)) & 511n,
+  inputFault: (iova, inputBits) => ((iova >> BigInt(inputBits)) === 0n ? 0 : abi.FAULT_INPUT_RANGE),
+  rootAddr: (root) => root & LPAE_ADDR_MASK,
+  // Blocks only at L1/L2 with the 4 KiB granule; 01 at L3 is reserved.
+  entryKind(pte, level) {
+    if ((pte & LPAE_VALID) === 0n) return KIND_INVALID;
+    const tableBit = (pte & LPAE_TYPE_TABLE) !== 0n;
+    if (level === 0) return tableBit ? KIND_LEAF : KIND_INVALID;
+    if (tableBit) return KIND_TABLE;
+    return level <= 2 ? KIND_LEAF : KIND_INVALID;
+  },
+  check: (pte, _level, rsvdMask) => ((pte & LPAE_ADDR_MASK & rsvdMask) !== 0n ? abi.FAULT_ADDRESS_SIZE : 0),
+  tableAddr: (pte) => pte & LPAE_ADDR_MASK,
+  leafAddr: (pte, level) => pte & LPAE_ADDR_MASK & ~pageMask(level),
+  narrowTable(perms, pte) {
+    let p = perms;
+    if ((pte & LPAE_APTABLE_NO_EL0) !== 0n) p &= ~abi.PERM_U;
+    if ((pte & LPAE_APTABLE_RDONLY) !== 0n) p &= ~abi.PERM_W;
+    if ((pte & (LPAE_UXN_TABLE | LPAE_PXN_TABLE)) !== 0n) p &= ~abi.PERM_X;
+    return p;
+  },
+  narrowLeaf(perms, pte) {
+    let p = perms;
+    if ((pte & LPAE_AP1_EL0) === 0n) p &= ~abi.PERM_U;
+    if ((pte & LPAE_AP2_RDONLY) !== 0n) p &= ~abi.PERM_W;
+    if ((pte & (LPAE_UXN | LPAE_PXN)) !== 0n) p &= ~abi.PERM_X;
+    return p;
+  },
+  fullPerms: () => ALL_PERMS,
+  // AF = 0 faults unless the hardware manages it (TCR.HA, the context's A/D flag).
+  leafFault: (pte, flags) => ((pte & LPAE_AF) === 0n && (flags & abi.CTX_AD) === 0 ? abi.FAULT_ACCESS_FLAG : 0),
+  // Dirty state (DBM) is not modelled: a leaf counts as dirty.
+  accessed: (pte) => pte | LPAE_AF,
+  dirtied: (pte) => pte | LPAE_AF,
+  isDirty: () => true,
+  makeTable: (addr) => addr | LPAE_VALID | LPAE_TYPE_TABLE,
+  makeLeaf(addr, level, prot) {
+    let pte = addr | LPAE_VALID | LPAE_AF | LPAE_SH_INNER;
+    if (level === 0) pte |= LPAE_TYPE_TABLE;
+    if ((prot & abi.PERM_U) !== 0) pte |= LPAE_AP1_EL0;
+    if ((prot & abi.PERM_W) === 0) pte |= LPAE_AP2_RDONLY;
+    if ((prot & abi.PERM_X) === 0) pte |= LPAE_UXN | LPAE_PXN;
+    return pte;
+  },
+  leafLevels: () => 0b111,
+};
+
+export function formatById(id: number): Format | undefined {
+  if (id === abi.FORMAT_X86_64) return x86Format;
+  if (id === abi.FORMAT_ARM64_S1) return arm64Format;
+  return undefined;
+}

@@ -1,0 +1,70 @@
+// The twin's page-table walker: one loop for every format, reading entries
+// from RAM as BigInt. A walk ends in a translation or in a fault reason with
+// the level it happened at (leaf = 0). A table outside RAM, or one already on
+// the walk's path (a cycle), is a fault; accessed/dirty bits are set as the
+// hardware would only when asked (the IOTLB path of an A/D domain).
+import * as abi from "../../src/engine/abi.js";
+import type { Context } from "./context.js";
+import { KIND_INVALID, KIND_LEAF } from "./formats.js";
+import { permsAllow } from "./perms.js";
+import type { Ram } from "./ram.js";
+
+export interface WalkStepRecord { entryAddress: bigint; entry: bigint }
+
+export type WalkOutcome =
+  | { status: 0; hpa: bigint; sizeLog: number; perms: number }
+  | { status: number; level: number };
+
+export interface WalkMode {
+  /** Set accessed/dirty bits (only if the context has hardware A/D on). */
+  updateAd?: boolean;
+  /** Every entry read, top level first. */
+  trace?: WalkStepRecord[];
+}
+
+export function walk(ram: Ram, ctx: Context, iova: bigint, access: number, mode: WalkMode = {}): WalkOutcome {
+  const fmt = ctx.fmt;
+  if (!fmt) return { status: abi.FAULT_NO_CONTEXT, level: 0 };
+  const flags = ctx.flags;
+  const updateAd = mode.updateAd === true && (flags & abi.CTX_AD) !== 0;
+  let level = ctx.levels - 1;
+  const inputFault = fmt.inputFault(iova, ctx.inputBits);
+  if (inputFault !== 0) return { status: inputFault, level };
+  let table = fmt.rootAddr(ctx.root);
+  const path = [table];
+  let perms = fmt.fullPerms();
+  for (;;) {
+    if (!ram.inRam(table, 4096n)) return { status: abi.FAULT_TABLE_OUTSIDE_RAM, level };
+    const pteAddr = table + (fmt.index(iova, level) << 3n);
+    let pte = ram.loadPte(pteAddr);
+    mode.trace?.push({ entryAddress: pteAddr, entry: pte });
+    const kind = fmt.entryKind(pte, level);
+    if (kind === KIND_INVALID) return { status: abi.FAULT_NOT_PRESENT, level };
+    const bad = fmt.check(pte, level, ctx.rsvdMask);
+    if (bad !== 0) return { status: bad, level };
+    if (kind === KIND_LEAF) {
+      perms = fmt.narrowLeaf(perms, pte, flags);
+      const leafBad = fmt.leafFault(pte, flags);
+      if (leafBad !== 0) return { status: leafBad, level };
+      if (!permsAllow(perms, access, flags)) return { status: abi.FAULT_PERMISSION, level };
+      if (updateAd) {
+        const next = (access & abi.ACCESS_WRITE) !== 0 ? fmt.dirtied(pte) : fmt.accessed(pte);
+        if (next !== pte) { ram.storePte(pteAddr, next); pte = next; }
+      }
+      // Without hardware A/D nothing is left to set on a write: writes may hit in the IOTLB.
+      if (!updateAd || fmt.isDirty(pte)) perms |= abi.PERM_DIRTY;
+      const sizeLog = fmt.levelShift(level);
+      const offset = iova & ((1n << BigInt(sizeLog)) - 1n);
+      return { status: abi.ST_OK, hpa: fmt.leafAddr(pte, level) | offset, sizeLog, perms };
+    }
+    perms = fmt.narrowTable(perms, pte, flags);
+    if (updateAd) {
+      const next = fmt.accessed(pte);
+      if (next !== pte) ram.storePte(pteAddr, next);
+    }
+    table = fmt.tableAddr(pte);
+    if (path.includes(table)) return { status: abi.FAULT_TABLE_CYCLE, level };
+    path.push(table);
+    level--;
+  }
+}
