@@ -2,7 +2,7 @@
 // have validated its arguments (ids live, ranges in bounds); what it still
 // checks is whatever a page table in RAM can make wrong at run time.
 import { ctrl, layoutInit, staging } from "./layout";
-import { framesInit, allocFrames, freeFrames } from "./mem/frames";
+import { framesInit, allocFrames, freeFrames, claimFrame } from "./mem/frames";
 import { inRam, ramPtr } from "./mem/phys";
 import { ctxPtr, ctxSet, ctxClear, ctxFormat, ctxTlbSizes } from "./walk/context";
 import { buildMap, buildUnmap } from "./walk/builder";
@@ -14,7 +14,7 @@ import { X86Format } from "./fmt/x86_64";
 import { Arm64S1Format } from "./fmt/arm64";
 import { ctxFlags } from "./walk/context";
 import { hitNeed, permsAllow } from "./walk/perms";
-import { ST_OK, ERR_EINVAL, FORMAT_X86_64, FORMAT_ARM64_S1, RES_STATUS, RES_LEVEL, RES_HPA, RES_SIZE_LOG, RES_PERMS } from "./abi";
+import { ST_OK, ERR_EINVAL, FORMAT_X86_64, FORMAT_ARM64_S1, RES_STATUS, RES_LEVEL, RES_HPA, RES_SIZE_LOG, RES_PERMS, RES_TRACE_COUNT } from "./abi";
 
 export function init(ramBytes: u64, tlbSetsLog: u32, tlbWays: u32, faultLog: u32, arenaBytes: u32): u32 {
   const st = layoutInit(ramBytes, tlbSetsLog, tlbWays, faultLog, arenaBytes);
@@ -30,6 +30,7 @@ export function stagingArea(): usize { return staging; }
 // ---- frames
 export function framesAlloc(count: u32): u64 { return allocFrames(count); }
 export function framesRelease(hpa: u64, count: u32): u32 { return freeFrames(hpa, count) ? ST_OK : ERR_EINVAL; }
+export function framesClaim(hpa: u64): u32 { return claimFrame(hpa) ? ST_OK : ERR_EINVAL; }
 
 // ---- contexts
 export function contextSet(id: u32, format: u32, levels: u32, inputBits: u32, flags: u32, paWidth: u32, root: u64, pgsizes: u64): void {
@@ -58,6 +59,7 @@ export function ptUnmap(id: u32, iova: u64, last: u64): u64 {
 // A walk that neither fills the IOTLB nor sets A/D; `traceEntries` records
 // every entry read. Results go to the control block.
 export function probe(id: u32, iova: u64, access: u32, traceEntries: bool): u32 {
+  store<u32>(ctrl + RES_TRACE_COUNT, 0);
   const st = walkContext(ctxPtr(id), iova, access, traceEntries ? WALK_TRACE : 0);
   store<u32>(ctrl + RES_STATUS, st);
   store<u32>(ctrl + RES_LEVEL, walkLevel);

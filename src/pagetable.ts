@@ -35,7 +35,9 @@ export class PageTable {
       requireAligned(root, PAGE_SIZE, "root");
       if (root + PAGE_SIZE > ram.size) fail("EFAULT", `root ${hex(root)} is outside RAM`);
       this.root = root;
-      this.ownsRoot = false;
+      // A root written into RAM by hand is adopted, so the frame allocator
+      // never hands it out; one from allocFrames() stays the caller's.
+      this.ownsRoot = engine.wasm.framesClaim(root) === abi.ST_OK;
     } else {
       this.root = ram.allocFrames(1);
       this.ownsRoot = true;
@@ -77,7 +79,7 @@ export class PageTable {
     if (st === abi.ERR_EEXIST) fail("EEXIST", `map: [${hex(i)}, ${hex(last)}] overlaps an existing mapping`);
     if (st === abi.ERR_ENOMEM) fail("ENOMEM", `map: not enough free frames for the page tables of [${hex(i)}, ${hex(last)}]`);
     if (st === abi.ERR_EFAULT) fail("EFAULT", `map: a table on the path of [${hex(i)}, ${hex(last)}] lies outside RAM`);
-    fail("EINVAL", `map: engine refused the request (status ${st})`);
+    fail("EINVAL", `map: a table on the path of [${hex(i)}, ${hex(last)}] is reached twice (aliased, or in a cycle)`);
   }
 
   /** Removes every leaf wholly inside [iova, iova + size); returns the bytes unmapped. */
@@ -105,13 +107,13 @@ export class PageTable {
     return probeWalk(this.engine, this.contextId, this.format.levels, toU64(iova, "iova"), accessBits(access));
   }
 
-  /** Unmaps everything (freeing the tables the builder allocated) and frees an owned root. */
+  /** Unmaps everything (freeing the tables the builder allocated), releases the context, frees an owned root. */
   destroy(): void {
     if (this.destroyed) return;
+    this.destroyed = true;
     for (const [lo, hi] of this.format.inputRanges) this.engine.wasm.ptUnmap(this.contextId, lo, hi);
     this.engine.releaseContextId(this.contextId);
-    if (this.ownsRoot) this.ram.freeFrames(this.root);
-    this.destroyed = true;
+    if (this.ownsRoot) this.engine.wasm.framesRelease(this.root, 1);
   }
 }
 

@@ -251,4 +251,84 @@ describe("walker faults", () => {
     h.ram.writeU64(leaf.entryAddress, leaf.entry | (1n << 41n));
     expect(d.walk(0x1000n).fault).toEqual({ reason: "address-size", level: 0 });
   });
+
+  it("arm64 with hardware AF sets AF in leaves only (bit 10 of a table descriptor is ignored)", async () => {
+    const h = await host();
+    const d = h.createDomain({ format: "arm64", accessedDirty: true });
+    d.pageTable.map(0x1000n, 0x5000n, PAGE_4K);
+    const leaf = d.walk(0x1000n).steps[3];
+    h.ram.writeU64(leaf.entryAddress, leaf.entry & ~(1n << 10n));
+    expect(d.translate(0x1000n).hpa).toBe(0x5000n);
+    const steps = d.walk(0x1000n).steps;
+    expect(steps[3].entry & (1n << 10n)).toBe(1n << 10n);
+    for (const s of steps.slice(0, 3)) expect(s.entry & (1n << 10n)).toBe(0n);
+  });
 });
+
+describe("tables the builder did not make", () => {
+  it("refuses to map through aliased tables (EINVAL) and changes nothing", async () => {
+    const h = await host();
+    const pt = h.createPageTable();
+    pt.map(0n, 0x100000n, PAGE_4K);
+    // The PDE of slot 0 copied into slot 1: two 2 MiB ranges share one page table.
+    const pde = pt.walk(0n).steps[2];
+    h.ram.writeU64(pde.entryAddress + 8n, pde.entry);
+    pt.unmap(0n, PAGE_4K);
+    const before = h.ram.read(0n, 4 * MiB);
+    const free = h.ram.framesFree;
+    expect(code(() => pt.map(0n, 0x1000n, 0x400000n))).toBe("EINVAL");
+    expect(sameBytes(h.ram.read(0n, 4 * MiB), before)).toBe(true);
+    expect(h.ram.framesFree).toBe(free);
+  });
+
+  it("a self-referencing root entry neither frees the root nor breaks destroy", async () => {
+    const h = await host();
+    const free = h.ram.framesFree;
+    const pt = h.createPageTable();
+    pt.map(0x1000n, 0x5000n, PAGE_4K);
+    h.ram.writeU64(pt.root + 800n, pt.root | 3n);
+    expect(pt.unmap(0n, 1n << 47n)).toBe(PAGE_4K);
+    pt.destroy();
+    expect(h.ram.framesFree).toBe(free);
+    const next = h.createPageTable();
+    next.map(0x1000n, 0x6000n, PAGE_4K);
+    pt.destroy();
+    expect(next.iovaToPhys(0x1000n)).toBe(0x6000n);
+  });
+
+  it("tables written into RAM by hand are adopted, so new tables never land on them", async () => {
+    const h = await host();
+    // A root and a PDPT the allocator does not know about, at frames it would hand out next.
+    const root = 0x1000n, pdpt = 0x2000n;
+    h.ram.writeU64(root, pdpt | 7n);
+    const pt = h.createPageTable({ root });
+    const free = h.ram.framesFree;
+    pt.map(0x200000n, 0x300000n, PAGE_4K);
+    // The PDPT was adopted and two new tables (PD, PT) came from elsewhere.
+    expect(h.ram.framesFree).toBe(free - 3);
+    const steps = pt.walk(0x200000n).steps;
+    expect(steps[1].entryAddress & ~0xfffn).toBe(pdpt);
+    for (const s of steps.slice(2)) expect([root, pdpt]).not.toContain(s.entryAddress & ~0xfffn);
+    expect(pt.iovaToPhys(0x200123n)).toBe(0x300123n);
+    expect(code(() => h.ram.freeFrames(root))).toBe("no error");
+  });
+
+  it("a freed root is taken back before the map allocates", async () => {
+    const h = await host();
+    const pt = h.createPageTable({ format: "arm64" });
+    h.ram.freeFrames(pt.root);
+    pt.map(0n, 0n, PAGE_4K);
+    expect(pt.iovaToPhys(0x10n)).toBe(0x10n);
+    expect(code(() => h.ram.freeFrames(pt.root))).toBe("no error");
+  });
+
+  // Counting stops once it passes the free frames; a full count of 2^34 leaves
+  // would run for hours, far past this test's timeout.
+  it("a map far larger than RAM can hold tables for ends in ENOMEM", async () => {
+    const h = await host();
+    const pt = h.createPageTable({ pageSizes: [PAGE_4K] });
+    expect(code(() => pt.map(0n, 0n, 1n << 46n))).toBe("ENOMEM");
+    expect(pt.iovaToPhys(0n)).toBeUndefined();
+  }, 20_000);
+});
+

@@ -83,8 +83,10 @@ export class Arm64S1Format {
     return (pte & LPAE_AF) == 0 && (flags & CTX_AD) == 0 ? FAULT_ACCESS_FLAG : 0;
   }
 
-  // With HA the walker sets AF; dirty state (DBM) is not modelled, so a leaf counts as dirty.
+  // With HA the walker sets AF in leaves (table descriptors have none: bit 10
+  // is ignored there); dirty state (DBM) is not modelled, so a leaf counts as dirty.
   @inline accessed(pte: u64): u64 { return pte | LPAE_AF; }
+  @inline tableAccessed(pte: u64): u64 { return pte; }
   @inline dirtied(pte: u64): u64 { return pte | LPAE_AF; }
   @inline isDirty(pte: u64): bool { return true; }
 

@@ -77,6 +77,7 @@ export class X86Format {
   // Hardware-managed accessed/dirty bits (VT-d first level sets A on each
   // entry it uses and D on a written leaf).
   @inline accessed(pte: u64): u64 { return pte | X86_PTE_A; }
+  @inline tableAccessed(pte: u64): u64 { return pte | X86_PTE_A; }
   @inline dirtied(pte: u64): u64 { return pte | X86_PTE_A | X86_PTE_D; }
   @inline isDirty(pte: u64): bool { return (pte & X86_PTE_D) != 0; }
 

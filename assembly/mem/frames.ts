@@ -76,3 +76,13 @@ export function freeFrames(hpa: u64, count: u32): bool {
   if (f0 < lowestMaybeFree) lowestMaybeFree = f0;
   return true;
 }
+
+// Takes one frame the allocator does not hold yet (a table the builder found
+// in RAM, or a root the user wrote there), without zeroing it.
+export function claimFrame(hpa: u64): bool {
+  const frame = hpa >> 12;
+  if ((hpa & 0xfff) != 0 || frame >= <u64>frameCount || isUsed(<u32>frame)) return false;
+  setUsed(<u32>frame, true);
+  store<u32>(ctrl + FRAMES_FREE, framesFree() - 1);
+  return true;
+}

@@ -2,20 +2,47 @@
 // map (largest pages that fit), unmap (bytes unmapped), and iovaToPhys via
 // the walker.
 //
-// map is all or nothing: a first pass over the range finds any present leaf
-// (EEXIST), any table pointer outside RAM (EFAULT) and counts the tables it
-// would have to allocate (ENOMEM if the frame allocator has fewer); only then
-// does the second pass write, and it cannot fail.
+// Tables in RAM may have been written by anyone, so each call visits a table
+// at most once (a stamp per frame): a table reached twice — aliased, or in a
+// cycle — cannot be reasoned about, and map refuses it (EINVAL) up front.
+//
+// map is all or nothing. A check pass finds any present leaf (EEXIST), table
+// pointer outside RAM (EFAULT) or aliasing (EINVAL), and counts the tables it
+// must allocate plus the existing tables the frame allocator does not hold
+// yet (ENOMEM when they exceed the free frames; counting stops there, so a
+// huge request fails fast). Only then are those existing tables adopted
+// (so no new table can land on one) and the apply pass writes; it cannot fail.
 //
 // unmap never splits a leaf: a leaf only partly inside the range stays and
-// is not counted. A table whose whole span lies inside the range is emptied,
-// unlinked and (if it came from the frame allocator) freed.
+// is not counted. A table whose whole span lies inside the range is unlinked
+// and, on its first visit and if the frame allocator holds it, freed; the
+// root is never freed.
+import { tableStamps, frameCount } from "../layout";
 import { inRam, loadPte, storePte } from "../mem/phys";
-import { allocFrames, freeFrames, framesFree, frameIsAllocated } from "../mem/frames";
+import { allocFrames, freeFrames, framesFree, frameIsAllocated, claimFrame } from "../mem/frames";
 import { ctxRoot, ctxLevels, ctxFlags, ctxPgsizes } from "./context";
-import { ST_OK, ERR_EEXIST, ERR_ENOMEM, ERR_EFAULT, KIND_INVALID, KIND_LEAF } from "../abi";
+import { ST_OK, ERR_EINVAL, ERR_EEXIST, ERR_ENOMEM, ERR_EFAULT, KIND_INVALID, KIND_LEAF, KIND_TABLE } from "../abi";
 
 let tablesNeeded: u32 = 0;
+let tablesAdopted: u32 = 0;
+let overBudget = false;
+let visitStamp: u32 = 0;
+
+function beginVisits(): void {
+  visitStamp++;
+  if (visitStamp == 0) {
+    memory.fill(tableStamps, 0, <usize>frameCount << 2);
+    visitStamp = 1;
+  }
+}
+
+// True the first time a table (in RAM) is reached in this call.
+@inline function firstVisit(table: u64): bool {
+  const p = tableStamps + (<usize>(table >> 12) << 2);
+  if (load<u32>(p) == visitStamp) return false;
+  store<u32>(p, visitStamp);
+  return true;
+}
 
 @inline function slotLast(iova: u64, shift: u32): u64 { return iova | ((<u64>1 << shift) - 1); }
 
@@ -32,23 +59,47 @@ let tablesNeeded: u32 = 0;
 function mapCheck<F>(table: u64, virt: bool, level: u32, iova: u64, last: u64, hpa: u64, pgsizes: u64): u32 {
   const fmt = changetype<F>(0);
   const shift = fmt.levelShift(level);
-  if (!virt && !inRam(table, 4096)) return ERR_EFAULT;
   let cur = iova, out = hpa;
   while (true) {
     const end = slotLast(cur, shift);
     const chunkLast = end < last ? end : last;
     const pte = virt ? 0 : loadPte(table + (<u64>fmt.index(cur, level) << 3));
     const kind = virt ? KIND_INVALID : fmt.entryKind(pte, level);
-    if (kind != KIND_INVALID) {
-      if (kind == KIND_LEAF) return ERR_EEXIST;
-      const st = mapCheck<F>(fmt.tableAddr(pte), false, level - 1, cur, chunkLast, out, pgsizes);
+    if (kind == KIND_LEAF) return ERR_EEXIST;
+    if (kind == KIND_TABLE) {
+      const sub = fmt.tableAddr(pte);
+      if (!inRam(sub, 4096)) return ERR_EFAULT;
+      if (!firstVisit(sub)) return ERR_EINVAL;
+      if (!frameIsAllocated(sub)) tablesAdopted++;
+      const st = mapCheck<F>(sub, false, level - 1, cur, chunkLast, out, pgsizes);
       if (st != ST_OK) return st;
-    } else if (!fitsLeaf<F>(level, cur, chunkLast, out, pgsizes)) {
+    } else if (!overBudget && !fitsLeaf<F>(level, cur, chunkLast, out, pgsizes)) {
       tablesNeeded++;
-      mapCheck<F>(0, true, level - 1, cur, chunkLast, out, pgsizes);
+      if (<u64>tablesNeeded + tablesAdopted > <u64>framesFree()) overBudget = true;
+      else mapCheck<F>(0, true, level - 1, cur, chunkLast, out, pgsizes);
     }
+    if (overBudget && virt) return ST_OK;
     if (chunkLast == last) return ST_OK;
     out += chunkLast - cur + 1;
+    cur = chunkLast + 1;
+  }
+}
+
+// Hands the existing tables of the range that the allocator does not hold to it.
+function adoptTables<F>(table: u64, level: u32, iova: u64, last: u64): void {
+  const fmt = changetype<F>(0);
+  const shift = fmt.levelShift(level);
+  let cur = iova;
+  while (true) {
+    const end = slotLast(cur, shift);
+    const chunkLast = end < last ? end : last;
+    const pte = loadPte(table + (<u64>fmt.index(cur, level) << 3));
+    if (fmt.entryKind(pte, level) == KIND_TABLE) {
+      const sub = fmt.tableAddr(pte);
+      if (!frameIsAllocated(sub)) claimFrame(sub);
+      adoptTables<F>(sub, level - 1, cur, chunkLast);
+    }
+    if (chunkLast == last) return;
     cur = chunkLast + 1;
   }
 }
@@ -62,8 +113,14 @@ function mapApply<F>(table: u64, level: u32, iova: u64, last: u64, hpa: u64, pro
     const chunkLast = end < last ? end : last;
     const pteAddr = table + (<u64>fmt.index(cur, level) << 3);
     const pte = loadPte(pteAddr);
-    if (fmt.entryKind(pte, level) != KIND_INVALID) {
+    const kind = fmt.entryKind(pte, level);
+    // The check pass saw every table here exactly once and no leaf, and every
+    // table on the path is held by the allocator, so no new frame aliases one.
+    // Only tables are descended into: nothing can take the walk below level 0.
+    if (kind == KIND_TABLE) {
       mapApply<F>(fmt.tableAddr(pte), level - 1, cur, chunkLast, out, prot, flags, pgsizes);
+    } else if (kind == KIND_LEAF) {
+      // unreachable after the check pass; leave the entry alone
     } else if (fitsLeaf<F>(level, cur, chunkLast, out, pgsizes)) {
       storePte(pteAddr, fmt.makeLeaf(out, level, prot, flags));
     } else {
@@ -81,10 +138,20 @@ export function buildMap<F>(ctx: usize, iova: u64, last: u64, hpa: u64, prot: u3
   const levels = ctxLevels(ctx);
   const root = changetype<F>(0).rootAddr(ctxRoot(ctx));
   const pgsizes = ctxPgsizes(ctx);
+  if (!inRam(root, 4096)) return ERR_EFAULT;
   tablesNeeded = 0;
+  tablesAdopted = 0;
+  overBudget = false;
+  beginVisits();
+  firstVisit(root);
+  // The root too must be held, or a new table could be handed its frame.
+  const adoptRoot = !frameIsAllocated(root);
+  if (adoptRoot) tablesAdopted++;
   const st = mapCheck<F>(root, false, levels - 1, iova, last, hpa, pgsizes);
   if (st != ST_OK) return st;
-  if (tablesNeeded > framesFree()) return ERR_ENOMEM;
+  if (overBudget) return ERR_ENOMEM;
+  if (adoptRoot) claimFrame(root);
+  if (tablesAdopted > <u32>adoptRoot) adoptTables<F>(root, levels - 1, iova, last);
   mapApply<F>(root, levels - 1, iova, last, hpa, prot, ctxFlags(ctx), pgsizes);
   return ST_OK;
 }
@@ -92,7 +159,6 @@ export function buildMap<F>(ctx: usize, iova: u64, last: u64, hpa: u64, prot: u3
 function unmapRange<F>(table: u64, level: u32, iova: u64, last: u64): u64 {
   const fmt = changetype<F>(0);
   const shift = fmt.levelShift(level);
-  if (!inRam(table, 4096)) return 0;
   let bytes: u64 = 0;
   let cur = iova;
   while (true) {
@@ -102,16 +168,15 @@ function unmapRange<F>(table: u64, level: u32, iova: u64, last: u64): u64 {
     const pteAddr = table + (<u64>fmt.index(cur, level) << 3);
     const pte = loadPte(pteAddr);
     const kind = fmt.entryKind(pte, level);
-    if (kind != KIND_INVALID) {
-      if (kind == KIND_LEAF) {
-        if (whole) { storePte(pteAddr, 0); bytes += <u64>1 << shift; }
-      } else {
-        const sub = fmt.tableAddr(pte);
-        bytes += unmapRange<F>(sub, level - 1, cur, chunkLast);
-        if (whole) {
-          storePte(pteAddr, 0);
-          if (frameIsAllocated(sub)) freeFrames(sub, 1);
-        }
+    if (kind == KIND_LEAF) {
+      if (whole) { storePte(pteAddr, 0); bytes += <u64>1 << shift; }
+    } else if (kind == KIND_TABLE) {
+      const sub = fmt.tableAddr(pte);
+      const first = inRam(sub, 4096) && firstVisit(sub);
+      if (first) bytes += unmapRange<F>(sub, level - 1, cur, chunkLast);
+      if (whole) {
+        storePte(pteAddr, 0);
+        if (first && frameIsAllocated(sub)) freeFrames(sub, 1);
       }
     }
     if (chunkLast == last) return bytes;
@@ -121,5 +186,8 @@ function unmapRange<F>(table: u64, level: u32, iova: u64, last: u64): u64 {
 
 export function buildUnmap<F>(ctx: usize, iova: u64, last: u64): u64 {
   const root = changetype<F>(0).rootAddr(ctxRoot(ctx));
+  if (!inRam(root, 4096)) return 0;
+  beginVisits();
+  firstVisit(root);
   return unmapRange<F>(root, ctxLevels(ctx) - 1, iova, last);
 }

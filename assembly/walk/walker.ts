@@ -78,7 +78,7 @@ export function walk<F>(ctx: usize, iova: u64, access: u32, mode: u32): u32 {
     }
     perms = fmt.narrowTable(perms, pte, flags);
     if (updateAd) {
-      const next = fmt.accessed(pte);
+      const next = fmt.tableAccessed(pte);
       if (next != pte) storePte(pteAddr, next);
     }
     table = fmt.tableAddr(pte);

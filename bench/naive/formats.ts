@@ -31,6 +31,8 @@ export interface Format {
   /** 0, or a fault a valid leaf raises before the permission check. */
   leafFault(pte: bigint, flags: number): number;
   accessed(pte: bigint): bigint;
+  /** A table entry the walk passed through (x86 sets A; Arm table descriptors have no AF). */
+  tableAccessed(pte: bigint): bigint;
   dirtied(pte: bigint): bigint;
   isDirty(pte: bigint): boolean;
   makeTable(addr: bigint): bigint;
@@ -87,6 +89,7 @@ export const x86Format: Format = {
   fullPerms: () => ALL_PERMS,
   leafFault: () => 0,
   accessed: (pte) => pte | X86_PTE_A,
+  tableAccessed: (pte) => pte | X86_PTE_A,
   dirtied: (pte) => pte | X86_PTE_A | X86_PTE_D,
   isDirty: (pte) => (pte & X86_PTE_D) !== 0n,
   makeTable: (addr) => addr | X86_PTE_P | X86_PTE_RW | X86_PTE_US,
@@ -150,6 +153,7 @@ export const arm64Format: Format = {
   leafFault: (pte, flags) => ((pte & LPAE_AF) === 0n && (flags & abi.CTX_AD) === 0 ? abi.FAULT_ACCESS_FLAG : 0),
   // Dirty state (DBM) is not modelled: a leaf counts as dirty.
   accessed: (pte) => pte | LPAE_AF,
+  tableAccessed: (pte) => pte,
   dirtied: (pte) => pte | LPAE_AF,
   isDirty: () => true,
   makeTable: (addr) => addr | LPAE_VALID | LPAE_TYPE_TABLE,

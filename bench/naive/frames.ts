@@ -58,4 +58,13 @@ export class FrameAllocator {
     if (f0 < this.lowestMaybeFree) this.lowestMaybeFree = f0;
     return true;
   }
+
+  /** Takes one frame not yet held (a table or root found in RAM), without zeroing it. */
+  claim(hpa: bigint): boolean {
+    const frame = hpa >> 12n;
+    if ((hpa & 0xfffn) !== 0n || frame >= BigInt(this.count) || this.used[Number(frame)] === 1) return false;
+    this.used[Number(frame)] = 1;
+    this.free--;
+    return true;
+  }
 }

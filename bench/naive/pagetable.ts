@@ -51,7 +51,8 @@ export class NaivePageTable {
       requireAligned(root, PAGE_SIZE, "root");
       if (root + PAGE_SIZE > core.ram.size) fail("EFAULT", `root ${hex(root)} is outside RAM`);
       this.root = root;
-      this.ownsRoot = false;
+      // A root written into RAM by hand is adopted; one from allocFrames() stays the caller's.
+      this.ownsRoot = core.builder.frames.claim(root);
     } else {
       this.root = core.memory.allocFrames(1);
       this.ownsRoot = true;
@@ -91,7 +92,7 @@ export class NaivePageTable {
     if (st === abi.ERR_EEXIST) fail("EEXIST", `map: [${hex(i)}, ${hex(last)}] overlaps an existing mapping`);
     if (st === abi.ERR_ENOMEM) fail("ENOMEM", `map: not enough free frames for the page tables of [${hex(i)}, ${hex(last)}]`);
     if (st === abi.ERR_EFAULT) fail("EFAULT", `map: a table on the path of [${hex(i)}, ${hex(last)}] lies outside RAM`);
-    fail("EINVAL", `map: engine refused the request (status ${st})`);
+    fail("EINVAL", `map: a table on the path of [${hex(i)}, ${hex(last)}] is reached twice (aliased, or in a cycle)`);
   }
 
   unmap(iova: Address, size: Address): bigint {
@@ -118,9 +119,9 @@ export class NaivePageTable {
   /** Unmaps everything (freeing builder tables), releases the id, frees an owned root. */
   destroy(): void {
     if (this.destroyed) return;
+    this.destroyed = true;
     for (const [lo, hi] of this.format.inputRanges) this.core.builder.unmap(this.core.contexts.get(this.contextId), lo, hi);
     releaseContext(this.core, this.contextId);
-    if (this.ownsRoot) this.core.memory.freeFrames(this.root);
-    this.destroyed = true;
+    if (this.ownsRoot) this.core.builder.frames.release(this.root, 1);
   }
 }

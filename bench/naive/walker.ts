@@ -59,7 +59,7 @@ export function walk(ram: Ram, ctx: Context, iova: bigint, access: number, mode:
     }
     perms = fmt.narrowTable(perms, pte, flags);
     if (updateAd) {
-      const next = fmt.accessed(pte);
+      const next = fmt.tableAccessed(pte);
       if (next !== pte) ram.storePte(pteAddr, next);
     }
     table = fmt.tableAddr(pte);

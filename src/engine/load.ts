@@ -10,6 +10,7 @@ export interface EngineExports {
   stagingArea(): number;
   framesAlloc(count: number): bigint;
   framesRelease(hpa: bigint, count: number): number;
+  framesClaim(hpa: bigint): number;
   contextSet(id: number, format: number, levels: number, inputBits: number, flags: number, paWidth: number, root: bigint, pgsizes: bigint): void;
   contextDestroy(id: number): void;
   ptMap(id: number, iova: bigint, last: bigint, hpa: bigint, prot: number): number;

@@ -1,0 +1,162 @@
+// The benchmark cases of DESIGN §12: each runs the same work on the engine
+// and on its naive twin, counted in `items` per call so results read as ns
+// per translation / per transfer.
+import { createHost, PAGE_4K, type Domain, type Host } from "../src/index.js";
+import { createNaiveHost } from "./naive/index.js";
+import { IOVA_BASE, RAM_SIZE, pagedDomain, sparseDomain, sparseIovas, xorshift, type DomainLike, type HostLike } from "./fixtures.js";
+
+export interface Case {
+  name: string;
+  /** What one item is, for the table. */
+  unit: string;
+  /** Items per call of engine() / naive(). */
+  items: number;
+  engine: () => void;
+  naive: () => void;
+}
+
+export interface Limit { name: string; unit: string; items: number; run: () => void }
+
+export interface Suite { cases: Case[]; limits: Limit[] }
+
+function check(ok: boolean, what: string): void {
+  if (!ok) throw new Error(`benchmark fixture is broken: ${what}`);
+}
+
+async function hosts(): Promise<[Host, HostLike]> {
+  const engine = await createHost({ ramSize: RAM_SIZE });
+  const naive = (await createNaiveHost({ ramSize: RAM_SIZE })) as unknown as HostLike;
+  return [engine, naive];
+}
+
+/**
+ * A translation-batch case: the same IOVAs through the engine (arrays on its
+ * memory) and the twin, checked to agree before timing. `flush` invalidates
+ * the domain first, so every translation misses and walks.
+ */
+function batchCase(name: string, unit: string, iovas: bigint[], ed: DomainLike, nd: DomainLike, eh: Host, flush: boolean): Case {
+  const n = iovas.length;
+  const batch = eh.createTranslationBatch(n);
+  batch.iovas.set(iovas);
+  const nIovas = BigUint64Array.from(iovas), nOut = new BigUint64Array(n), nStatus = new Uint8Array(n);
+  check(ed.translateBatch(batch.iovas, "read", batch.hpas, batch.status) === 0, `${name} faults`);
+  check(nd.translateBatch(nIovas, "read", nOut, nStatus) === 0, `naive ${name} faults`);
+  check(batch.hpas.every((v, i) => v === nOut[i]), `${name}: engine and twin disagree`);
+  return {
+    name, unit, items: n,
+    engine: () => { if (flush) ed.invalidate(); ed.translateBatch(batch.iovas, "read", batch.hpas, batch.status); },
+    naive: () => { if (flush) nd.invalidate(); nd.translateBatch(nIovas, "read", nOut, nStatus); },
+  };
+}
+
+async function iotlbHit(): Promise<Case> {
+  const n = 1024; // fits the default 2048-entry IOTLB
+  const [eh, nh] = await hosts();
+  const order = [...Array(n).keys()];
+  const rnd = xorshift(7);
+  for (let i = n - 1; i > 0; i--) { const j = (rnd.next().value as number) % (i + 1); [order[i], order[j]] = [order[j], order[i]]; }
+  const iovas = order.map((p) => IOVA_BASE + BigInt(p) * PAGE_4K + BigInt(p % 4096));
+  return batchCase("iotlb-hit", "translation", iovas, pagedDomain(eh as unknown as HostLike, 4, n), pagedDomain(nh, 4, n), eh, false);
+}
+
+async function walk(levels: 4 | 5): Promise<Case> {
+  const [eh, nh] = await hosts();
+  const iovas = sparseIovas(512, levels);
+  return batchCase(`walk-${levels}level`, "walk", iovas, sparseDomain(eh as unknown as HostLike, levels, iovas), sparseDomain(nh, levels, iovas), eh, true);
+}
+
+/** The HPAs behind iovas, as a u64 list on engine memory for memcpyGather. */
+function gatherList(host: Host, domain: DomainLike, iovas: bigint[]): number {
+  const hpas = iovas.map((iova) => (domain as unknown as Domain).pageTable.iovaToPhys(iova)!);
+  return host.engine.isDirect(residentU64s(host, hpas));
+}
+
+/** A list of u64s on engine memory (e.g. (iova, length) pairs the engine reads in place). */
+function residentU64s(host: Host, values: bigint[]): BigUint64Array {
+  const bytes = host.allocBuffer(values.length * 8);
+  const list = new BigUint64Array(bytes.buffer, bytes.byteOffset, values.length);
+  list.set(values);
+  return list;
+}
+
+/**
+ * Reads of (iova, length) pairs through one scatter-gather call (pair list
+ * and buffer on engine memory), against the twin; the limit copies the same
+ * bytes from the same HPAs with no translation. Engine and twin must read
+ * the same bytes before anything is timed.
+ */
+function sgRead(name: string, unit: string, limitName: string, limitUnit: string, pairs: bigint[], ed: DomainLike, nd: DomainLike, eh: Host): { c: Case; limit: Limit } {
+  const segs = pairs.length / 2, len = Number(pairs[1]), total = segs * len;
+  const eSegs = residentU64s(eh, pairs), nSegs = BigUint64Array.from(pairs);
+  const eBuf = eh.allocBuffer(total), nBuf = new Uint8Array(total);
+  check(ed.dma.sg(eSegs, eBuf, { direction: "read" }).bytes === total, `${name} short`);
+  check(nd.dma.sg(nSegs, nBuf, { direction: "read" }).bytes === total, `naive ${name} short`);
+  check(eBuf.every((v, i) => v === nBuf[i]), `${name}: engine and twin read different bytes`);
+  const gather = gatherList(eh, ed, pairs.filter((_, k) => k % 2 === 0));
+  const wasm = eh.engine.wasm, dst = eh.engine.isDirect(eBuf);
+  return {
+    c: {
+      name, unit, items: segs,
+      engine: () => { ed.dma.sg(eSegs, eBuf, { direction: "read" }); },
+      naive: () => { nd.dma.sg(nSegs, nBuf, { direction: "read" }); },
+    },
+    limit: { name: limitName, unit: limitUnit, items: segs, run: () => { wasm.memcpyGather(dst, gather, segs, len); } },
+  };
+}
+
+// 4 KiB reads, batched the way DESIGN §2 asks calls to be: 64 reads per
+// engine call (a scatter-gather list of whole pages), against the same 64
+// copies done by memory.copy in one call. dma-4k-call issues one readInto()
+// per read, to show what a call per transfer costs.
+async function dma4k(): Promise<{ batched: Case; perCall: Case; limit: Limit }> {
+  const pages = 64;
+  const [eh, nh] = await hosts();
+  const ed = pagedDomain(eh as unknown as HostLike, 4, pages), nd = pagedDomain(nh, 4, pages);
+  const iovas = [...Array(pages).keys()].map((i) => IOVA_BASE + BigInt(i) * PAGE_4K);
+  const { c: batched, limit } = sgRead("dma-4k", "4 KiB read", "memcpy-4k", "4 KiB copy", iovas.flatMap((iova) => [iova, PAGE_4K]), ed, nd, eh);
+  const ePage = eh.allocBuffer(4096), nPage = new Uint8Array(4096);
+  check(ed.dma.readInto(iovas[0], ePage).bytes === 4096 && nd.dma.readInto(iovas[0], nPage).bytes === 4096, "dma-4k-call short");
+  return {
+    batched,
+    perCall: {
+      name: "dma-4k-call", unit: "4 KiB read", items: pages,
+      engine: () => { for (const iova of iovas) ed.dma.readInto(iova, ePage); },
+      naive: () => { for (const iova of iovas) nd.dma.readInto(iova, nPage); },
+    },
+    limit,
+  };
+}
+
+// 64-byte reads scattered over 1024 pages, 256 per call.
+async function dma64bSg(): Promise<{ c: Case; limit: Limit }> {
+  const segs = 256, pages = 1024;
+  const [eh, nh] = await hosts();
+  const ed = pagedDomain(eh as unknown as HostLike, 4, pages), nd = pagedDomain(nh, 4, pages);
+  const rnd = xorshift(64);
+  const pairs: bigint[] = [];
+  for (let i = 0; i < segs; i++) {
+    const r = rnd.next().value as number;
+    pairs.push(IOVA_BASE + BigInt(r % pages) * PAGE_4K + BigInt(((r >>> 16) % 64) * 64), 64n);
+  }
+  return sgRead("dma-64b-sg", "64 B segment", "memcpy-64b", "64 B copy", pairs, ed, nd, eh);
+}
+
+async function ptMapUnmap(): Promise<Case> {
+  const [eh, nh] = await hosts();
+  const size = 1n << 30n, iova = 0x40000000n, hpa = 0x100000000n;
+  // 4 KiB leaves only: 262144 entries and 512 leaf tables built and torn down each time.
+  const et = eh.createPageTable({ pageSizes: [PAGE_4K] }), nt = nh.createPageTable({ pageSizes: [PAGE_4K] });
+  return {
+    name: "pt-map-unmap", unit: "1 GiB map + unmap", items: 1,
+    engine: () => { et.map(iova, hpa, size, { write: true }); check(et.unmap(iova, size) === size, "unmap"); },
+    naive: () => { nt.map(iova, hpa, size, { write: true }); check(nt.unmap(iova, size) === size, "naive unmap"); },
+  };
+}
+
+export async function buildSuite(): Promise<Suite> {
+  const d4 = await dma4k(), sg = await dma64bSg();
+  return {
+    cases: [await iotlbHit(), await walk(4), await walk(5), d4.batched, d4.perCall, sg.c, await ptMapUnmap()],
+    limits: [d4.limit, sg.limit],
+  };
+}
