@@ -10,31 +10,43 @@ function arg(name: string): string | undefined {
   return i >= 0 ? process.argv[i + 1] : undefined;
 }
 
-const time = Number(arg("--time") ?? 800);
+const time = Number(arg("--time") ?? 1200);
 
-/** Mean ns per item of fn, measured by tinybench. */
+/**
+ * ns per item of fn: tinybench's median, over three rounds, lowest round
+ * kept. The median, because a few descheduled samples would move a mean by
+ * tens of percent on a shared 2-core machine; the lowest of three rounds,
+ * because now and then a whole round is slowed down. Engine, twin and limits
+ * are all measured this way, so every ratio compares like with like.
+ */
 async function measure(name: string, fn: () => void, items: number): Promise<number> {
-  const bench = new Bench({ time, warmupTime: Math.min(200, time / 4) });
-  bench.add(name, fn);
-  await bench.run();
-  const r = bench.tasks[0].result;
-  if (r.state !== "completed") throw new Error(`${name}: ${r.state}${"error" in r ? ` ${String(r.error)}` : ""}`);
-  return (r.latency.mean * 1e6) / items;
+  let best = Infinity;
+  for (let round = 0; round < 3; round++) {
+    const bench = new Bench({ time: time / 3, warmupTime: Math.min(100, time / 10) });
+    bench.add(name, fn);
+    await bench.run();
+    const r = bench.tasks[0].result;
+    if (r.state !== "completed") throw new Error(`${name}: ${r.state}${"error" in r ? ` ${String(r.error)}` : ""}`);
+    best = Math.min(best, (r.latency.p50 * 1e6) / items);
+  }
+  return best;
 }
 
 const fmt = (ns: number): string => (ns >= 1e6 ? `${(ns / 1e6).toFixed(2)} ms` : ns >= 1e3 ? `${(ns / 1e3).toFixed(2)} µs` : `${ns.toFixed(2)} ns`);
 
 const suite = await buildSuite();
 const cases: { name: string; unit: string; engine_ns: number; naive_ns: number; speedup: number }[] = [];
+const limits: { name: string; unit: string; ns: number }[] = [];
 for (const c of suite.cases) {
   const engine_ns = await measure(`${c.name} engine`, c.engine, c.items);
+  // A limit is timed right after the case it bounds, so both see the same machine.
+  const limit = suite.limits.find((l) => l.bounds === c.name);
+  if (limit) limits.push({ name: limit.name, unit: limit.unit, ns: await measure(limit.name, limit.run, limit.items) });
   const naive_ns = await measure(`${c.name} naive`, c.naive, c.items);
   cases.push({ name: c.name, unit: c.unit, engine_ns, naive_ns, speedup: naive_ns / engine_ns });
 }
-const limits: { name: string; unit: string; ns: number }[] = [];
-for (const l of suite.limits) limits.push({ name: l.name, unit: l.unit, ns: await measure(l.name, l.run, l.items) });
 
-console.log(`iommu-wasm benchmark (node ${process.version}, ${time} ms per task)\n`);
+console.log(`iommu-wasm benchmark (node ${process.version}; per task: 3 rounds of ${Math.round(time / 3)} ms, lowest median)\n`);
 console.table(cases.map((c) => ({ case: c.name, per: c.unit, engine: fmt(c.engine_ns), naive: fmt(c.naive_ns), speedup: `${c.speedup.toFixed(1)}×` })));
 console.table(limits.map((l) => ({ limit: l.name, per: l.unit, time: fmt(l.ns) })));
 
@@ -47,8 +59,10 @@ const targets = [
   { target: "walk-4level ≥ 20× twin", value: `${by("walk-4level").speedup.toFixed(1)}×`, ok: by("walk-4level").speedup >= 20 },
   { target: "dma-4k ≥ 85 % of memcpy-4k", value: `${((100 * lim("memcpy-4k").ns) / by("dma-4k").engine_ns).toFixed(0)} %`, ok: lim("memcpy-4k").ns / by("dma-4k").engine_ns >= 0.85 },
   { target: "dma-64b-sg ≥ 40 % of memcpy-64b", value: `${((100 * lim("memcpy-64b").ns) / by("dma-64b-sg").engine_ns).toFixed(0)} %`, ok: lim("memcpy-64b").ns / by("dma-64b-sg").engine_ns >= 0.4 },
+  // No target: the same over 1024 pages, shown so the harder case is not hidden.
+  { target: "(dma-64b-sg-wide vs memcpy-64b-wide)", value: `${((100 * lim("memcpy-64b-wide").ns) / by("dma-64b-sg-wide").engine_ns).toFixed(0)} %`, ok: true },
 ];
-console.table(targets.map((t) => ({ ...t, ok: t.ok ? "yes" : "NO" })));
+console.table(targets.map((t) => ({ ...t, ok: t.target.startsWith("(") ? "-" : t.ok ? "yes" : "NO" })));
 
 const json = arg("--json");
 if (json) {
