@@ -6,7 +6,7 @@ import { framesInit, allocFrames, freeFrames, claimFrame } from "./mem/frames";
 import { inRam, ramPtr } from "./mem/phys";
 import { ctxPtr, ctxSet, ctxClear, ctxFormat, ctxTlbSizes } from "./walk/context";
 import { buildMap, buildUnmap } from "./walk/builder";
-import { tlbLookup, tlbKey, entryOut, entryPerms, entrySizeLog, countHits, countersPublish, tlbInit, tlbFlushAll, tlbFlushContext, tlbFlushPasid, tlbFlushRange, liveFrom } from "./tlb/iotlb";
+import { tlbLookup, tlbProbe, isSingleSize, tlbKey, entryOut, entryPerms, entrySizeLog, countHits, countersPublish, tlbInit, tlbFlushAll, tlbFlushContext, tlbFlushPasid, tlbFlushRange, liveFrom } from "./tlb/iotlb";
 import { translateOne, missPath, walkContext, outHpa, outSizeLog, outPerms, outLevel } from "./translate";
 import { walkHpa, walkSizeLog, walkPerms, walkLevel, WALK_TRACE } from "./walk/walker";
 import { dmaCopy, dmaScatterGather } from "./dma/dma";
@@ -87,15 +87,20 @@ export function translateBatch(id: u32, pasid: u32, access: u32, sourceId: u32, 
   const need = hitNeed(access, ctxFlags(ctx));
   const minStamp = liveFrom(id, pasid);
   const keyBase = tlbKey(id, pasid, 0);
+  // The lookup plan: one probe with a fixed key and salt when a single page
+  // size is cached; redone after a miss, whose fill may add a size.
   let sizes = ctxTlbSizes(ctx);
+  let single = isSingleSize(sizes);
+  let sizeLog = <u32>ctz(sizes), key = keyBase | <u64>sizeLog, salt = (id << 4) ^ sizeLog;
   let faults: u32 = 0, hits: u32 = 0;
   for (let i: u32 = 0; i < count; i++) {
     const off = <usize>i << 3;
     const iova = load<u64>(iovas + off);
-    const e = tlbLookup(id, keyBase, iova, minStamp, sizes);
+    const e = single ? tlbProbe(key, salt, sizeLog, iova, minStamp) : tlbLookup(id, keyBase, iova, minStamp, sizes);
     if (e != 0 && permsAllow(entryPerms(e), need)) {
       hits++;
-      store<u64>(hpas + off, entryOut(e) | (iova & ((<u64>1 << entrySizeLog(e)) - 1)));
+      const offsetMask = (<u64>1 << (single ? sizeLog : entrySizeLog(e))) - 1;
+      store<u64>(hpas + off, entryOut(e) | (iova & offsetMask));
       store<u8>(status + i, 0);
       continue;
     }
@@ -104,6 +109,8 @@ export function translateBatch(id: u32, pasid: u32, access: u32, sourceId: u32, 
     store<u8>(status + i, <u8>st);
     if (st != ST_OK) faults++;
     sizes = ctxTlbSizes(ctx);
+    single = isSingleSize(sizes);
+    sizeLog = <u32>ctz(sizes); key = keyBase | <u64>sizeLog; salt = (id << 4) ^ sizeLog;
   }
   countHits(hits);
   return faults;

@@ -17,6 +17,7 @@ export let tlbVictim: usize = 0;
 export let tlbSetsLog: u32 = 0;
 export let tlbSetMask: u32 = 0;
 export let tlbWays: u32 = 0;
+export let tlbSetStride: usize = 0;
 export let faultRing: usize = 0;
 export let faultMask: u32 = 0;
 export let frameBitmap: usize = 0;
@@ -38,7 +39,7 @@ export function layoutInit(ramBytes: u64, setsLog: u32, ways: u32, faultLog: u32
   ctrl = p; p += CTRL_SIZE;
   contexts = p; p += <usize>CTX_SIZE * MAX_CONTEXTS;
   pasidFlush = p; p += <usize>4 * PASID_FLUSH_SLOTS;
-  tlbSetsLog = setsLog; tlbSetMask = (1 << setsLog) - 1; tlbWays = ways;
+  tlbSetsLog = setsLog; tlbSetMask = (1 << setsLog) - 1; tlbWays = ways; tlbSetStride = <usize>ways * TLB_ENTRY_SIZE;
   tlb = p; p += (<usize>TLB_ENTRY_SIZE * ways) << setsLog;
   tlbVictim = p; p += alignUp(<usize>1 << setsLog, 64);
   faultRing = p; faultMask = (1 << faultLog) - 1; p += <usize>FAULT_SIZE << faultLog;

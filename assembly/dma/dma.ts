@@ -10,7 +10,7 @@ import { ctrl } from "../layout";
 import { inRam, ramPtr } from "../mem/phys";
 import { ctxPtr, ctxFlags, ctxTlbSizes } from "../walk/context";
 import { hitNeed, permsAllow } from "../walk/perms";
-import { liveFrom, tlbLookup, tlbKey, entryOut, entryPerms, entrySizeLog, countHits } from "../tlb/iotlb";
+import { liveFrom, tlbLookup, tlbProbe, isSingleSize, tlbKey, entryOut, entryPerms, entrySizeLog, countHits } from "../tlb/iotlb";
 import { translateOne, outHpa, outSizeLog, outLevel } from "../translate";
 import { recordFault } from "./faults";
 import {
@@ -83,7 +83,10 @@ export function dmaScatterGather(ctxId: u32, pasid: u32, access: u32, sourceId: 
   const minStamp = liveFrom(ctxId, pasid);
   const keyBase = tlbKey(ctxId, pasid, 0);
   const toRam = (access & ACCESS_WRITE) != 0;
+  // The lookup plan, as in translateBatch: redone after a slow segment.
   let sizes = ctxTlbSizes(ctx);
+  let single = isSingleSize(sizes);
+  let sizeLog = <u32>ctz(sizes), key = keyBase | <u64>sizeLog, salt = (ctxId << 4) ^ sizeLog;
   let done: u64 = 0;
   let hits: u32 = 0;
   for (let i: u32 = 0; i < count; i++) {
@@ -93,9 +96,9 @@ export function dmaScatterGather(ctxId: u32, pasid: u32, access: u32, sourceId: 
     if (len == 0) continue;
     // Fast path: an IOTLB hit whose page holds the whole segment, in RAM.
     // Anything else takes transfer(), which counts for itself.
-    const e = tlbLookup(ctxId, keyBase, iova, minStamp, sizes);
+    const e = single ? tlbProbe(key, salt, sizeLog, iova, minStamp) : tlbLookup(ctxId, keyBase, iova, minStamp, sizes);
     if (e != 0 && permsAllow(entryPerms(e), need)) {
-      const pageMask = (<u64>1 << entrySizeLog(e)) - 1;
+      const pageMask = (<u64>1 << (single ? sizeLog : entrySizeLog(e))) - 1;
       const offset = iova & pageMask;
       const hpa = entryOut(e) | offset;
       if (len - 1 <= pageMask - offset && inRam(hpa, len)) {
@@ -109,6 +112,8 @@ export function dmaScatterGather(ctxId: u32, pasid: u32, access: u32, sourceId: 
     const st = transfer(ctxId, pasid, access, need, minStamp, sourceId, iova, len, buf + <usize>done);
     done += moved;
     sizes = ctxTlbSizes(ctx);
+    single = isSingleSize(sizes);
+    sizeLog = <u32>ctz(sizes); key = keyBase | <u64>sizeLog; salt = (ctxId << 4) ^ sizeLog;
     if (st != ST_OK) { countHits(hits); return report(st, done, iova + moved, i); }
   }
   countHits(hits);

@@ -9,7 +9,7 @@
 //
 // The set index ignores the PASID, so a range flush for all PASIDs of a
 // context finds every candidate in the same set.
-import { ctrl, tlb, tlbVictim, tlbSetsLog, tlbSetMask, tlbWays, pasidFlush } from "../layout";
+import { ctrl, tlb, tlbVictim, tlbSetsLog, tlbSetMask, tlbWays, tlbSetStride, pasidFlush } from "../layout";
 import { ctxPtr, ctxTlbSizes, ctxFlushEpoch } from "../walk/context";
 import {
   TLB_ENTRY_SIZE, TLB_VPN, TLB_KEY, TLB_OUT, TLB_STAMP, TLB_PERMS, PASID_FLUSH_SLOTS,
@@ -52,24 +52,34 @@ export function countersPublish(): void {
   return p > m ? p : m;
 }
 
+// Looks up one page size: key = tlbKey(ctxId, pasid, sizeLog), salt =
+// (ctxId << 4) ^ sizeLog, both fixed for a call. Returns the live entry or 0.
+@inline export function tlbProbe(key: u64, salt: u32, sizeLog: u32, iova: u64, minStamp: u32): usize {
+  const vpn = iova >> sizeLog;
+  let e = tlb + <usize>((<u32>vpn ^ <u32>(vpn >> tlbSetsLog) ^ salt) & tlbSetMask) * tlbSetStride;
+  for (let w: u32 = 0; w < tlbWays; w++, e += TLB_ENTRY_SIZE) {
+    if (load<u64>(e + TLB_VPN) == vpn && load<u64>(e + TLB_KEY) == key && load<u32>(e + TLB_STAMP) >= minStamp) return e;
+  }
+  return 0;
+}
+
 // Looks up iova among the page sizes this context has cached (`sizes`,
 // ascending) and returns the live entry, or 0. keyBase = tlbKey(ctxId, pasid, 0).
 // The entry's key holds its size: entrySizeLog(e).
 @inline export function tlbLookup(ctxId: u32, keyBase: u64, iova: u64, minStamp: u32, sizes: u64): usize {
   let mask = sizes;
-  const salt = ctxId << 4;
   while (mask != 0) {
     const sizeLog = <u32>ctz(mask);
     mask &= mask - 1;
-    const vpn = iova >> sizeLog;
-    const key = keyBase | <u64>sizeLog;
-    let e = tlb + ((<usize>((<u32>vpn ^ <u32>(vpn >> tlbSetsLog) ^ salt ^ sizeLog) & tlbSetMask) * tlbWays) * TLB_ENTRY_SIZE);
-    for (let w: u32 = 0; w < tlbWays; w++, e += TLB_ENTRY_SIZE) {
-      if (load<u64>(e + TLB_VPN) == vpn && load<u64>(e + TLB_KEY) == key && load<u32>(e + TLB_STAMP) >= minStamp) return e;
-    }
+    const e = tlbProbe(keyBase | <u64>sizeLog, (ctxId << 4) ^ sizeLog, sizeLog, iova, minStamp);
+    if (e != 0) return e;
   }
   return 0;
 }
+
+// Most contexts cache a single page size: then a call's lookups are single
+// probes with a key and salt computed once (see translateBatch, dmaSg).
+@inline export function isSingleSize(sizes: u64): bool { return sizes != 0 && (sizes & (sizes - 1)) == 0; }
 
 @inline export function entrySizeLog(e: usize): u32 { return load<u8>(e + TLB_KEY); }
 @inline export function entryOut(e: usize): u64 { return load<u64>(e + TLB_OUT); }
