@@ -17,6 +17,8 @@ export const FAULT_NO_CONTEXT: u32 = 8;
 export const FAULT_ACCESS_FLAG: u32 = 9;
 export const FAULT_ADDRESS_SIZE: u32 = 10;
 export const FAULT_INPUT_RANGE: u32 = 11;
+// Not a fault: a device write reached an MSI doorbell (see RES_FAULT_ADDR).
+export const ST_INTERRUPT: u32 = 12;
 
 // ---- Control-plane status from builder and allocator calls (errno names in the facade).
 export const ERR_EINVAL: u32 = 100;
@@ -42,6 +44,8 @@ export const PERM_DIRTY: u32 = 16;
 // ---- Page-table formats.
 export const FORMAT_X86_64: u32 = 1;
 export const FORMAT_ARM64_S1: u32 = 2;
+export const FORMAT_VTD_SL: u32 = 3;
+export const FORMAT_ARM64_S2: u32 = 4;
 
 // ---- What an entry is at a level (formats answer entryKind).
 export const KIND_INVALID: u32 = 0;
@@ -68,6 +72,9 @@ export const CTX_LEVELS: u32 = 37;
 export const CTX_FLAGS: u32 = 38;
 export const CTX_PA_WIDTH: u32 = 39;
 export const CTX_INPUT_BITS: u32 = 40;
+// An IOVA window (inclusive) where device writes are interrupt requests, untranslated (VT-d's 0xFEEx_xxxx).
+export const CTX_MSI_START: u32 = 48;
+export const CTX_MSI_END: u32 = 56;
 
 // ---- IOTLB entry (TLB_ENTRY_SIZE bytes): page number, key (pasid, context, page size), output page, stamp, perms.
 export const TLB_ENTRY_SIZE: u32 = 32;
@@ -135,3 +142,5 @@ export const TRACE_RECORD_SIZE: u32 = 16;
 // ---- Fixed sizes.
 export const PAGE_SHIFT: u32 = 12;
 export const STAGING_SIZE: u32 = 1048576;
+// Page tables one pinned map may create (each logged so a failure can undo them).
+export const UNDO_LOG_ENTRIES: u32 = 16384;

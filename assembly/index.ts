@@ -4,17 +4,18 @@
 import { ctrl, layoutInit, staging } from "./layout";
 import { framesInit, allocFrames, freeFrames, claimFrame } from "./mem/frames";
 import { inRam, ramPtr } from "./mem/phys";
-import { ctxPtr, ctxSet, ctxClear, ctxFormat, ctxTlbSizes } from "./walk/context";
-import { buildMap, buildUnmap } from "./walk/builder";
+import { ctxPtr, ctxSet, ctxClear, ctxSetFlags, ctxSetMsiWindow, ctxTlbSizes } from "./walk/context";
+import { mapRange, unmapRange, processMap, processUnmap, pinMap, unpinUnmap, dirtyScan } from "./walk/dispatch";
+import { pinCount } from "./mem/pins";
+import { setDoorbellWindow } from "./dma/dma";
 import { tlbLookup, tlbProbe, isSingleSize, tlbKey, entryOut, entryPerms, entrySizeLog, countHits, countersPublish, tlbInit, tlbFlushAll, tlbFlushContext, tlbFlushPasid, tlbFlushRange, liveFrom } from "./tlb/iotlb";
-import { translateOne, missPath, walkContext, outHpa, outSizeLog, outPerms, outLevel } from "./translate";
+import { translateOne, missPath, outHpa, outSizeLog, outPerms, outLevel } from "./translate";
+import { walkContext } from "./walk/dispatch";
 import { walkHpa, walkSizeLog, walkPerms, walkLevel, WALK_TRACE } from "./walk/walker";
 import { dmaCopy, dmaScatterGather } from "./dma/dma";
-import { X86Format } from "./fmt/x86_64";
-import { Arm64S1Format } from "./fmt/arm64";
 import { ctxFlags } from "./walk/context";
 import { hitNeed, permsAllow } from "./walk/perms";
-import { ST_OK, ERR_EINVAL, FORMAT_X86_64, FORMAT_ARM64_S1, RES_STATUS, RES_LEVEL, RES_HPA, RES_SIZE_LOG, RES_PERMS, RES_TRACE_COUNT } from "./abi";
+import { ST_OK, ERR_EINVAL, RES_STATUS, RES_LEVEL, RES_HPA, RES_SIZE_LOG, RES_PERMS, RES_TRACE_COUNT } from "./abi";
 
 export function init(ramBytes: u64, tlbSetsLog: u32, tlbWays: u32, faultLog: u32, arenaBytes: u32): u32 {
   const st = layoutInit(ramBytes, tlbSetsLog, tlbWays, faultLog, arenaBytes);
@@ -38,22 +39,30 @@ export function contextSet(id: u32, format: u32, levels: u32, inputBits: u32, fl
 }
 export function contextDestroy(id: u32): void { tlbFlushContext(id); ctxClear(id); }
 
+export function contextSetFlags(id: u32, flags: u32): void { ctxSetFlags(id, flags); }
+export function contextSetMsiWindow(id: u32, start: u64, end: u64): void { ctxSetMsiWindow(id, start, end); }
+export function setMsiDoorbell(start: u64, end: u64): void { setDoorbellWindow(start, end); }
+
 // ---- builder
-export function ptMap(id: u32, iova: u64, last: u64, hpa: u64, prot: u32): u32 {
-  const ctx = ctxPtr(id);
-  switch (ctxFormat(ctx)) {
-    case FORMAT_X86_64: return buildMap<X86Format>(ctx, iova, last, hpa, prot);
-    case FORMAT_ARM64_S1: return buildMap<Arm64S1Format>(ctx, iova, last, hpa, prot);
-    default: return ERR_EINVAL;
-  }
+export function ptMap(id: u32, iova: u64, last: u64, hpa: u64, prot: u32): u32 { return mapRange(ctxPtr(id), iova, last, hpa, prot); }
+export function ptUnmap(id: u32, iova: u64, last: u64): u64 { return unmapRange(ctxPtr(id), iova, last); }
+
+// ---- process memory and pinned DMA mappings
+export function procMap(id: u32, vaddr: u64, last: u64, prot: u32): u32 { return processMap(ctxPtr(id), vaddr, last, prot); }
+export function procUnmap(id: u32, vaddr: u64, last: u64): u64 { return processUnmap(ctxPtr(id), vaddr, last); }
+export function dmaPinMap(procId: u32, domId: u32, vaddr: u64, last: u64, iova: u64, access: u32, prot: u32): u32 {
+  return pinMap(ctxPtr(procId), ctxPtr(domId), vaddr, last, iova, access, prot);
 }
-export function ptUnmap(id: u32, iova: u64, last: u64): u64 {
-  const ctx = ctxPtr(id);
-  switch (ctxFormat(ctx)) {
-    case FORMAT_X86_64: return buildUnmap<X86Format>(ctx, iova, last);
-    case FORMAT_ARM64_S1: return buildUnmap<Arm64S1Format>(ctx, iova, last);
-    default: return 0;
-  }
+export function dmaUnpinUnmap(domId: u32, iova: u64, last: u64): u64 { return unpinUnmap(ctxPtr(domId), iova, last); }
+export function framePins(hpa: u64): u32 { return pinCount(hpa); }
+
+// ---- dirty tracking: bitmap bit i ↔ page i of (1 << pgShift) bytes from
+// iova. Clearing also invalidates the range, so the next write walks again
+// and sets the dirty bit anew.
+export function dirtyBitmap(id: u32, iova: u64, last: u64, pgShift: u32, bitmap: usize, clear: bool): u32 {
+  const found = dirtyScan(ctxPtr(id), iova, last, pgShift, bitmap, clear);
+  if (clear) tlbFlushRange(id, 0, true, iova, last);
+  return found;
 }
 
 // A walk that neither fills the IOTLB nor sets A/D; `traceEntries` records

@@ -2,11 +2,11 @@
 // physical RAM, so no HPA (always checked against ramSize) can reach it:
 //
 //   [static data][ctrl][contexts][pasid flush stamps][IOTLB][victims][fault ring]
-//   [frame bitmap][table visit stamps][staging][arena] ...64 KiB align... [RAM: HPA 0 .. ramSize)
+//   [frame bitmap][table visit stamps][frame pins][undo log][staging][arena] ...64 KiB align... [RAM: HPA 0 .. ramSize)
 import {
   CTRL_SIZE, CTX_SIZE, MAX_CONTEXTS, PASID_FLUSH_SLOTS, TLB_ENTRY_SIZE, FAULT_SIZE, STAGING_SIZE,
   LAYOUT_RAM_BASE, LAYOUT_RAM_SIZE, LAYOUT_STAGING, LAYOUT_STAGING_SIZE, LAYOUT_ARENA, LAYOUT_ARENA_SIZE,
-  LAYOUT_FAULTS, LAYOUT_FAULT_CAPACITY, LAYOUT_TLB_SETS, LAYOUT_TLB_WAYS, LAYOUT_CONTEXTS, LAYOUT_TLB,
+  LAYOUT_FAULTS, LAYOUT_FAULT_CAPACITY, LAYOUT_TLB_SETS, LAYOUT_TLB_WAYS, LAYOUT_CONTEXTS, LAYOUT_TLB, UNDO_LOG_ENTRIES,
 } from "./abi";
 
 export let ctrl: usize = 0;
@@ -22,6 +22,8 @@ export let faultRing: usize = 0;
 export let faultMask: u32 = 0;
 export let frameBitmap: usize = 0;
 export let tableStamps: usize = 0;
+export let framePins: usize = 0;
+export let undoLog: usize = 0;
 export let frameCount: u32 = 0;
 export let staging: usize = 0;
 export let arena: usize = 0;
@@ -46,6 +48,8 @@ export function layoutInit(ramBytes: u64, setsLog: u32, ways: u32, faultLog: u32
   frameCount = <u32>(ramBytes >> 12);
   frameBitmap = p; p += alignUp((<usize>frameCount + 63) >> 3, 64);
   tableStamps = p; p += alignUp(<usize>frameCount << 2, 64);
+  framePins = p; p += alignUp(<usize>frameCount << 2, 64);
+  undoLog = p; p += <usize>UNDO_LOG_ENTRIES * 16;
   staging = p; p += STAGING_SIZE;
   arena = alignUp(p, 4096); p = arena + alignUp(<usize>arenaBytes, 4096);
   ramBase = alignUp(p, 65536);

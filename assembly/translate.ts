@@ -2,28 +2,18 @@
 // (or when the cached permissions do not allow the access, so that A/D and
 // the fault are what a fresh walk says), then a fill on success.
 import { ctxPtr, ctxFormat, ctxTlbSizes } from "./walk/context";
-import { walk, walkHpa, walkSizeLog, walkPerms, walkLevel, WALK_UPDATE_AD } from "./walk/walker";
+import { walkHpa, walkSizeLog, walkPerms, walkLevel, WALK_UPDATE_AD } from "./walk/walker";
+import { walkContext } from "./walk/dispatch";
 import { tlbLookup, tlbFill, tlbKey, entrySizeLog, entryOut, entryPerms, countHits, countMiss, countWalk } from "./tlb/iotlb";
-import { X86Format } from "./fmt/x86_64";
-import { Arm64S1Format } from "./fmt/arm64";
 import { permsAllow } from "./walk/perms";
 import { recordFault } from "./dma/faults";
-import { ST_OK, FAULT_NO_CONTEXT, FORMAT_X86_64, FORMAT_ARM64_S1 } from "./abi";
+import { ST_OK } from "./abi";
 
 // Result of the last translateOne: output address, page size, permissions, or the fault level.
 export let outHpa: u64 = 0;
 export let outSizeLog: u32 = 0;
 export let outPerms: u32 = 0;
 export let outLevel: u32 = 0;
-
-// Walks the context's table with its format. One switch per miss.
-export function walkContext(ctx: usize, iova: u64, access: u32, mode: u32): u32 {
-  switch (ctxFormat(ctx)) {
-    case FORMAT_X86_64: return walk<X86Format>(ctx, iova, access, mode);
-    case FORMAT_ARM64_S1: return walk<Arm64S1Format>(ctx, iova, access, mode);
-    default: walkLevel = 0; return FAULT_NO_CONTEXT;
-  }
-}
 
 export function missPath(ctxId: u32, pasid: u32, iova: u64, access: u32, sourceId: u32): u32 {
   countMiss();

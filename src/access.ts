@@ -65,14 +65,18 @@ export function permsOf(bits: number): Perms {
   };
 }
 
-/** Leaf protection for the builder. read defaults to true, user to true, write and exec to false. */
+/**
+ * Leaf protection for the builder. read defaults to true, user to true, write
+ * and exec to false. Formats that cannot express write-only (x86-64, Arm stage
+ * 1: a valid entry is readable) map it readable; stage-2 formats keep it.
+ */
 export interface Prot { read?: boolean; write?: boolean; exec?: boolean; user?: boolean }
 
 export function protBits(prot: Prot): number {
   if (typeof prot !== "object" || prot === null) fail("EINVAL", "prot must be an object { read, write, exec, user }");
   const read = prot.read ?? true;
   if (!read && !prot.write) fail("EINVAL", "prot allows neither read nor write");
-  let bits = abi.PERM_R;
+  let bits = read ? abi.PERM_R : 0;
   if (prot.write) bits |= abi.PERM_W;
   if (prot.exec) bits |= abi.PERM_X;
   if (prot.user ?? true) bits |= abi.PERM_U;

@@ -4,19 +4,24 @@ import * as abi from "./engine/abi.js";
 import { fail } from "./errors.js";
 import { U64_MAX } from "./addr.js";
 
-export type FormatName = "x86-64" | "arm64";
+export type FormatName = "x86-64" | "arm64" | "vtd-sl";
 
 export const PAGE_4K = 0x1000n;
 export const PAGE_2M = 0x200000n;
 export const PAGE_1G = 0x40000000n;
 
 export interface PageTableOptions {
-  /** Default "x86-64". "arm64" is VMSAv8-64 stage 1 with the 4 KiB granule (TTBR0 region). */
+  /**
+   * Default "x86-64" (IA-32e, VT-d first level). "arm64" is VMSAv8-64 with the
+   * 4 KiB granule, stage 1 (TTBR0 region) or stage 2; "vtd-sl" is VT-d second level.
+   */
   format?: FormatName;
-  /** x86-64: 4 (48-bit input) or 5 (57-bit input). Default 4. Arm derives it from inputBits. */
-  levels?: 4 | 5;
-  /** arm64: input-address size, 64 - T0SZ (25..48). Default 48. */
+  /** x86-64: 4 (48-bit input) or 5 (57-bit). vtd-sl: 3, 4 or 5 (39/48/57-bit). Default 4. Arm derives it from inputBits. */
+  levels?: 3 | 4 | 5;
+  /** arm64: input-address size, 64 - T0SZ (25..48). vtd-sl: 39, 48 or 57. Default 48. */
   inputBits?: number;
+  /** arm64: translation stage, 1 (default) or 2. */
+  stage?: 1 | 2;
   /** Physical-address width (x86 MAXPHYADDR / VT-d HAW, Arm IPS). Default 52 (x86), 48 (arm64). */
   physAddrWidth?: number;
   /** Leaf sizes the builder may use. Default 4 KiB, 2 MiB and 1 GiB. */
@@ -57,6 +62,7 @@ export function resolveFormat(options: PageTableOptions): ResolvedFormat {
   let id: number, levels: number, inputBits: number, inputRanges: [bigint, bigint][], defaultWidth: number;
   if (name === "x86-64") {
     levels = options.levels ?? 4;
+    if (options.stage !== undefined) fail("EINVAL", "x86-64 has no stage option");
     if (levels !== 4 && levels !== 5) fail("EINVAL", `x86-64 has 4 or 5 levels, not ${levels}`);
     if (options.inputBits !== undefined && options.inputBits !== 12 + 9 * levels) fail("EINVAL", `x86-64 with ${levels} levels has ${12 + 9 * levels} input bits`);
     id = abi.FORMAT_X86_64;
@@ -69,11 +75,23 @@ export function resolveFormat(options: PageTableOptions): ResolvedFormat {
     if (!Number.isInteger(inputBits) || inputBits < 25 || inputBits > 48) fail("EINVAL", `arm64 inputBits (64 - T0SZ) must be 25..48, got ${inputBits}`);
     levels = Math.ceil((inputBits - 12) / 9);
     if (options.levels !== undefined && options.levels !== levels) fail("EINVAL", `arm64 with ${inputBits} input bits walks ${levels} levels`);
-    id = abi.FORMAT_ARM64_S1;
+    const stage = options.stage ?? 1;
+    if (stage !== 1 && stage !== 2) fail("EINVAL", `arm64 stage must be 1 or 2, got ${String(stage)}`);
+    id = stage === 1 ? abi.FORMAT_ARM64_S1 : abi.FORMAT_ARM64_S2;
     inputRanges = [[0n, (1n << BigInt(inputBits)) - 1n]];
     defaultWidth = 48;
+  } else if (name === "vtd-sl") {
+    const byLevels: Record<number, number> = { 3: 39, 4: 48, 5: 57 };
+    inputBits = options.inputBits ?? byLevels[options.levels ?? 4];
+    levels = (inputBits - 12) / 9;
+    if (![39, 48, 57].includes(inputBits) || (options.levels !== undefined && options.levels !== levels)) {
+      fail("EINVAL", `vtd-sl walks 3, 4 or 5 levels for 39, 48 or 57 input bits, got levels ${String(options.levels)}, inputBits ${String(options.inputBits)}`);
+    }
+    id = abi.FORMAT_VTD_SL;
+    inputRanges = [[0n, (1n << BigInt(inputBits)) - 1n]];
+    defaultWidth = 52;
   } else {
-    fail("EOPNOTSUPP", `page-table format ${String(name)} is not supported (supported: x86-64, arm64)`);
+    fail("EOPNOTSUPP", `page-table format ${String(name)} is not supported (supported: x86-64, arm64, vtd-sl)`);
   }
   const physAddrWidth = options.physAddrWidth ?? defaultWidth;
   const maxWidth = name === "arm64" ? 48 : 52;
@@ -87,8 +105,8 @@ export function resolveFormat(options: PageTableOptions): ResolvedFormat {
   if ((pageSizeMask & PAGE_4K) === 0n) fail("EINVAL", "page sizes must include 4 KiB");
   return {
     name, id, levels, inputBits, physAddrWidth, pageSizeMask, inputRanges,
-    // Arm has no NX-off mode: bit 63 is never reserved there.
-    nx: name === "arm64" ? true : options.nx ?? true,
+    // Only x86-64 has an NX-off mode (XD reserved); elsewhere bit 63 is never reserved.
+    nx: name === "x86-64" ? options.nx ?? true : true,
     defaultAccessedDirty: name === "x86-64",
   };
 }

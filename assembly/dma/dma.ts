@@ -8,30 +8,43 @@
 // moves: a bad list is an error with nothing transferred, never a trap.
 import { ctrl } from "../layout";
 import { inRam, ramPtr } from "../mem/phys";
-import { ctxPtr, ctxFlags, ctxTlbSizes } from "../walk/context";
+import { ctxPtr, ctxFlags, ctxTlbSizes, ctxMsiStart, ctxMsiEnd } from "../walk/context";
 import { hitNeed, permsAllow } from "../walk/perms";
 import { liveFrom, tlbLookup, tlbProbe, isSingleSize, tlbKey, entryOut, entryPerms, entrySizeLog, countHits } from "../tlb/iotlb";
 import { translateOne, outHpa, outSizeLog, outLevel } from "../translate";
 import { recordFault } from "./faults";
 import {
   ST_OK, ERR_EINVAL, ERR_EOVERFLOW, FAULT_OUTPUT_OUTSIDE_RAM, RES_STATUS, RES_LEVEL, RES_BYTES, RES_FAULT_ADDR,
-  RES_SEGMENT, SEG_SIZE, SEG_IOVA, SEG_LEN, ACCESS_WRITE,
+  RES_SEGMENT, SEG_SIZE, SEG_IOVA, SEG_LEN, ACCESS_WRITE, ST_INTERRUPT,
 } from "../abi";
 
 let moved: u64 = 0;
+
+// MSI doorbells as HPAs (an interrupt controller's doorbell page, outside
+// RAM): a device write that translates into this window is an interrupt.
+let doorbellStart: u64 = 1;
+let doorbellEnd: u64 = 0;
+export function setDoorbellWindow(start: u64, end: u64): void { doorbellStart = start; doorbellEnd = end; }
 let faultLevel: u32 = 0;
 
 // Moves len bytes between iova.. and buf..; returns the status, bytes done in `moved`.
 function transfer(ctxId: u32, pasid: u32, access: u32, need: u32, minStamp: u32, sourceId: u32, iova: u64, len: u64, buf: usize): u32 {
   const toRam = (access & ACCESS_WRITE) != 0;
+  const ctx = ctxPtr(ctxId);
+  const msiStart = ctxMsiStart(ctx), msiEnd = ctxMsiEnd(ctx);
   let done: u64 = 0;
   let cur = iova;
   while (done < len) {
+    // A write into the untranslated MSI window is an interrupt request, not a memory write.
+    if (toRam && cur >= msiStart && cur <= msiEnd) { moved = done; faultLevel = 0; return ST_INTERRUPT; }
     const st = translateOne(ctxId, pasid, cur, access, need, minStamp, sourceId);
     if (st != ST_OK) { moved = done; faultLevel = outLevel; return st; }
+    if (toRam && outHpa >= doorbellStart && outHpa <= doorbellEnd) { moved = done; faultLevel = 0; return ST_INTERRUPT; }
     const pageLeft = ((cur | ((<u64>1 << outSizeLog) - 1)) - cur) + 1;
     const want = len - done;
-    const chunk = pageLeft < want ? pageLeft : want;
+    let chunk = pageLeft < want ? pageLeft : want;
+    // Stop short of the MSI window so the next piece starts on it.
+    if (toRam && cur < msiStart && msiStart - cur < chunk && msiStart <= msiEnd) chunk = msiStart - cur;
     if (!inRam(outHpa, chunk)) {
       recordFault(ctxId, pasid, sourceId, cur, access, FAULT_OUTPUT_OUTSIDE_RAM, 0, 1);
       moved = done; faultLevel = 0;
@@ -83,6 +96,7 @@ export function dmaScatterGather(ctxId: u32, pasid: u32, access: u32, sourceId: 
   const minStamp = liveFrom(ctxId, pasid);
   const keyBase = tlbKey(ctxId, pasid, 0);
   const toRam = (access & ACCESS_WRITE) != 0;
+  const msiStart = ctxMsiStart(ctx), msiEnd = ctxMsiEnd(ctx);
   // The lookup plan, as in translateBatch: redone after a slow segment.
   let sizes = ctxTlbSizes(ctx);
   let single = isSingleSize(sizes);
@@ -94,10 +108,11 @@ export function dmaScatterGather(ctxId: u32, pasid: u32, access: u32, sourceId: 
     const iova = load<u64>(seg + SEG_IOVA);
     const len = load<u64>(seg + SEG_LEN);
     if (len == 0) continue;
-    // Fast path: an IOTLB hit whose page holds the whole segment, in RAM.
+    // Fast path: an IOTLB hit whose page holds the whole segment, in RAM
+    // (so never a doorbell), and for a write, clear of the MSI window.
     // Anything else takes transfer(), which counts for itself.
     const e = single ? tlbProbe(key, salt, sizeLog, iova, minStamp) : tlbLookup(ctxId, keyBase, iova, minStamp, sizes);
-    if (e != 0 && permsAllow(entryPerms(e), need)) {
+    if (e != 0 && permsAllow(entryPerms(e), need) && !(toRam && msiStart <= msiEnd && iova <= msiEnd && iova + (len - 1) >= msiStart)) {
       const pageMask = (<u64>1 << (single ? sizeLog : entrySizeLog(e))) - 1;
       const offset = iova & pageMask;
       const hpa = entryOut(e) | offset;

@@ -89,6 +89,7 @@ export class Arm64S1Format {
   @inline tableAccessed(pte: u64): u64 { return pte; }
   @inline dirtied(pte: u64): u64 { return pte | LPAE_AF; }
   @inline isDirty(pte: u64): bool { return true; }
+  @inline cleaned(pte: u64): u64 { return pte; }
 
   @inline makeTable(addr: u64): u64 { return addr | LPAE_VALID | LPAE_TYPE_TABLE; }
 
@@ -101,5 +102,62 @@ export class Arm64S1Format {
     return pte;
   }
 
+  @inline leafLevels(): u32 { return 0b111; }
+}
+
+// Arm VMSAv8-64 stage 2, 4 KiB granule (Arm ARM D8.3): IPA → PA, the host's
+// stage 2 under an SMMUv3. Same descriptor shapes and level map as stage 1;
+// the leaf's attributes differ:
+//   54:53 XN[1:0] (any set: no execute) | 10 AF | 7:6 S2AP (bit 6 read, bit 7 write)
+// Table descriptors carry no access controls at stage 2. There are no
+// privilege levels. Concatenated top-level tables are not modelled (the walk
+// starts at the level the input size needs, as for stage 1).
+// Dirty state: real SMMUs use DBM with S2AP[1]; this model keeps a dirty flag
+// in software bit 55 (ignored by hardware), set by the walker on a write when
+// hardware dirty tracking is on for the domain.
+export const S2_AP_READ: u64 = 1 << 6;
+export const S2_AP_WRITE: u64 = 1 << 7;
+export const S2_XN: u64 = <u64>3 << 53;
+export const S2_DIRTY: u64 = <u64>1 << 55;
+
+@final @unmanaged
+export class Arm64S2Format {
+  @inline levelShift(level: u32): u32 { return 12 + 9 * level; }
+  @inline index(iova: u64, level: u32): u32 { return <u32>(iova >> (12 + 9 * level)) & 511; }
+  @inline inputFault(iova: u64, inputBits: u32): u32 { return (iova >> inputBits) == 0 ? 0 : FAULT_INPUT_RANGE; }
+  @inline rootAddr(root: u64): u64 { return root & LPAE_ADDR_MASK; }
+  @inline entryKind(pte: u64, level: u32): u32 { return changetype<Arm64S1Format>(0).entryKind(pte, level); }
+  @inline check(pte: u64, level: u32, rsvdMask: u64): u32 { return changetype<Arm64S1Format>(0).check(pte, level, rsvdMask); }
+  @inline tableAddr(pte: u64): u64 { return pte & LPAE_ADDR_MASK; }
+  @inline leafAddr(pte: u64, level: u32): u64 { return pte & LPAE_ADDR_MASK & ~((<u64>1 << (12 + 9 * level)) - 1); }
+
+  @inline narrowTable(perms: u32, pte: u64, flags: u32): u32 { return perms; }
+  @inline narrowLeaf(perms: u32, pte: u64, flags: u32): u32 {
+    let p = perms;
+    if ((pte & S2_AP_READ) == 0) p &= ~PERM_R;
+    if ((pte & S2_AP_WRITE) == 0) p &= ~PERM_W;
+    if ((pte & S2_XN) != 0) p &= ~PERM_X;
+    return p;
+  }
+  @inline fullPerms(): u32 { return PERM_R | PERM_W | PERM_X | PERM_U; }
+  @inline leafFault(pte: u64, flags: u32): u32 {
+    return (pte & LPAE_AF) == 0 && (flags & CTX_AD) == 0 ? FAULT_ACCESS_FLAG : 0;
+  }
+
+  @inline accessed(pte: u64): u64 { return pte | LPAE_AF; }
+  @inline tableAccessed(pte: u64): u64 { return pte; }
+  @inline dirtied(pte: u64): u64 { return pte | LPAE_AF | S2_DIRTY; }
+  @inline isDirty(pte: u64): bool { return (pte & S2_DIRTY) != 0; }
+  @inline cleaned(pte: u64): u64 { return pte & ~S2_DIRTY; }
+
+  @inline makeTable(addr: u64): u64 { return addr | LPAE_VALID | LPAE_TYPE_TABLE; }
+  @inline makeLeaf(addr: u64, level: u32, prot: u32, flags: u32): u64 {
+    let pte = addr | LPAE_VALID | LPAE_AF | LPAE_SH_INNER;
+    if (level == 0) pte |= LPAE_TYPE_TABLE;
+    if ((prot & PERM_R) != 0) pte |= S2_AP_READ;
+    if ((prot & PERM_W) != 0) pte |= S2_AP_WRITE;
+    if ((prot & PERM_X) == 0) pte |= S2_XN;
+    return pte;
+  }
   @inline leafLevels(): u32 { return 0b111; }
 }

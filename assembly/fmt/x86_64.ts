@@ -80,6 +80,7 @@ export class X86Format {
   @inline tableAccessed(pte: u64): u64 { return pte | X86_PTE_A; }
   @inline dirtied(pte: u64): u64 { return pte | X86_PTE_A | X86_PTE_D; }
   @inline isDirty(pte: u64): bool { return (pte & X86_PTE_D) != 0; }
+  @inline cleaned(pte: u64): u64 { return pte & ~X86_PTE_D; }
 
   // Builder encodings: tables allow everything so the leaf decides.
   @inline makeTable(addr: u64): u64 { return addr | X86_PTE_P | X86_PTE_RW | X86_PTE_US; }

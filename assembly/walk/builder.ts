@@ -17,13 +17,21 @@
 // is not counted. A table whose whole span lies inside the range is unlinked
 // and, on its first visit and if the frame allocator holds it, freed; the
 // root is never freed.
-import { tableStamps, frameCount } from "../layout";
+import { tableStamps, frameCount, undoLog } from "../layout";
+import { markOwned } from "../mem/pins";
 import { inRam, loadPte, storePte } from "../mem/phys";
 import { allocFrames, freeFrames, framesFree, frameIsAllocated, claimFrame } from "../mem/frames";
 import { ctxRoot, ctxLevels, ctxFlags, ctxPgsizes } from "./context";
-import { ST_OK, ERR_EINVAL, ERR_EEXIST, ERR_ENOMEM, ERR_EFAULT, KIND_INVALID, KIND_LEAF, KIND_TABLE } from "../abi";
+import { ST_OK, ERR_EINVAL, ERR_EEXIST, ERR_ENOMEM, ERR_EFAULT, KIND_INVALID, KIND_LEAF, KIND_TABLE, UNDO_LOG_ENTRIES } from "../abi";
 
 let tablesNeeded: u32 = 0;
+// mmap mode: every leaf is a 4 KiB page backed by a fresh frame the process owns.
+let freshLeaves = false;
+// Pinned maps log every table they create, so a failure can remove them again.
+let undoActive = false;
+let undoCount: u32 = 0;
+// Rollback unmaps leave tables in place (the undo log removes the new ones).
+let keepTables = false;
 let tablesAdopted: u32 = 0;
 let overBudget = false;
 let visitStamp: u32 = 0;
@@ -50,6 +58,7 @@ function beginVisits(): void {
 @inline function fitsLeaf<F>(level: u32, iova: u64, chunkLast: u64, hpa: u64, pgsizes: u64): bool {
   const fmt = changetype<F>(0);
   const shift = fmt.levelShift(level);
+  if (freshLeaves && level != 0) return false;
   if (((fmt.leafLevels() >> level) & 1) == 0 || ((pgsizes >> shift) & 1) == 0) return false;
   const mask = (<u64>1 << shift) - 1;
   return (iova & mask) == 0 && chunkLast == (iova | mask) && (hpa & mask) == 0;
@@ -73,10 +82,15 @@ function mapCheck<F>(table: u64, virt: bool, level: u32, iova: u64, last: u64, h
       if (!frameIsAllocated(sub)) tablesAdopted++;
       const st = mapCheck<F>(sub, false, level - 1, cur, chunkLast, out, pgsizes);
       if (st != ST_OK) return st;
-    } else if (!overBudget && !fitsLeaf<F>(level, cur, chunkLast, out, pgsizes)) {
-      tablesNeeded++;
-      if (<u64>tablesNeeded + tablesAdopted > <u64>framesFree()) overBudget = true;
-      else mapCheck<F>(0, true, level - 1, cur, chunkLast, out, pgsizes);
+    } else if (!overBudget) {
+      if (!fitsLeaf<F>(level, cur, chunkLast, out, pgsizes)) {
+        tablesNeeded++;
+        if (<u64>tablesNeeded + tablesAdopted > <u64>framesFree()) overBudget = true;
+        else mapCheck<F>(0, true, level - 1, cur, chunkLast, out, pgsizes);
+      } else if (freshLeaves) {
+        tablesNeeded++; // the page's own frame
+        if (<u64>tablesNeeded + tablesAdopted > <u64>framesFree()) overBudget = true;
+      }
     }
     if (overBudget && virt) return ST_OK;
     if (chunkLast == last) return ST_OK;
@@ -122,10 +136,18 @@ function mapApply<F>(table: u64, level: u32, iova: u64, last: u64, hpa: u64, pro
     } else if (kind == KIND_LEAF) {
       // unreachable after the check pass; leave the entry alone
     } else if (fitsLeaf<F>(level, cur, chunkLast, out, pgsizes)) {
-      storePte(pteAddr, fmt.makeLeaf(out, level, prot, flags));
+      let page = out;
+      if (freshLeaves) { page = allocFrames(1); markOwned(page); }
+      storePte(pteAddr, fmt.makeLeaf(page, level, prot, flags));
     } else {
       const sub = allocFrames(1);
       storePte(pteAddr, fmt.makeTable(sub));
+      if (undoActive) {
+        const rec = undoLog + (<usize>undoCount << 4);
+        store<u64>(rec, pteAddr);
+        store<u64>(rec, sub, 8);
+        undoCount++;
+      }
       mapApply<F>(sub, level - 1, cur, chunkLast, out, prot, flags, pgsizes);
     }
     if (chunkLast == last) return;
@@ -150,6 +172,7 @@ export function buildMap<F>(ctx: usize, iova: u64, last: u64, hpa: u64, prot: u3
   const st = mapCheck<F>(root, false, levels - 1, iova, last, hpa, pgsizes);
   if (st != ST_OK) return st;
   if (overBudget) return ERR_ENOMEM;
+  if (undoActive && <u64>undoCount + tablesNeeded > <u64>UNDO_LOG_ENTRIES) return ERR_ENOMEM;
   if (adoptRoot) claimFrame(root);
   if (tablesAdopted > <u32>adoptRoot) adoptTables<F>(root, levels - 1, iova, last);
   mapApply<F>(root, levels - 1, iova, last, hpa, prot, ctxFlags(ctx), pgsizes);
@@ -174,9 +197,9 @@ function unmapRange<F>(table: u64, level: u32, iova: u64, last: u64): u64 {
       const sub = fmt.tableAddr(pte);
       const first = inRam(sub, 4096) && firstVisit(sub);
       if (first) bytes += unmapRange<F>(sub, level - 1, cur, chunkLast);
-      if (whole) {
+      if (whole && !keepTables) {
         storePte(pteAddr, 0);
-        if (first && frameIsAllocated(sub)) freeFrames(sub, 1);
+        if (first && !keepTables && frameIsAllocated(sub)) freeFrames(sub, 1);
       }
     }
     if (chunkLast == last) return bytes;
@@ -190,4 +213,32 @@ export function buildUnmap<F>(ctx: usize, iova: u64, last: u64): u64 {
   beginVisits();
   firstVisit(root);
   return unmapRange<F>(root, ctxLevels(ctx) - 1, iova, last);
+}
+
+// ---- modes for process memory and pinned maps
+
+export function buildMapFresh<F>(ctx: usize, iova: u64, last: u64, prot: u32): u32 {
+  freshLeaves = true;
+  const st = buildMap<F>(ctx, iova, last, 0, prot);
+  freshLeaves = false;
+  return st;
+}
+
+export function beginUndo(): void { undoActive = true; undoCount = 0; }
+export function endUndo(): void { undoActive = false; }
+
+// Removes the leaves of [iova, last] without freeing any table, then the
+// tables this pinned map created, newest first: RAM and the allocator end up
+// as they were before the call.
+export function rollbackMap<F>(ctx: usize, iova: u64, last: u64): void {
+  keepTables = true;
+  buildUnmap<F>(ctx, iova, last);
+  keepTables = false;
+  while (undoCount > 0) {
+    undoCount--;
+    const rec = undoLog + (<usize>undoCount << 4);
+    storePte(load<u64>(rec), 0);
+    freeFrames(load<u64>(rec, 8), 1);
+  }
+  undoActive = false;
 }

@@ -88,3 +88,6 @@ export function walk<F>(ctx: usize, iova: u64, access: u32, mode: u32): u32 {
     level--;
   }
 }
+
+// For a context whose format is unknown: the fault is reported at level 0.
+export function noWalk(status: u32): u32 { walkLevel = 0; return status; }

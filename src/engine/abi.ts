@@ -14,6 +14,7 @@ export const FAULT_NO_CONTEXT = 8;
 export const FAULT_ACCESS_FLAG = 9;
 export const FAULT_ADDRESS_SIZE = 10;
 export const FAULT_INPUT_RANGE = 11;
+export const ST_INTERRUPT = 12;
 
 // ---- Control-plane status from builder and allocator calls (errno names in the facade).
 export const ERR_EINVAL = 100;
@@ -38,6 +39,8 @@ export const PERM_DIRTY = 16;
 // ---- Page-table formats.
 export const FORMAT_X86_64 = 1;
 export const FORMAT_ARM64_S1 = 2;
+export const FORMAT_VTD_SL = 3;
+export const FORMAT_ARM64_S2 = 4;
 
 // ---- What an entry is at a level (formats answer entryKind).
 export const KIND_INVALID = 0;
@@ -64,6 +67,8 @@ export const CTX_LEVELS = 37;
 export const CTX_FLAGS = 38;
 export const CTX_PA_WIDTH = 39;
 export const CTX_INPUT_BITS = 40;
+export const CTX_MSI_START = 48;
+export const CTX_MSI_END = 56;
 
 // ---- IOTLB entry (TLB_ENTRY_SIZE bytes): page number, key (pasid, context, page size), output page, stamp, perms.
 export const TLB_ENTRY_SIZE = 32;
@@ -129,3 +134,4 @@ export const TRACE_RECORD_SIZE = 16;
 // ---- Fixed sizes.
 export const PAGE_SHIFT = 12;
 export const STAGING_SIZE = 1048576;
+export const UNDO_LOG_ENTRIES = 16384;
