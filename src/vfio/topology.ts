@@ -1,0 +1,268 @@
+// The host's devices and IOMMU groups as sysfs shows them
+// (/sys/kernel/iommu_groups/N): which devices share a group, whether VFIO may
+// take the group, its reserved regions, and the IOVA ranges left for DMA —
+// everything a VMM can ask before it opens a container.
+import { fail } from "../errors.js";
+import { U64_MAX } from "../addr.js";
+import type { ArchPreset } from "./arch.js";
+import {
+  intersect, isRelaxable, mergeRegions, RESERVED_TYPES, subtractRanges, sysfsText, toIovaRange, toReservedRegion,
+  type IovaRange, type RangeSpec, type ReservedRegion, type ReservedRegionSpec,
+} from "./reserved.js";
+
+/** 'host' is any driver that is not VFIO's: the host itself may DMA through it. */
+export type Driver = "vfio-pci" | "host" | null;
+const DRIVERS: readonly Driver[] = ["vfio-pci", "host", null];
+
+export interface DeviceSpec {
+  /** PCI address `DDDD:BB:DD.F` in hex (domain, bus, slot 0..1f, function 0..7); kept lowercase. */
+  bdf: string;
+  /**
+   * IOMMU group to join (created if new). Omitted: a group of its own, with
+   * the lowest id no group uses yet — what the kernel's ida_alloc hands
+   * iommu_group_alloc, so ids start at 0.
+   */
+  group?: number;
+  /** The device's own regions (e.g. its RMRRs). */
+  reserved?: readonly ReservedRegionSpec[];
+  /** Default: the preset's msiIsolatedDefault. */
+  msiIsolated?: boolean;
+  /** Default 'vfio-pci'. */
+  driver?: Driver;
+}
+
+export class HostDevice {
+  private boundDriver: Driver;
+
+  constructor(
+    readonly bdf: string,
+    readonly group: number,
+    readonly reserved: readonly Readonly<ReservedRegion>[],
+    readonly msiIsolated: boolean,
+    driver: Driver,
+  ) {
+    this.boundDriver = driver;
+  }
+
+  get driver(): Driver { return this.boundDriver; }
+
+  /** Binds the device to another driver; null unbinds it. Viability of its group follows. */
+  bindDriver(driver: Driver): void {
+    this.boundDriver = toDriver(driver, this.bdf);
+  }
+}
+
+/**
+ * The part of the address space the IOMMU cannot translate (above the
+ * aperture's end, or below its start). Not a kernel reserved type: MAP_DMA
+ * there fails with EINVAL just the same, so a guest memory map is checked
+ * against it too.
+ */
+export interface OutsideAperture {
+  start: bigint;
+  end: bigint;
+  type: "outside-aperture";
+}
+
+export interface Conflict {
+  /** The guest RAM range, normalised to an inclusive end. */
+  range: IovaRange;
+  region: ReservedRegion | OutsideAperture;
+  /** The group whose reserved region it is; null for outside-aperture, which every group shares. */
+  group: number | null;
+  /** The addresses of `range` that fall in `region`. */
+  overlap: IovaRange;
+}
+
+export interface GuestMapCheckOptions {
+  /** Groups whose reserved regions count. Default: every group. */
+  groups?: readonly number[];
+}
+
+const BDF = /^([0-9a-f]{4}):([0-9a-f]{2}):([0-9a-f]{2})\.([0-7])$/i;
+const PCI_MAX_SLOT = 0x1f;
+
+function toBdf(bdf: string): string {
+  const m = typeof bdf === "string" ? BDF.exec(bdf) : null;
+  if (m === null || parseInt(m[3], 16) > PCI_MAX_SLOT) {
+    fail("EINVAL", `device address ${JSON.stringify(bdf)} is not DDDD:BB:DD.F (hex; slot up to 1f, function 0..7)`);
+  }
+  return bdf.toLowerCase();
+}
+
+function toDriver(driver: Driver, bdf: string): Driver {
+  if (!DRIVERS.includes(driver)) fail("EINVAL", `${bdf}: driver must be 'vfio-pci', 'host' or null, got ${JSON.stringify(driver)}`);
+  return driver;
+}
+
+function toGroupId(group: number, what: string): number {
+  if (typeof group !== "number" || !Number.isSafeInteger(group) || group < 0) {
+    fail("EINVAL", `${what} must be a non-negative integer, got ${String(group)}`);
+  }
+  return group;
+}
+
+const compareBig = (a: bigint, b: bigint): number => (a < b ? -1 : a > b ? 1 : 0);
+const regionRank = (type: Conflict["region"]["type"]): number =>
+  type === "outside-aperture" ? RESERVED_TYPES.length : RESERVED_TYPES.indexOf(type);
+
+export class Topology {
+  readonly preset: ArchPreset;
+  /** Firmware regions every group gets (e.g. RMRRs that cover all devices). */
+  readonly platformReserved: readonly Readonly<ReservedRegion>[];
+  private readonly devices = new Map<string, HostDevice>();
+  private readonly members = new Map<number, HostDevice[]>();
+
+  constructor(preset: ArchPreset, platformReserved: readonly ReservedRegionSpec[] = []) {
+    this.preset = preset;
+    this.platformReserved = Object.freeze(
+      platformReserved.map((spec, i) => Object.freeze(toReservedRegion(spec, `platform reserved region ${i}`))),
+    );
+  }
+
+  addDevice(spec: DeviceSpec): HostDevice {
+    if (spec === null || typeof spec !== "object") fail("EINVAL", "device spec must be an object with a bdf");
+    const bdf = toBdf(spec.bdf);
+    if (this.devices.has(bdf)) fail("EEXIST", `device ${bdf} already exists`);
+    const group = spec.group === undefined ? this.lowestFreeGroup() : toGroupId(spec.group, `${bdf}: group`);
+    const reserved = Object.freeze(
+      (spec.reserved ?? []).map((r, i) => Object.freeze(toReservedRegion(r, `${bdf} reserved region ${i}`))),
+    );
+    const msiIsolated = spec.msiIsolated ?? this.preset.msiIsolatedDefault;
+    if (typeof msiIsolated !== "boolean") fail("EINVAL", `${bdf}: msiIsolated must be a boolean`);
+    const driver = spec.driver === undefined ? "vfio-pci" : toDriver(spec.driver, bdf);
+
+    const device = new HostDevice(bdf, group, reserved, msiIsolated, driver);
+    this.devices.set(bdf, device);
+    const list = this.members.get(group);
+    if (list === undefined) this.members.set(group, [device]);
+    else list.push(device);
+    return device;
+  }
+
+  /** Every group id, ascending. */
+  groups(): number[] {
+    return [...this.members.keys()].sort((a, b) => a - b);
+  }
+
+  /** The group's devices in bdf order, as `ls /sys/kernel/iommu_groups/N/devices` lists them. */
+  devicesOf(group: number): HostDevice[] {
+    return [...this.membersOf(group)].sort((a, b) => (a.bdf < b.bdf ? -1 : a.bdf > b.bdf ? 1 : 0));
+  }
+
+  device(bdf: string): HostDevice {
+    const key = toBdf(bdf);
+    const device = this.devices.get(key);
+    if (device === undefined) fail("ENODEV", `no device ${key}`);
+    return device;
+  }
+
+  /**
+   * VFIO takes a group only when no device in it is driven by a host driver:
+   * every device bound to vfio-pci or to nothing. The kernel also leaves
+   * drivers that never DMA on the host's behalf bound (driver_managed_dma,
+   * e.g. pci-stub); model those as null.
+   */
+  viable(group: number): boolean {
+    return this.membersOf(group).every((d) => d.driver === "vfio-pci" || d.driver === null);
+  }
+
+  /** A group's MSIs are isolated only when every device's are. */
+  msiIsolated(group: number): boolean {
+    return this.membersOf(group).every((d) => d.msiIsolated);
+  }
+
+  /** The group's list as the kernel builds it: hardware, platform and every device's regions, merged. */
+  reservedRegions(group: number): ReservedRegion[] {
+    const own = this.membersOf(group).flatMap((d) => d.reserved);
+    return mergeRegions([...this.preset.hardwareReserved, ...this.platformReserved, ...own]);
+  }
+
+  /** Byte for byte what /sys/kernel/iommu_groups/N/reserved_regions reads. */
+  reservedRegionsText(group: number): string {
+    return sysfsText(this.reservedRegions(group));
+  }
+
+  /**
+   * IOVA ranges a group — or, without an argument, every group at once —
+   * can map: the aperture minus every non-relaxable reserved region. With no
+   * group on the host nothing is reserved (the kernel's regions all come
+   * through devices), so the whole aperture is usable.
+   */
+  usableRanges(group?: number): IovaRange[] {
+    return this.apertureMinusReserved(group === undefined ? this.groups() : [group]);
+  }
+
+  /**
+   * The valid IOVA list VFIO type1 computes once these groups share a
+   * container (vfio_iommu_aper_resize + vfio_iommu_resv_exclude). May be
+   * empty; attaching then fails with EINVAL, which is the caller's to raise.
+   * No groups: the bare aperture.
+   */
+  iovaList(groups: readonly number[]): IovaRange[] {
+    return this.apertureMinusReserved(groups);
+  }
+
+  /**
+   * Every place a guest RAM range (IOVA = GPA, as a VMM maps it) would hit a
+   * non-relaxable reserved region of one of the groups, or leave the
+   * aperture. One entry per range × region × group; sorted by range, then
+   * region, then group.
+   */
+  checkGuestMemoryMap(ranges: readonly RangeSpec[], options: GuestMapCheckOptions = {}): Conflict[] {
+    if (!Array.isArray(ranges)) fail("EINVAL", "guest RAM ranges must be an array of {start, end | size}");
+    const ram = ranges.map((r, i) => toIovaRange(r, `guest RAM range ${i}`));
+    const groups = this.distinctGroups(options.groups ?? this.groups());
+    const conflicts: Conflict[] = [];
+    for (const group of groups) {
+      for (const region of this.reservedRegions(group)) {
+        if (isRelaxable(region.type)) continue;
+        for (const range of ram) {
+          const overlap = intersect(range, region);
+          if (overlap !== null) conflicts.push({ range, region, group, overlap });
+        }
+      }
+    }
+    for (const gap of this.outsideAperture()) {
+      for (const range of ram) {
+        const overlap = intersect(range, gap);
+        if (overlap !== null) conflicts.push({ range, region: gap, group: null, overlap });
+      }
+    }
+    return conflicts.sort((a, b) =>
+      compareBig(a.range.start, b.range.start) || compareBig(a.range.end, b.range.end) ||
+      compareBig(a.region.start, b.region.start) || regionRank(a.region.type) - regionRank(b.region.type) ||
+      compareBig(a.region.end, b.region.end) || (a.group ?? -1) - (b.group ?? -1));
+  }
+
+  private apertureMinusReserved(groups: readonly number[]): IovaRange[] {
+    const holes = this.distinctGroups(groups)
+      .flatMap((g) => this.reservedRegions(g))
+      .filter((r) => !isRelaxable(r.type));
+    return subtractRanges([this.preset.aperture], holes);
+  }
+
+  private outsideAperture(): OutsideAperture[] {
+    return subtractRanges([{ start: 0n, end: U64_MAX }], [this.preset.aperture])
+      .map(({ start, end }) => ({ start, end, type: "outside-aperture" as const }));
+  }
+
+  private membersOf(group: number): HostDevice[] {
+    const list = this.members.get(toGroupId(group, "group"));
+    if (list === undefined) fail("ENOENT", `no IOMMU group ${group}`);
+    return list;
+  }
+
+  /** Checks each id names a group; a repeated id counts once. */
+  private distinctGroups(groups: readonly number[]): number[] {
+    if (!Array.isArray(groups)) fail("EINVAL", "groups must be an array of group ids");
+    for (const g of groups) this.membersOf(g);
+    return [...new Set(groups)];
+  }
+
+  private lowestFreeGroup(): number {
+    let id = 0;
+    while (this.members.has(id)) id++;
+    return id;
+  }
+}
