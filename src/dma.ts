@@ -30,7 +30,15 @@ export interface DmaFault {
   access: Required<AccessFlags>;
 }
 
-export interface DmaResult { bytes: number; fault?: DmaFault }
+/** A device write that reached an MSI doorbell: an interrupt request, not memory. */
+export interface DmaInterrupt { address: bigint; data: number }
+
+export interface DmaResult {
+  bytes: number;
+  fault?: DmaFault;
+  /** The write stopped at an MSI doorbell and raised this interrupt (its ≤ 4 data bytes are counted in bytes). */
+  interrupt?: DmaInterrupt;
+}
 export interface DmaReadResult extends DmaResult { data: Uint8Array }
 export interface SgResult extends DmaResult {
   /** Index of the segment that faulted (segments.length when none did). */
@@ -62,7 +70,8 @@ export class DmaPort {
   private readonly stageData: number;
   private readonly stageDataSize: number;
 
-  constructor(private readonly engine: Engine, private readonly contextId: () => number, private readonly sourceId: number) {
+  constructor(private readonly engine: Engine, private readonly contextId: () => number, private readonly sourceId: number,
+    private readonly raise?: (interrupt: DmaInterrupt) => void) {
     this.stageData = engine.staging + STAGE_SEGS * abi.SEG_SIZE;
     this.stageDataSize = engine.stagingSize - STAGE_SEGS * abi.SEG_SIZE;
   }
@@ -99,6 +108,7 @@ export class DmaPort {
       const count = segments.length / 2;
       const st = e.wasm.dmaSg(id, pasid, access, this.sourceId, segments.byteOffset, count, direct, buffer.byteLength);
       if (st >= abi.ERR_EINVAL) this.rejectList(st, segments, count);
+      if (st === abi.ST_INTERRUPT) return { ...this.interrupt(buffer, e.u32(abi.RES_BYTES), 0), segment: e.u32(abi.RES_SEGMENT) };
       return this.result(st, pasid, access, count);
     }
     const list = normalizeSegments(segments);
@@ -124,11 +134,13 @@ export class DmaPort {
     if (direct < 0) {
       if (start + BigInt(buffer.byteLength) > 1n << 64n) fail("EOVERFLOW", `dma: ${hex(start)} + ${buffer.byteLength} wraps past 2^64`);
       const r = this.staged(id, [{ iova: start, length: buffer.byteLength, segment: 0 }], buffer, -1, pasid, access);
+      if (r.interrupt) return { bytes: r.bytes, interrupt: r.interrupt };
       return r.fault ? { bytes: r.bytes, fault: r.fault } : { bytes: r.bytes };
     }
     const st = this.engine.wasm.dma(id, pasid, access, this.sourceId, start, buffer.byteLength, direct);
     if (st === abi.ST_OK) return { bytes: buffer.byteLength };
     if (st === abi.ERR_EOVERFLOW) fail("EOVERFLOW", `dma: ${hex(start)} + ${buffer.byteLength} wraps past 2^64`);
+    if (st === abi.ST_INTERRUPT) return this.interrupt(buffer, this.engine.u32(abi.RES_BYTES), 0);
     const r = this.result(st, pasid, access, 1);
     return { bytes: r.bytes, fault: r.fault };
   }
@@ -168,12 +180,29 @@ export class DmaPort {
       const moved = e.u32(abi.RES_BYTES);
       if (direct < 0 && !toMemory) buffer.set(e.bytes.subarray(this.stageData, this.stageData + moved), done);
       done += moved;
+      if (st === abi.ST_INTERRUPT) {
+        const r = this.interrupt(buffer, done, 0);
+        return { ...r, segment: batch[e.u32(abi.RES_SEGMENT)].segment };
+      }
       if (st !== abi.ST_OK) {
         const r = this.result(st, pasid, access, segCount);
         return { bytes: done, segment: batch[e.u32(abi.RES_SEGMENT)].segment, fault: r.fault };
       }
     }
     return { bytes: done, segment: segCount };
+  }
+
+  /**
+   * The write reached a doorbell after `done` bytes: the next (up to) 4 bytes
+   * of the buffer are the MSI data, little-endian. The transfer ends there.
+   */
+  private interrupt(buffer: Uint8Array, done: number, base: number): DmaResult {
+    const n = Math.min(4, buffer.byteLength - base - done);
+    let data = 0;
+    for (let k = n - 1; k >= 0; k--) data = data * 256 + buffer[base + done + k];
+    const interrupt = { address: this.engine.u64(abi.RES_FAULT_ADDR), data };
+    this.raise?.(interrupt);
+    return { bytes: done + n, interrupt };
   }
 
   /** Reads the outcome of the last transfer from the control block. */

@@ -11,6 +11,13 @@ import { PageTable } from "./pagetable.js";
 import type { DomainFlags, PageTableOptions } from "./format.js";
 import { Engine } from "./engine/engine.js";
 import { ENGINE_FINGERPRINT } from "./engine/load.js";
+import { archPreset, type Arch } from "./vfio/arch.js";
+import { Topology, type Conflict, type DeviceSpec, type GuestMapCheckOptions, type HostDevice } from "./vfio/topology.js";
+import type { IovaRange, RangeSpec, ReservedRegion, ReservedRegionSpec } from "./vfio/reserved.js";
+import { Process, type ProcessOptions } from "./vfio/process.js";
+import { Container } from "./vfio/container.js";
+import { VfioGroup, type Interrupt } from "./vfio/group.js";
+import { DOORBELL_HPA } from "./vfio/msi.js";
 
 export interface HostOptions {
   /** Bytes of physical RAM at HPA 0 (4 KiB multiple). Default 256 MiB. */
@@ -21,6 +28,21 @@ export interface HostOptions {
   faultRingSize?: number;
   /** Bytes of engine memory for allocBuffer() / createTranslationBatch(). Default 4 MiB. */
   bufferArenaSize?: number;
+  /** The IOMMU: Intel VT-d (default) or Arm SMMUv3. Decides the stage-2 format, reserved regions and MSI handling. */
+  arch?: Arch;
+  /** IOMMU input address width (the aperture is 0 .. 2^width - 1). Default 48. */
+  addressWidth?: number;
+  /** MAP_DMA entries per container (type1's dma_entry_limit). Default 65535. */
+  dmaEntryLimit?: number;
+  /** Accept groups without MSI isolation (type1's allow_unsafe_interrupts). Default false. */
+  allowUnsafeInterrupts?: boolean;
+  /** Reserved regions every group has (e.g. RMRRs, bridge windows). */
+  platformReserved?: ReservedRegionSpec[];
+}
+
+export interface ContainerOptions {
+  /** The process whose memory MAP_DMA pins (each call may name another). */
+  process?: Process;
 }
 
 export interface TranslationBatch { iovas: BigUint64Array; hpas: BigUint64Array; status: Uint8Array }
@@ -34,13 +56,87 @@ export class Host {
   /** Fingerprint of the WASM build this host runs. */
   readonly engineFingerprint = ENGINE_FINGERPRINT;
   private readonly arena: BufferArena;
+  private readonly topology: Topology;
+  private readonly dmaEntryLimit: number;
+  private readonly allowUnsafeInterrupts: boolean;
+  private readonly openGroups = new Set<number>();
+  private readonly listeners = new Set<(interrupt: Interrupt) => void>();
+  private processes = 0;
 
   /** @internal */
-  constructor(readonly engine: Engine) {
+  constructor(readonly engine: Engine, topology: Topology, dmaEntryLimit: number, allowUnsafeInterrupts: boolean) {
     this.ram = new PhysicalMemory(engine);
     this.iotlb = new Iotlb(engine);
     this.faults = new FaultLog(engine);
     this.arena = new BufferArena(engine);
+    this.topology = topology;
+    this.dmaEntryLimit = dmaEntryLimit;
+    this.allowUnsafeInterrupts = allowUnsafeInterrupts;
+  }
+
+  // ---- topology: devices, groups, reserved regions (the sysfs view; no container needed)
+
+  get arch(): Arch { return this.topology.preset.arch; }
+  /** The IOMMU aperture, inclusive. */
+  get aperture(): IovaRange { return { ...this.topology.preset.aperture }; }
+
+  addDevice(spec: DeviceSpec): HostDevice { return this.topology.addDevice(spec); }
+  device(bdf: string): HostDevice { return this.topology.device(bdf); }
+  iommuGroups(): number[] { return this.topology.groups(); }
+  devicesOf(group: number): HostDevice[] { return this.topology.devicesOf(group); }
+  reservedRegions(group: number): ReservedRegion[] { return this.topology.reservedRegions(group); }
+  /** /sys/kernel/iommu_groups/N/reserved_regions, byte for byte. */
+  reservedRegionsText(group: number): string { return this.topology.reservedRegionsText(group); }
+  /** The aperture minus the group's (or every group's) non-relaxable reserved regions. */
+  usableRanges(group?: number): IovaRange[] { return this.topology.usableRanges(group); }
+  /** Each overlap of guest RAM with a region a device could not DMA to (before hot-add, or after migration). */
+  checkGuestMemoryMap(ranges: readonly RangeSpec[], options?: GuestMapCheckOptions): Conflict[] {
+    return this.topology.checkGuestMemoryMap(ranges, options);
+  }
+
+  // ---- processes, containers, groups
+
+  /** A user process with its own page tables in RAM. */
+  createProcess(options: ProcessOptions = {}): Process {
+    const pageTable = this.createPageTable({ format: "x86-64", levels: 4, pageSizes: [0x1000n] });
+    return new Process(this.engine, pageTable, ++this.processes, options);
+  }
+
+  /** Opens /dev/vfio/vfio: a container with no IOMMU set yet. */
+  openContainer(options: ContainerOptions = {}): Container {
+    return new Container({
+      engine: this.engine,
+      topology: this.topology,
+      dmaEntryLimit: this.dmaEntryLimit,
+      allowUnsafeInterrupts: this.allowUnsafeInterrupts,
+      stage2: this.stage2(),
+      createDomain: (o) => this.createDomain(o),
+    }, options.process);
+  }
+
+  /** Opens /dev/vfio/N: ENOENT for no such group, EBUSY while it is open. */
+  openGroup(group: number): VfioGroup {
+    this.topology.devicesOf(group);
+    if (this.openGroups.has(group)) fail("EBUSY", `group ${group} is already open`);
+    this.openGroups.add(group);
+    return new VfioGroup(this.engine, this.topology, group, (irq) => this.raise(irq), () => this.openGroups.delete(group));
+  }
+
+  /** Calls cb for every MSI a device raises (a write to its doorbell); returns a function that stops it. */
+  onInterrupt(cb: (interrupt: Interrupt) => void): () => void {
+    this.listeners.add(cb);
+    return () => { this.listeners.delete(cb); };
+  }
+
+  private raise(interrupt: Interrupt): void {
+    for (const cb of this.listeners) cb(interrupt);
+  }
+
+  /** The stage-2 page-table format of this arch: VT-d second level, or Arm stage 2. */
+  private stage2(): PageTableOptions {
+    const p = this.topology.preset;
+    if (p.arch === "vtd") return { format: "vtd-sl", inputBits: p.addressWidth, physAddrWidth: 52 };
+    return { format: "arm64", stage: 2, inputBits: Math.min(p.addressWidth, 48), physAddrWidth: 48 };
   }
 
   /** A page table in RAM (a new root frame unless `root` is given). */
@@ -90,6 +186,11 @@ export async function createHost(options: HostOptions = {}): Promise<Host> {
   if (!isPow2(faultRingSize, 16, 65536)) fail("EINVAL", `faultRingSize must be a power of two in 16..65536, got ${faultRingSize}`);
   const arenaSize = options.bufferArenaSize ?? 4 * 1024 * 1024;
   if (!Number.isSafeInteger(arenaSize) || arenaSize < 0 || arenaSize > 0x10000000) fail("EINVAL", `bufferArenaSize must be 0..256 MiB, got ${arenaSize}`);
+  const dmaEntryLimit = options.dmaEntryLimit ?? 65535;
+  if (!Number.isSafeInteger(dmaEntryLimit) || dmaEntryLimit < 0) fail("EINVAL", `dmaEntryLimit must be a non-negative integer, got ${dmaEntryLimit}`);
+  const topology = new Topology(archPreset(options.arch ?? "vtd", options.addressWidth), options.platformReserved ?? []);
   const engine = await Engine.create({ ramSize, iotlbSets: sets, iotlbWays: ways, faultRingSize, arenaSize });
-  return new Host(engine);
+  // The SMMU's doorbell page: device writes that translate to it are interrupts.
+  if (topology.preset.arch === "smmuv3") engine.wasm.setMsiDoorbell(DOORBELL_HPA, DOORBELL_HPA + 0xfffn);
+  return new Host(engine, topology, dmaEntryLimit, options.allowUnsafeInterrupts ?? false);
 }

@@ -13,7 +13,16 @@ export interface EngineExports {
   framesClaim(hpa: bigint): number;
   contextSet(id: number, format: number, levels: number, inputBits: number, flags: number, paWidth: number, root: bigint, pgsizes: bigint): void;
   contextDestroy(id: number): void;
+  contextSetFlags(id: number, flags: number): void;
+  contextSetMsiWindow(id: number, start: bigint, end: bigint): void;
+  setMsiDoorbell(start: bigint, end: bigint): void;
   ptMap(id: number, iova: bigint, last: bigint, hpa: bigint, prot: number): number;
+  procMap(id: number, vaddr: bigint, last: bigint, prot: number): number;
+  procUnmap(id: number, vaddr: bigint, last: bigint): bigint;
+  dmaPinMap(procId: number, domId: number, vaddr: bigint, last: bigint, iova: bigint, access: number, prot: number): number;
+  dmaUnpinUnmap(domId: number, iova: bigint, last: bigint): bigint;
+  framePins(hpa: bigint): number;
+  dirtyBitmap(id: number, iova: bigint, last: bigint, pgShift: number, bitmap: number, clear: number): number;
   ptUnmap(id: number, iova: bigint, last: bigint): bigint;
   probe(id: number, iova: bigint, access: number, trace: number): number;
   translate(id: number, pasid: number, iova: bigint, access: number, sourceId: number): number;

@@ -1,0 +1,118 @@
+// VFIO groups and their devices, as a user of /dev/vfio/N sees them. A group
+// joins a container (SET_CONTAINER) only when viable; its devices DMA
+// through the container's domain with their requester id, and a device of a
+// group in no container (or a container with no IOMMU set) cannot DMA: the
+// transfer faults with no data moved.
+import { fail } from "../errors.js";
+import { DmaPort, type DmaInterrupt } from "../dma.js";
+import type { Engine } from "../engine/engine.js";
+import type { Container } from "./container.js";
+import type { Topology } from "./topology.js";
+
+export interface Interrupt {
+  /** The device's BDF. */
+  device: string;
+  /** The MSI address the device wrote (an IOVA). */
+  address: bigint;
+  /** The 32-bit MSI data. */
+  data: number;
+}
+
+/** PCI requester id: bus << 8 | device << 3 | function (the segment is not part of it). */
+export function requesterId(bdf: string): number {
+  const [, bus, devfn] = bdf.split(":");
+  const [dev, fn] = devfn.split(".");
+  return (parseInt(bus, 16) << 8) | (parseInt(dev, 16) << 3) | parseInt(fn, 16);
+}
+
+export class VfioDevice {
+  readonly requesterId: number;
+  readonly dma: DmaPort;
+
+  /** @internal */
+  constructor(engine: Engine, readonly bdf: string, readonly group: VfioGroup, raise: (interrupt: Interrupt) => void) {
+    this.requesterId = requesterId(bdf);
+    this.dma = new DmaPort(engine, () => group.domainId(), this.requesterId,
+      (irq: DmaInterrupt) => raise({ device: bdf, address: irq.address, data: irq.data }));
+  }
+
+  /** The IOVA the device writes to raise an MSI: VT-d's fixed window, or the doorbell mapped for sw-msi. */
+  get msiAddress(): bigint | undefined {
+    const c = this.group.container;
+    if (!c || !c.domain) return undefined;
+    return c.msiDoorbellIova ?? this.group.msiWindowStart;
+  }
+}
+
+export class VfioGroup {
+  private containerRef: Container | undefined;
+  private readonly devices = new Map<string, VfioDevice>();
+  private closed = false;
+
+  /** @internal */
+  constructor(private readonly engine: Engine, private readonly topology: Topology, readonly id: number,
+    private readonly raise: (interrupt: Interrupt) => void, private readonly onClose: () => void) {}
+
+  get container(): Container | undefined { return this.containerRef; }
+
+  /** VFIO_GROUP_GET_STATUS: viable when every device is bound to vfio-pci or to nothing. */
+  get viable(): boolean { return this.topology.viable(this.id); }
+
+  /** @internal The domain a device's DMA goes through, or 0 (no context: the DMA faults). */
+  domainId(): number {
+    if (this.closed) fail("ENODEV", `group ${this.id} is closed`);
+    return this.containerRef?.domain?.id ?? 0;
+  }
+
+  /** @internal */
+  get msiWindowStart(): bigint | undefined {
+    return this.topology.preset.hardwareReserved.find((r) => r.type === "msi")?.start;
+  }
+
+  private live(): void {
+    if (this.closed) fail("ENODEV", `group ${this.id} is closed`);
+  }
+
+  /** VFIO_GROUP_SET_CONTAINER. */
+  setContainer(container: Container): void {
+    this.live();
+    if (this.containerRef) fail("EINVAL", `group ${this.id} is already in a container`);
+    if (!this.viable) fail("EPERM", `group ${this.id} is not viable: a device is bound to a host driver`);
+    container.attachGroup(this.id, { forget: () => { this.containerRef = undefined; } });
+    this.containerRef = container;
+  }
+
+  /** VFIO_GROUP_UNSET_CONTAINER: the last group out releases every mapping. */
+  unsetContainer(): void {
+    this.live();
+    const c = this.containerRef;
+    if (!c) fail("EINVAL", `group ${this.id} is not in a container`);
+    this.containerRef = undefined;
+    c.detachGroup(this.id);
+  }
+
+  /**
+   * A device of this group (ENODEV for another). Unlike GET_DEVICE_FD it is
+   * available before the group joins a container, so a model can show that
+   * such a device's DMA is blocked: it faults with no data moved.
+   */
+  device(bdf: string): VfioDevice {
+    this.live();
+    const dev = this.topology.device(bdf);
+    if (dev.group !== this.id) fail("ENODEV", `${dev.bdf} is not in group ${this.id}`);
+    let d = this.devices.get(dev.bdf);
+    if (!d) {
+      d = new VfioDevice(this.engine, dev.bdf, this, this.raise);
+      this.devices.set(dev.bdf, d);
+    }
+    return d;
+  }
+
+  /** Closing the group fd leaves its container. */
+  close(): void {
+    if (this.closed) return;
+    if (this.containerRef) this.unsetContainer();
+    this.closed = true;
+    this.onClose();
+  }
+}

@@ -1,0 +1,142 @@
+// A user process (the VMM): its own x86-64 page tables in RAM, mmap() backed
+// by frames that need not be contiguous, and a locked-memory limit that
+// MAP_DMA pins count against (RLIMIT_MEMLOCK). Reads and writes go through
+// its tables as a CPU access would.
+import { toU64, lastOf, requireAligned, hex, PAGE_SIZE, type Address } from "../addr.js";
+import { fail } from "../errors.js";
+import * as abi from "../engine/abi.js";
+import type { Engine } from "../engine/engine.js";
+import type { PageTable } from "../pagetable.js";
+
+export interface ProcessOptions {
+  /** Bytes the process may have pinned (RLIMIT_MEMLOCK). Default: unlimited (as with CAP_IPC_LOCK). */
+  memlockLimit?: Address;
+}
+
+export interface MmapOptions {
+  /** Writable by the process. Default true. */
+  write?: boolean;
+}
+
+/** Where mmap() places areas: above the first 256 MiB, below the 47-bit user limit. */
+const MMAP_BASE = 0x10000000n;
+const USER_TOP = 1n << 47n;
+
+export class Process {
+  readonly id: number;
+  readonly memlockLimit: bigint;
+  /** Bytes currently pinned for DMA on behalf of this process. */
+  lockedBytes = 0n;
+  /** Mapped areas [start, end) sorted by start. */
+  private areas: { start: bigint; end: bigint }[] = [];
+  private exited = false;
+
+  /** @internal */
+  constructor(private readonly engine: Engine, readonly pageTable: PageTable, id: number, options: ProcessOptions) {
+    this.id = id;
+    this.memlockLimit = options.memlockLimit === undefined ? (1n << 64n) - 1n : toU64(options.memlockLimit, "memlockLimit");
+  }
+
+  private live(): void {
+    if (this.exited) fail("ENODEV", "process has exited");
+  }
+
+  /** Maps size bytes of fresh, zeroed memory; returns the vaddr. ENOMEM when RAM (or address space) runs out. */
+  mmap(size: Address, options: MmapOptions = {}): bigint {
+    this.live();
+    const s = toU64(size, "size");
+    if (s === 0n) fail("EINVAL", "mmap: size is zero");
+    const length = (s + PAGE_SIZE - 1n) & ~(PAGE_SIZE - 1n);
+    let start = MMAP_BASE;
+    let at = 0;
+    for (; at < this.areas.length; at++) {
+      if (this.areas[at].start - start >= length) break;
+      start = this.areas[at].end;
+    }
+    if (start + length > USER_TOP) fail("ENOMEM", `mmap: no ${hex(length)}-byte hole in the address space`);
+    const prot = abi.PERM_R | abi.PERM_U | ((options.write ?? true) ? abi.PERM_W : 0);
+    const st = this.engine.wasm.procMap(this.pageTable.contextId, start, start + length - 1n, prot);
+    if (st === abi.ERR_ENOMEM) fail("ENOMEM", `mmap: not enough free frames for ${hex(length)} bytes`);
+    if (st !== abi.ST_OK) fail("EFAULT", `mmap: the process page tables refused the mapping (status ${st})`);
+    this.areas.splice(at, 0, { start, end: start + length });
+    return start;
+  }
+
+  /**
+   * Unmaps [vaddr, vaddr + size) (whole pages; holes are fine). Frames go back
+   * to the host unless a device still has them pinned: those stay until the
+   * DMA mapping goes, as pinned pages do in Linux.
+   */
+  munmap(vaddr: Address, size: Address): void {
+    this.live();
+    const v = toU64(vaddr, "vaddr"), s = toU64(size, "size");
+    requireAligned(v, PAGE_SIZE, "munmap vaddr");
+    const length = (s + PAGE_SIZE - 1n) & ~(PAGE_SIZE - 1n);
+    const last = lastOf(v, length, "munmap");
+    if (last >= USER_TOP) fail("EINVAL", `munmap: [${hex(v)}, ${hex(last)}] is beyond the user address space`);
+    this.engine.wasm.procUnmap(this.pageTable.contextId, v, last);
+    const end = last + 1n;
+    const kept: { start: bigint; end: bigint }[] = [];
+    for (const a of this.areas) {
+      if (a.end <= v || a.start >= end) { kept.push(a); continue; }
+      if (a.start < v) kept.push({ start: a.start, end: v });
+      if (a.end > end) kept.push({ start: end, end: a.end });
+    }
+    this.areas = kept;
+  }
+
+  /** The HPA behind each page of [vaddr, vaddr + len), checking it is mapped. */
+  private pages(vaddr: Address, len: number, write: boolean): { hpa: bigint; offset: number; bytes: number }[] {
+    this.live();
+    const v = toU64(vaddr, "vaddr");
+    if (!Number.isSafeInteger(len) || len < 0) fail("EINVAL", "length must be a non-negative integer");
+    if (v + BigInt(len) > USER_TOP) fail("EFAULT", `[${hex(v)}, +${len}) is beyond the user address space`);
+    const out: { hpa: bigint; offset: number; bytes: number }[] = [];
+    let done = 0;
+    while (done < len) {
+      const at = v + BigInt(done);
+      const walk = this.pageTable.walk(at, write ? { write: true } : "read");
+      if (walk.fault) fail("EFAULT", `${hex(at)} is not mapped ${write ? "writable " : ""}in the process`);
+      const bytes = Math.min(len - done, Number(PAGE_SIZE - (at & (PAGE_SIZE - 1n))));
+      out.push({ hpa: walk.hpa!, offset: done, bytes });
+      done += bytes;
+    }
+    return out;
+  }
+
+  read(vaddr: Address, len: number): Uint8Array {
+    const out = new Uint8Array(len);
+    for (const p of this.pages(vaddr, len, false)) out.set(this.engine.bytes.subarray(this.engine.ramOffset(p.hpa), this.engine.ramOffset(p.hpa) + p.bytes), p.offset);
+    return out;
+  }
+
+  write(vaddr: Address, bytes: Uint8Array): void {
+    const pages = this.pages(vaddr, bytes.length, true);
+    for (const p of pages) this.engine.bytes.set(bytes.subarray(p.offset, p.offset + p.bytes), this.engine.ramOffset(p.hpa));
+  }
+
+  /**
+   * A zero-copy view of [vaddr, vaddr + len), for an emulator's guest RAM.
+   * The range must be physically contiguous (EINVAL otherwise): mmap() hands
+   * out frames in order, so a fresh host's areas usually are.
+   */
+  view(vaddr: Address, len: number): Uint8Array {
+    const pages = this.pages(vaddr, len, false);
+    if (pages.length === 0) return new Uint8Array(0);
+    for (let i = 1; i < pages.length; i++) {
+      if (pages[i].hpa !== pages[0].hpa + BigInt(pages[i].offset)) fail("EINVAL", `view: [${hex(toU64(vaddr, "vaddr"))}, +${len}) is not physically contiguous`);
+    }
+    return new Uint8Array(this.engine.buffer, this.engine.ramOffset(pages[0].hpa), len);
+  }
+
+  /** The areas mmap() handed out, [start, end). */
+  get mappings(): readonly { start: bigint; end: bigint }[] { return this.areas; }
+
+  /** Unmaps everything and frees the page tables (pinned frames stay until unpinned). */
+  exit(): void {
+    if (this.exited) return;
+    for (const a of [...this.areas]) this.munmap(a.start, a.end - a.start);
+    this.pageTable.destroy();
+    this.exited = true;
+  }
+}
