@@ -18,6 +18,7 @@ import { Process, type ProcessOptions } from "./vfio/process.js";
 import { Container } from "./vfio/container.js";
 import { VfioGroup, type Interrupt } from "./vfio/group.js";
 import { DOORBELL_HPA } from "./vfio/msi.js";
+import { EnginePlane } from "./vfio/plane.js";
 
 export interface HostOptions {
   /** Bytes of physical RAM at HPA 0 (4 KiB multiple). Default 256 MiB. */
@@ -62,6 +63,7 @@ export class Host {
   private readonly openGroups = new Set<number>();
   private readonly listeners = new Set<(interrupt: Interrupt) => void>();
   private processes = 0;
+  private readonly plane: EnginePlane;
 
   /** @internal */
   constructor(readonly engine: Engine, topology: Topology, dmaEntryLimit: number, allowUnsafeInterrupts: boolean) {
@@ -72,6 +74,7 @@ export class Host {
     this.topology = topology;
     this.dmaEntryLimit = dmaEntryLimit;
     this.allowUnsafeInterrupts = allowUnsafeInterrupts;
+    this.plane = new EnginePlane(engine);
   }
 
   // ---- topology: devices, groups, reserved regions (the sysfs view; no container needed)
@@ -99,13 +102,13 @@ export class Host {
   /** A user process with its own page tables in RAM. */
   createProcess(options: ProcessOptions = {}): Process {
     const pageTable = this.createPageTable({ format: "x86-64", levels: 4, pageSizes: [0x1000n] });
-    return new Process(this.engine, pageTable, ++this.processes, options);
+    return new Process(this.plane, this.ram, pageTable, ++this.processes, options);
   }
 
   /** Opens /dev/vfio/vfio: a container with no IOMMU set yet. */
   openContainer(options: ContainerOptions = {}): Container {
     return new Container({
-      engine: this.engine,
+      plane: this.plane,
       topology: this.topology,
       dmaEntryLimit: this.dmaEntryLimit,
       allowUnsafeInterrupts: this.allowUnsafeInterrupts,

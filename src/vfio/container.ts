@@ -5,8 +5,7 @@
 import { toU64, hex, PAGE_SIZE, U64_MAX, type Address } from "../addr.js";
 import { fail } from "../errors.js";
 import * as abi from "../engine/abi.js";
-import type { Engine } from "../engine/engine.js";
-import type { Domain } from "../domain.js";
+import type { DataPlane } from "./plane.js";
 import type { PageTableOptions } from "../format.js";
 import { MappingList, type DmaMapping } from "./mappings.js";
 import type { Process } from "./process.js";
@@ -42,22 +41,30 @@ export interface ContainerInfo {
 
 export interface DirtyBitmapRequest { iova: Address; size: Address; pgsize: Address }
 
+/** The domain a container builds (the engine's Domain, or the twin's). */
+export interface ContainerDomain {
+  readonly id: number;
+  readonly pageTable: { map(iova: bigint, hpa: bigint, size: bigint, prot: { read?: boolean; write?: boolean }): void };
+  invalidate(opts: { iova: bigint; npages: bigint }): void;
+  destroy(): void;
+}
+
 /** What a container needs from its host and groups (wired by Host). */
 export interface ContainerHost {
-  engine: Engine;
+  plane: DataPlane;
   topology: Topology;
   dmaEntryLimit: number;
   allowUnsafeInterrupts: boolean;
   /** The stage-2 page-table format of this arch. */
   stage2: PageTableOptions;
-  createDomain(options: PageTableOptions): Domain;
+  createDomain(options: PageTableOptions): ContainerDomain;
 }
 
 const MAX_DIRTY_BITMAP_BYTES = 1n << 28n;
 
 export class Container {
   private iommu: IommuType | undefined;
-  private domainRef: Domain | undefined;
+  private domainRef: ContainerDomain | undefined;
   private readonly groupIds: number[] = [];
   private readonly handles = new Map<number, { forget(): void }>();
   private iovas: IovaRange[] = [];
@@ -87,7 +94,7 @@ export class Container {
   // ------------------------------------------------------------------ state
 
   /** The IOMMU domain of the container (undefined until SET_IOMMU). */
-  get domain(): Domain | undefined { return this.domainRef; }
+  get domain(): ContainerDomain | undefined { return this.domainRef; }
   get iommuType(): IommuType | undefined { return this.iommu; }
   get groups(): readonly number[] { return this.groupIds; }
   /** The MSI doorbell IOVA mapped for sw-msi (SMMUv3), if any. */
@@ -100,7 +107,7 @@ export class Container {
     if (this.closed) fail("ENODEV", "container is closed");
   }
 
-  private requireIommu(): Domain {
+  private requireIommu(): ContainerDomain {
     this.live();
     if (!this.iommu || !this.domainRef) fail("EINVAL", "no IOMMU driver is set on this container (setIommu first)");
     return this.domainRef;
@@ -171,10 +178,10 @@ export class Container {
     this.doorbell = iova;
   }
 
-  private configureDomain(domain: Domain): void {
+  private configureDomain(domain: ContainerDomain): void {
     // VT-d: the interrupt window is decoded before translation.
     const msi = this.host.topology.preset.hardwareReserved.find((r) => r.type === "msi");
-    if (msi) this.host.engine.wasm.contextSetMsiWindow(domain.id, msi.start, msi.end);
+    if (msi) this.host.plane.setMsiWindow(domain.id, msi.start, msi.end);
   }
 
   private allReserved(): ReservedRegion[] {
@@ -253,7 +260,7 @@ export class Container {
     }
     const access = abi.ACCESS_READ | (write ? abi.ACCESS_WRITE : 0);
     const prot = (read ? abi.PERM_R : 0) | (write ? abi.PERM_W : 0) | abi.PERM_U;
-    const st = this.host.engine.wasm.dmaPinMap(process.pageTable.contextId, domain.id, vaddr, vaddr + size - 1n, iova, access, prot);
+    const st = this.host.plane.pinMap(process.pageTable.contextId, domain.id, vaddr, vaddr + size - 1n, iova, access, prot);
     if (st === abi.ERR_EFAULT) fail("EFAULT", `map: [${hex(vaddr)}, +${hex(size)}) is not mapped ${write ? "writable " : ""}in the process`);
     if (st === abi.ERR_ENOMEM) fail("ENOMEM", "map: not enough free frames for the IOMMU page tables");
     if (st !== abi.ST_OK) fail("EINVAL", `map: the IOMMU page table refused the mapping (status ${st})`);
@@ -295,9 +302,9 @@ export class Container {
     if (tail && tail.last !== last) fail("EINVAL", `${what}: [${hex(first)}, ${hex(last)}] would split the mapping at ${hex(tail.iova)}`);
   }
 
-  private removeMapping(domain: Domain, m: DmaMapping): bigint {
+  private removeMapping(domain: ContainerDomain, m: DmaMapping): bigint {
     const size = m.last - m.iova + 1n;
-    this.host.engine.wasm.dmaUnpinUnmap(domain.id, m.iova, m.last);
+    this.host.plane.unpinUnmap(domain.id, m.iova, m.last);
     // No device may use the range afterwards.
     domain.invalidate({ iova: m.iova, npages: size / PAGE_SIZE });
     m.process.lockedBytes -= size;
@@ -379,19 +386,19 @@ export class Container {
   private dirtyStart(): void {
     const domain = this.requireIommu();
     if (this.dirtyTracking) return;
-    const e = this.host.engine;
+    const plane = this.host.plane;
     // Start clean: clear every dirty bit, then flush so writes walk and set them anew.
-    for (const m of this.maps.all()) e.wasm.dirtyBitmap(domain.id, m.iova, m.last, 12, e.staging, 1);
-    e.wasm.contextSetFlags(domain.id, this.domainFlags(true));
-    e.wasm.iotlbFlushContext(domain.id);
+    for (const m of this.maps.all()) plane.readDirty(domain.id, m.iova, m.last);
+    plane.setDomainFlags(domain.id, this.domainFlags(true));
+    plane.flushDomain(domain.id);
     this.dirtyTracking = true;
   }
 
   private dirtyStop(): void {
     const domain = this.requireIommu();
     if (!this.dirtyTracking) return;
-    this.host.engine.wasm.contextSetFlags(domain.id, this.domainFlags(false));
-    this.host.engine.wasm.iotlbFlushContext(domain.id);
+    this.host.plane.setDomainFlags(domain.id, this.domainFlags(false));
+    this.host.plane.flushDomain(domain.id);
     this.dirtyTracking = false;
   }
 
@@ -412,18 +419,7 @@ export class Container {
     if ((pages + 7n) / 8n > MAX_DIRTY_BITMAP_BYTES) fail("EINVAL", "dirty bitmap: the range needs more than 256 MiB of bitmap");
     if (!this.dirtyTracking) fail("EINVAL", "dirty bitmap: tracking is not started");
     this.checkNoBisect(iova, iova + size - 1n, "dirty bitmap");
-    const e = this.host.engine;
-    const out = new Uint8Array(Number((pages + 7n) / 8n));
-    // The engine writes into the staging area, one chunk of pages at a time.
-    const chunkPages = BigInt(e.stagingSize * 8);
-    for (let done = 0n; done < pages; done += chunkPages) {
-      const n = pages - done < chunkPages ? pages - done : chunkPages;
-      const bytes = Number((n + 7n) / 8n);
-      e.bytes.fill(0, e.staging, e.staging + bytes);
-      const first = iova + done * min;
-      e.wasm.dirtyBitmap(domain.id, first, first + n * min - 1n, 12, e.staging, 1);
-      out.set(e.bytes.subarray(e.staging, e.staging + bytes), Number(done / 8n));
-    }
+    const out = this.host.plane.readDirty(domain.id, iova, iova + size - 1n);
     return out;
   }
 

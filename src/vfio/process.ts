@@ -5,8 +5,22 @@
 import { toU64, lastOf, requireAligned, hex, PAGE_SIZE, type Address } from "../addr.js";
 import { fail } from "../errors.js";
 import * as abi from "../engine/abi.js";
-import type { Engine } from "../engine/engine.js";
-import type { PageTable } from "../pagetable.js";
+import type { DataPlane } from "./plane.js";
+import type { WalkResult, Access } from "../index.js";
+
+/** The process's page table (the engine's PageTable, or the twin's). */
+export interface ProcessPageTable {
+  readonly contextId: number;
+  walk(vaddr: bigint, access: Access): WalkResult;
+  destroy(): void;
+}
+
+/** Physical RAM as the process's CPU accesses reach it. */
+export interface ProcessRam {
+  read(hpa: bigint, len: number): Uint8Array;
+  write(hpa: bigint, bytes: Uint8Array): void;
+  view(hpa: bigint, len: number): Uint8Array;
+}
 
 export interface ProcessOptions {
   /** Bytes the process may have pinned (RLIMIT_MEMLOCK). Default: unlimited (as with CAP_IPC_LOCK). */
@@ -32,7 +46,7 @@ export class Process {
   private exited = false;
 
   /** @internal */
-  constructor(private readonly engine: Engine, readonly pageTable: PageTable, id: number, options: ProcessOptions) {
+  constructor(private readonly plane: DataPlane, private readonly ram: ProcessRam, readonly pageTable: ProcessPageTable, id: number, options: ProcessOptions) {
     this.id = id;
     this.memlockLimit = options.memlockLimit === undefined ? (1n << 64n) - 1n : toU64(options.memlockLimit, "memlockLimit");
   }
@@ -55,7 +69,7 @@ export class Process {
     }
     if (start + length > USER_TOP) fail("ENOMEM", `mmap: no ${hex(length)}-byte hole in the address space`);
     const prot = abi.PERM_R | abi.PERM_U | ((options.write ?? true) ? abi.PERM_W : 0);
-    const st = this.engine.wasm.procMap(this.pageTable.contextId, start, start + length - 1n, prot);
+    const st = this.plane.processMap(this.pageTable.contextId, start, start + length - 1n, prot);
     if (st === abi.ERR_ENOMEM) fail("ENOMEM", `mmap: not enough free frames for ${hex(length)} bytes`);
     if (st !== abi.ST_OK) fail("EFAULT", `mmap: the process page tables refused the mapping (status ${st})`);
     this.areas.splice(at, 0, { start, end: start + length });
@@ -74,7 +88,7 @@ export class Process {
     const length = (s + PAGE_SIZE - 1n) & ~(PAGE_SIZE - 1n);
     const last = lastOf(v, length, "munmap");
     if (last >= USER_TOP) fail("EINVAL", `munmap: [${hex(v)}, ${hex(last)}] is beyond the user address space`);
-    this.engine.wasm.procUnmap(this.pageTable.contextId, v, last);
+    this.plane.processUnmap(this.pageTable.contextId, v, last);
     const end = last + 1n;
     const kept: { start: bigint; end: bigint }[] = [];
     for (const a of this.areas) {
@@ -106,13 +120,13 @@ export class Process {
 
   read(vaddr: Address, len: number): Uint8Array {
     const out = new Uint8Array(len);
-    for (const p of this.pages(vaddr, len, false)) out.set(this.engine.bytes.subarray(this.engine.ramOffset(p.hpa), this.engine.ramOffset(p.hpa) + p.bytes), p.offset);
+    for (const p of this.pages(vaddr, len, false)) out.set(this.ram.read(p.hpa, p.bytes), p.offset);
     return out;
   }
 
   write(vaddr: Address, bytes: Uint8Array): void {
     const pages = this.pages(vaddr, bytes.length, true);
-    for (const p of pages) this.engine.bytes.set(bytes.subarray(p.offset, p.offset + p.bytes), this.engine.ramOffset(p.hpa));
+    for (const p of pages) this.ram.write(p.hpa, bytes.subarray(p.offset, p.offset + p.bytes));
   }
 
   /**
@@ -126,7 +140,7 @@ export class Process {
     for (let i = 1; i < pages.length; i++) {
       if (pages[i].hpa !== pages[0].hpa + BigInt(pages[i].offset)) fail("EINVAL", `view: [${hex(toU64(vaddr, "vaddr"))}, +${len}) is not physically contiguous`);
     }
-    return new Uint8Array(this.engine.buffer, this.engine.ramOffset(pages[0].hpa), len);
+    return this.ram.view(pages[0].hpa, len);
   }
 
   /** The areas mmap() handed out, [start, end). */

@@ -1,0 +1,65 @@
+// What the VFIO layer asks of the data plane: process memory, pinned DMA
+// mappings, dirty bits, MSI windows. The container's and process's rules are
+// written once over this interface; the engine implements it here, and the
+// naive twin implements it in pure TypeScript (bench/naive), so the same
+// control logic runs over both and the benchmark compares the data planes.
+import * as abi from "../engine/abi.js";
+import type { Engine } from "../engine/engine.js";
+
+export interface DataPlane {
+  /** mmap: backs every page of [vaddr, last] with a fresh zeroed frame (abi status). */
+  processMap(procCtx: number, vaddr: bigint, last: bigint, prot: number): number;
+  /** munmap: frees the frames unless pinned, removes the leaves. */
+  processUnmap(procCtx: number, vaddr: bigint, last: bigint): void;
+  /** Pins [vaddr, last] of the process and maps it at iova in the domain, all or nothing (abi status). */
+  pinMap(procCtx: number, domCtx: number, vaddr: bigint, last: bigint, iova: bigint, access: number, prot: number): number;
+  /** Unpins what [iova, last] maps, then unmaps it. */
+  unpinUnmap(domCtx: number, iova: bigint, last: bigint): void;
+  /** One bit per 4 KiB page of [iova, last] (bit 0 = iova): set where the stage-2 dirty bit is; cleared after. */
+  readDirty(domCtx: number, iova: bigint, last: bigint): Uint8Array;
+  setDomainFlags(domCtx: number, flags: number): void;
+  /** An IOVA window whose device writes are interrupt requests (start > end: none). */
+  setMsiWindow(domCtx: number, start: bigint, end: bigint): void;
+  flushDomain(domCtx: number): void;
+}
+
+export class EnginePlane implements DataPlane {
+  constructor(private readonly engine: Engine) {}
+
+  processMap(procCtx: number, vaddr: bigint, last: bigint, prot: number): number {
+    return this.engine.wasm.procMap(procCtx, vaddr, last, prot);
+  }
+
+  processUnmap(procCtx: number, vaddr: bigint, last: bigint): void {
+    this.engine.wasm.procUnmap(procCtx, vaddr, last);
+  }
+
+  pinMap(procCtx: number, domCtx: number, vaddr: bigint, last: bigint, iova: bigint, access: number, prot: number): number {
+    return this.engine.wasm.dmaPinMap(procCtx, domCtx, vaddr, last, iova, access, prot);
+  }
+
+  unpinUnmap(domCtx: number, iova: bigint, last: bigint): void {
+    this.engine.wasm.dmaUnpinUnmap(domCtx, iova, last);
+  }
+
+  readDirty(domCtx: number, iova: bigint, last: bigint): Uint8Array {
+    const e = this.engine;
+    const pages = ((last - iova) >> 12n) + 1n;
+    const out = new Uint8Array(Number((pages + 7n) / 8n));
+    // The engine writes into the staging area, a chunk of pages at a time (a whole number of bytes).
+    const chunkPages = BigInt(e.stagingSize * 8);
+    for (let done = 0n; done < pages; done += chunkPages) {
+      const n = pages - done < chunkPages ? pages - done : chunkPages;
+      const bytes = Number((n + 7n) / 8n);
+      e.bytes.fill(0, e.staging, e.staging + bytes);
+      const first = iova + (done << 12n);
+      e.wasm.dirtyBitmap(domCtx, first, first + (n << 12n) - 1n, abi.PAGE_SHIFT, e.staging, 1);
+      out.set(e.bytes.subarray(e.staging, e.staging + bytes), Number(done / 8n));
+    }
+    return out;
+  }
+
+  setDomainFlags(domCtx: number, flags: number): void { this.engine.wasm.contextSetFlags(domCtx, flags); }
+  setMsiWindow(domCtx: number, start: bigint, end: bigint): void { this.engine.wasm.contextSetMsiWindow(domCtx, start, end); }
+  flushDomain(domCtx: number): void { this.engine.wasm.iotlbFlushContext(domCtx); }
+}
