@@ -2,6 +2,11 @@
 // RAM, an x86-64 4-level table with mixed page sizes, walks printed level by
 // level, translations through the IOTLB, DMA, a fault, and the counters.
 import { createHost, PAGE_4K, PAGE_2M, PAGE_1G } from "../dist/iommu-wasm.js";
+import { vmmStory } from "./vfio.mjs";
+
+// npm start runs both parts; npm run demo -- engine | vfio runs one.
+const only = process.argv[2];
+if (only === "vfio") { await vmmStory(); process.exit(0); }
 
 const hex = (v) => "0x" + v.toString(16);
 const size = (s) => (s >= PAGE_1G ? `${s / PAGE_1G} GiB` : s >= PAGE_2M ? `${s / PAGE_2M * 2n} MiB` : `${s / 1024n} KiB`);
@@ -66,3 +71,8 @@ console.log(`\nafter unmap: ${hex(stale.hpa)} (stale IOTLB entry); after invalid
 
 const s = host.iotlb.stats();
 console.log(`\nIOTLB: ${s.hits} hits, ${s.misses} misses, ${s.walks} walks, ${s.evictions} evictions, ${s.invalidations} invalidations`);
+
+if (only !== "engine") {
+  console.log("\n" + "=".repeat(78) + "\nThe VMM story: VFIO containers, groups and devices\n" + "=".repeat(78));
+  await vmmStory();
+}

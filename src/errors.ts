@@ -8,13 +8,13 @@ export type Errno =
 export class IommuError extends Error {
   readonly code: Errno;
   /** For batched calls: how many entries were handled before the failing one. */
-  readonly processed?: number;
+  declare readonly processed?: number;
 
   constructor(code: Errno, message: string, details: { processed?: number } = {}) {
     super(`${code}: ${message}`);
     this.name = "IommuError";
     this.code = code;
-    if (details.processed !== undefined) this.processed = details.processed;
+    if (details.processed !== undefined) (this as { processed?: number }).processed = details.processed;
   }
 }
 
