@@ -4,17 +4,19 @@
 // permission bits that must all be present, computed once per call, so an
 // IOTLB hit is checked with one AND and compare, whatever the format.
 //
-// A privileged request needs SRE; with WPE (CR0.WP) a privileged write needs
-// W. An unprivileged request needs U, and W to write. Fetch needs X. With
+// A read needs R (always granted by formats without a read bit: x86-64, Arm
+// stage 1; stage-2 formats can map write-only). A privileged request needs
+// SRE; with WPE (CR0.WP) a privileged write needs W. An unprivileged request
+// needs U, and W to write. Fetch needs X. With
 // hardware A/D a write also needs the leaf's dirty bit already set (else the
 // walk must set it), which only the IOTLB path asks for.
-import { CTX_SRE, CTX_WPE, CTX_AD, ACCESS_WRITE, ACCESS_EXEC, ACCESS_PRIV, PERM_W, PERM_X, PERM_U, PERM_DIRTY } from "../abi";
+import { CTX_SRE, CTX_WPE, CTX_AD, ACCESS_READ, ACCESS_WRITE, ACCESS_EXEC, ACCESS_PRIV, PERM_R, PERM_W, PERM_X, PERM_U, PERM_DIRTY } from "../abi";
 
 // No entry ever has this bit: a request that can never be allowed.
 export const PERM_NEVER: u32 = 1 << 31;
 
 @inline export function accessNeed(access: u32, flags: u32): u32 {
-  let need: u32 = 0;
+  let need: u32 = (access & ACCESS_READ) != 0 ? PERM_R : 0;
   const write = (access & ACCESS_WRITE) != 0;
   if ((access & ACCESS_PRIV) != 0) {
     if ((flags & CTX_SRE) == 0) need |= PERM_NEVER;

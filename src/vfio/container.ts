@@ -176,6 +176,13 @@ export class Container {
     // Write-only, like the kernel's doorbell mapping; it leads to the doorbell's HPA, outside RAM.
     this.domainRef!.pageTable.map(iova, DOORBELL_HPA, PAGE_SIZE, { read: false, write: true });
     this.doorbell = iova;
+    this.iovas = this.withoutDoorbell(this.iovas);
+  }
+
+  /** A doorbell placed outside its sw-msi window is taken out of the valid IOVA list (no MAP may land on it). */
+  private withoutDoorbell(list: IovaRange[]): IovaRange[] {
+    const bell = this.doorbell;
+    return bell === undefined ? list : subtractRanges(list, [{ start: bell, end: bell + PAGE_SIZE - 1n }]);
   }
 
   private configureDomain(domain: ContainerDomain): void {
@@ -194,7 +201,7 @@ export class Container {
     if (this.iommu) {
       const list = this.attachChecks(g, this.groupIds);
       this.groupIds.push(g);
-      this.iovas = list;
+      this.iovas = this.withoutDoorbell(list);
       this.afterAttach(g);
     } else {
       this.groupIds.push(g);
@@ -213,7 +220,7 @@ export class Container {
       this.release();
       return;
     }
-    const list = this.host.topology.iovaList(this.groupIds);
+    const list = this.withoutDoorbell(this.host.topology.iovaList(this.groupIds));
     if (list.length > 0) this.iovas = list;
   }
 
@@ -255,6 +262,7 @@ export class Container {
     if (!this.iovas.some((r) => iova >= r.start && last <= r.end)) fail("EINVAL", `map: [${hex(iova)}, ${hex(last)}] is not inside one valid IOVA range`);
     const process = request.process ?? this.process;
     if (!process) fail("EINVAL", "map: no process to pin from (open the container with one, or pass process)");
+    if (process.exited) fail("EFAULT", "map: the process has exited; its memory cannot be pinned");
     if (process.lockedBytes + size > process.memlockLimit) {
       fail("ENOMEM", `map: pinning ${hex(size)} bytes would exceed the locked-memory limit (${hex(process.memlockLimit)})`);
     }
@@ -329,7 +337,7 @@ export class Container {
     let align = PAGE_SIZE;
     while (align < size && align < 1n << 62n) align <<= 1n;
     const taken = this.maps.all().map((m) => ({ start: m.iova, end: m.last }));
-    const space = this.allowed ? subtractRanges(this.allowed, this.allReservedHoles()) : this.iovas;
+    const space = this.allowed ? this.withoutDoorbell(subtractRanges(this.allowed, this.allReservedHoles())) : this.iovas;
     for (const hole of subtractRanges(space, taken)) {
       let at = (hole.start + align - 1n) & ~(align - 1n);
       if (at === 0n) at = align;

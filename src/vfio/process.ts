@@ -43,7 +43,7 @@ export class Process {
   lockedBytes = 0n;
   /** Mapped areas [start, end) sorted by start. */
   private areas: { start: bigint; end: bigint }[] = [];
-  private exited = false;
+  private hasExited = false;
 
   /** @internal */
   constructor(private readonly plane: DataPlane, private readonly ram: ProcessRam, readonly pageTable: ProcessPageTable, id: number, options: ProcessOptions) {
@@ -52,8 +52,10 @@ export class Process {
   }
 
   private live(): void {
-    if (this.exited) fail("ENODEV", "process has exited");
+    if (this.hasExited) fail("ENODEV", "process has exited");
   }
+
+  get exited(): boolean { return this.hasExited; }
 
   /** Maps size bytes of fresh, zeroed memory; returns the vaddr. ENOMEM when RAM (or address space) runs out. */
   mmap(size: Address, options: MmapOptions = {}): bigint {
@@ -148,9 +150,9 @@ export class Process {
 
   /** Unmaps everything and frees the page tables (pinned frames stay until unpinned). */
   exit(): void {
-    if (this.exited) return;
+    if (this.hasExited) return;
     for (const a of [...this.areas]) this.munmap(a.start, a.end - a.start);
     this.pageTable.destroy();
-    this.exited = true;
+    this.hasExited = true;
   }
 }
