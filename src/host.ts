@@ -8,6 +8,7 @@ import { FaultLog } from "./faults.js";
 import { Iotlb } from "./iotlb.js";
 import { PhysicalMemory } from "./memory.js";
 import { PageTable } from "./pagetable.js";
+import { DmaPort, type DmaInterrupt } from "./dma.js";
 import type { DomainFlags, PageTableOptions } from "./format.js";
 import { Engine } from "./engine/engine.js";
 import { ENGINE_FINGERPRINT } from "./engine/load.js";
@@ -122,7 +123,9 @@ export class Host {
     this.topology.devicesOf(group);
     if (this.openGroups.has(group)) fail("EBUSY", `group ${group} is already open`);
     this.openGroups.add(group);
-    return new VfioGroup(this.engine, this.topology, group, (irq) => this.raise(irq), () => this.openGroups.delete(group));
+    const makePort = (domainId: () => number, sourceId: number, raise: (irq: DmaInterrupt) => void): DmaPort =>
+      new DmaPort(this.engine, domainId, sourceId, raise);
+    return new VfioGroup(makePort, this.topology, group, (irq) => this.raise(irq), () => this.openGroups.delete(group));
   }
 
   /** Calls cb for every MSI a device raises (a write to its doorbell); returns a function that stops it. */

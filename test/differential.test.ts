@@ -5,7 +5,8 @@
 // RAM image, byte for byte.
 //
 // The sequences build page tables with map/unmap (4 KiB / 2 MiB / 1 GiB,
-// x86-64 4- and 5-level, arm64 with several input sizes), translate through a
+// x86-64 4- and 5-level, arm64 stage 1 and stage 2 with several input sizes,
+// VT-d second level with 3, 4 and 5 levels), translate through a
 // small IOTLB (so sets fill and evict), invalidate at every granularity or not
 // at all (stale entries), move data by DMA and scatter-gather, write garbage
 // entries and aliases into table pages, and walk the result.
@@ -35,9 +36,10 @@ type AnyHost = any; // eslint-disable-line @typescript-eslint/no-explicit-any
 type AnyDomain = any; // eslint-disable-line @typescript-eslint/no-explicit-any
 
 interface DomainSpec {
-  format: "x86-64" | "arm64";
-  levels?: 4 | 5;
+  format: "x86-64" | "arm64" | "vtd-sl";
+  levels?: 3 | 4 | 5;
   inputBits?: number;
+  stage?: 1 | 2;
   physAddrWidth: number;
   pageSizes: readonly bigint[];
   nx?: boolean;
@@ -386,14 +388,25 @@ const armSpec: fc.Arbitrary<DomainSpec> = fc.record({
   shareWith: fc.option(fc.nat(5), { nil: undefined, freq: 4 }),
 });
 
-const specArb = fc.oneof(x86Spec, armSpec);
+const armS2Spec: fc.Arbitrary<DomainSpec> = armSpec.map((spec) => ({ ...spec, stage: 2 as const }));
+
+const vtdSlSpec: fc.Arbitrary<DomainSpec> = fc.record({
+  format: fc.constant("vtd-sl" as const),
+  levels: fc.constantFrom(3 as const, 4 as const, 5 as const),
+  physAddrWidth: fc.constantFrom(52, 46, 39, 36, 32),
+  pageSizes: pageSizesArb,
+  sre: maybeBool, wpe: maybeBool, accessedDirty: maybeBool,
+  shareWith: fc.option(fc.nat(5), { nil: undefined, freq: 4 }),
+});
+
+const specArb = fc.oneof(x86Spec, armSpec, armS2Spec, vtdSlSpec);
 
 // Regions where maps land and translations look: low memory, 1 GiB and 4 GiB
 // boundaries, the top of each input size, both x86 canonical halves.
 const IOVA_ANCHORS = [
   0n, 0x200000n, 0x40000000n, 0x100000000n,
   (1n << 25n) - 0x400000n, (1n << 30n) - 0x400000n, (1n << 36n) - 0x400000n, (1n << 39n) - 0x400000n,
-  (1n << 47n) - 0x400000n, 1n << 47n, (1n << 48n) - 0x400000n, (1n << 56n) - 0x400000n,
+  (1n << 47n) - 0x400000n, 1n << 47n, (1n << 48n) - 0x400000n, (1n << 56n) - 0x400000n, (1n << 57n) - 0x400000n,
   0xffff800000000000n, 0xff00000000000000n, U64_MAX + 1n - 0x4000000n,
 ];
 const pageOffsetArb = fc.oneof(
@@ -454,7 +467,7 @@ const pasidArb = fc.oneof(
 
 const frameArb = fc.oneof({ weight: 3, arbitrary: fc.nat(15) }, { weight: 1, arbitrary: fc.nat(80) });
 const indexArb = fc.oneof(fc.constantFrom(0, 1, 255, 256, 511), fc.nat(511));
-const FLAG_BITS = [0, 1, 2, 5, 6, 7, 8, 9, 10, 11, 52, 53, 54, 59, 60, 61, 62, 63];
+const FLAG_BITS = [0, 1, 2, 5, 6, 7, 8, 9, 10, 11, 52, 53, 54, 55, 59, 60, 61, 62, 63];
 const entryArb = fc.oneof(
   { weight: 6, arbitrary: fc.tuple(
     fc.oneof(fc.nat(40).map((f) => BigInt(f) << 12n), fc.constantFrom(RAM, RAM - 4096n, 1n << 36n, 1n << 40n, 1n << 47n, 1n << 51n, 0x40000000n)),
@@ -559,11 +572,15 @@ describe("engine and naive twin agree", () => {
       pageSizes: fc.constant([PAGE_4K, PAGE_2M, PAGE_1G]), nx: fc.boolean(), sre: maybeBool, wpe: maybeBool, accessedDirty: maybeBool,
     });
     const armPlain = fc.record({
-      format: fc.constant("arm64" as const), inputBits: fc.constant(48), physAddrWidth: fc.constant(48),
+      format: fc.constant("arm64" as const), inputBits: fc.constant(48), stage: fc.constantFrom(1 as const, 2 as const), physAddrWidth: fc.constant(48),
+      pageSizes: fc.constant([PAGE_4K, PAGE_2M, PAGE_1G]), sre: maybeBool, wpe: maybeBool, accessedDirty: maybeBool,
+    });
+    const vtdPlain = fc.record({
+      format: fc.constant("vtd-sl" as const), levels: fc.constantFrom(3 as const, 4 as const, 5 as const), physAddrWidth: fc.constant(52),
       pageSizes: fc.constant([PAGE_4K, PAGE_2M, PAGE_1G]), sre: maybeBool, wpe: maybeBool, accessedDirty: maybeBool,
     });
     await fc.assert(
-      fc.asyncProperty(fc.array(fc.oneof(x86Plain, armPlain), { minLength: 3, maxLength: 3 }), fc.array(hotOp, { maxLength: 120, size: "max" }), tlbArb,
+      fc.asyncProperty(fc.array(fc.oneof(x86Plain, armPlain, vtdPlain), { minLength: 3, maxLength: 3 }), fc.array(hotOp, { maxLength: 120, size: "max" }), tlbArb,
         (specs, ops, tlb) => runScenario(specs, [...basicMaps(3), ...ops], tlb)),
       params(120),
     );

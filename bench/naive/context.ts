@@ -22,6 +22,9 @@ export interface Context {
   rsvdMask: bigint;
   /** Page sizes (as 1 << sizeLog) this context has in the IOTLB. */
   tlbSizes: bigint;
+  /** An IOVA window (inclusive) where device writes are interrupt requests; start > end: none. */
+  msiStart: bigint;
+  msiEnd: bigint;
 }
 
 export function contextFlags(format: ResolvedFormat, flags: DomainFlags): number {
@@ -40,7 +43,8 @@ function rsvdMaskFor(paWidth: number, flags: number): bigint {
   return mask;
 }
 
-const released = (): Context => ({ fmt: undefined, levels: 0, inputBits: 0, flags: 0, root: 0n, pgsizes: 0n, rsvdMask: 0n, tlbSizes: 0n });
+// A released (or never set) context translates nothing and has no MSI window.
+const released = (): Context => ({ fmt: undefined, levels: 0, inputBits: 0, flags: 0, root: 0n, pgsizes: 0n, rsvdMask: 0n, tlbSizes: 0n, msiStart: 1n, msiEnd: 0n });
 
 export class Contexts {
   private readonly records = new Map<number, Context>();
@@ -67,7 +71,20 @@ export class Contexts {
       pgsizes: format.pageSizeMask | (1n << 12n),
       rsvdMask: rsvdMaskFor(format.physAddrWidth, ctxFlags),
       tlbSizes: 0n,
+      msiStart: 1n,
+      msiEnd: 0n,
     });
+  }
+
+  /** New request switches; the reserved-bit mask stays what the context was created with, as in the engine. */
+  setFlags(id: number, flags: number): void {
+    this.get(id).flags = flags | abi.CTX_LIVE;
+  }
+
+  setMsiWindow(id: number, start: bigint, end: bigint): void {
+    const ctx = this.get(id);
+    ctx.msiStart = start;
+    ctx.msiEnd = end;
   }
 
   get(id: number): Context {

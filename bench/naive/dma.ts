@@ -7,8 +7,14 @@
 // that is not on engine memory (for the twin: not from allocBuffer() and not
 // a view of RAM) is moved through a staging area of STAGE_DATA bytes, and a
 // transfer restarts with a fresh translation at each staging boundary.
+//
+// A device write that reaches an MSI doorbell is an interrupt request, not a
+// memory write: an IOVA in the context's MSI window (checked before
+// translation, VT-d's interrupt range), or an IOVA that translates into the
+// host's doorbell HPA window (an SMMU's ITS page). The transfer ends there;
+// the next (up to) 4 bytes of the buffer are the MSI data and count as moved.
 import * as abi from "../../src/engine/abi.js";
-import type { Address, DmaFault, DmaOptions, DmaReadResult, DmaResult, SgOptions, SgResult, SgSegments } from "../../src/index.js";
+import type { Address, DmaFault, DmaInterrupt, DmaOptions, DmaReadResult, DmaResult, SgOptions, SgResult, SgSegments } from "../../src/index.js";
 import { accessFlags, checkPasid, fail, hex, reasonName, toLength, toU64 } from "./args.js";
 import type { Translator } from "./translate.js";
 
@@ -19,12 +25,20 @@ interface Piece { iova: bigint; length: number; segment: number }
 
 interface Stop { status: number; moved: number; level: number }
 
+/** Outcome of a batch of pieces: a fault, an interrupt (its IOVA), or neither. */
+interface Ran { bytes: number; segment: number; fault?: DmaFault; interruptAt?: bigint }
+
+/** The host's MSI doorbell (HPAs, inclusive; start > end: none). */
+export interface DoorbellWindow { start: bigint; end: bigint }
+
 export class NaiveDmaPort {
   constructor(
     private readonly translator: Translator,
     private readonly isDirect: (view: ArrayBufferView) => boolean,
     private readonly contextId: () => number,
     private readonly sourceId: number,
+    private readonly doorbell: DoorbellWindow,
+    private readonly raise?: (interrupt: DmaInterrupt) => void,
   ) {}
 
   read(iova: Address, len: number, opts?: DmaOptions): DmaReadResult {
@@ -53,7 +67,9 @@ export class NaiveDmaPort {
       if (segments.length % 2 !== 0) fail("EINVAL", "sg: a BigUint64Array segment list holds (iova, length) pairs");
       const list = normalizeSegments(segments);
       if (list.reduce((n, s) => n + s.length, 0) > buffer.byteLength) fail("EINVAL", `sg: segments total more than the ${buffer.byteLength}-byte buffer`);
-      return this.run(id, list, buffer, pasid, access);
+      const r = this.run(id, list, buffer, pasid, access);
+      if (r.interruptAt !== undefined) return { ...this.interrupt(buffer, r.bytes, r.interruptAt), segment: r.segment };
+      return r.fault ? { bytes: r.bytes, segment: r.segment, fault: r.fault } : { bytes: r.bytes, segment: r.segment };
     }
     const list = normalizeSegments(segments);
     let total = 0;
@@ -69,8 +85,24 @@ export class NaiveDmaPort {
     const id = this.contextId();
     if (start + BigInt(buffer.byteLength) > 1n << 64n) fail("EOVERFLOW", `dma: ${hex(start)} + ${buffer.byteLength} wraps past 2^64`);
     const piece = [{ iova: start, length: buffer.byteLength, segment: 0 }];
-    const r = this.isDirect(buffer) ? this.run(id, piece, buffer, pasid, access) : this.staged(id, piece, buffer, false, pasid, access);
+    if (this.isDirect(buffer)) {
+      const r = this.run(id, piece, buffer, pasid, access);
+      if (r.interruptAt !== undefined) return this.interrupt(buffer, r.bytes, r.interruptAt);
+      return r.fault ? { bytes: r.bytes, fault: r.fault } : { bytes: r.bytes };
+    }
+    const r = this.staged(id, piece, buffer, false, pasid, access);
+    if (r.interrupt) return { bytes: r.bytes, interrupt: r.interrupt };
     return r.fault ? { bytes: r.bytes, fault: r.fault } : { bytes: r.bytes };
+  }
+
+  /** The write stopped at a doorbell after `done` bytes: up to 4 more bytes of the buffer are the MSI data. */
+  private interrupt(buffer: Uint8Array, done: number, address: bigint): DmaResult {
+    const n = Math.min(4, buffer.byteLength - done);
+    let data = 0;
+    for (let k = n - 1; k >= 0; k--) data = data * 256 + buffer[done + k];
+    const interrupt = { address, data };
+    this.raise?.(interrupt);
+    return { bytes: done + n, interrupt };
   }
 
   /** Cuts the list where the facade's staging batches end, then runs it batch by batch. */
@@ -92,18 +124,20 @@ export class NaiveDmaPort {
       }
       const r = this.run(id, batch, buffer.subarray(done), pasid, access);
       done += r.bytes;
+      if (r.interruptAt !== undefined) return { ...this.interrupt(buffer, done, r.interruptAt), segment: batch[r.segment].segment };
       if (r.fault) return { bytes: done, segment: batch[r.segment].segment, fault: r.fault };
     }
     return { bytes: done, segment: list.length };
   }
 
   /** Moves the pieces in order, packed in buffer; stops at the first fault. */
-  private run(ctxId: number, pieces: Piece[], buffer: Uint8Array, pasid: number, access: number): SgResult {
+  private run(ctxId: number, pieces: Piece[], buffer: Uint8Array, pasid: number, access: number): Ran {
     let done = 0;
     for (let k = 0; k < pieces.length; k++) {
       const { iova, length } = pieces[k];
       const stop = this.transfer(ctxId, pasid, access, iova, length, buffer, done);
       done += stop.moved;
+      if (stop.status === abi.ST_INTERRUPT) return { bytes: done, segment: k, interruptAt: iova + BigInt(stop.moved) };
       if (stop.status !== abi.ST_OK) {
         const fault: DmaFault = {
           reason: reasonName(stop.status),
@@ -120,15 +154,20 @@ export class NaiveDmaPort {
   }
 
   private transfer(ctxId: number, pasid: number, access: number, iova: bigint, len: number, buffer: Uint8Array, bufOffset: number): Stop {
-    const { ram, faults } = this.translator;
+    const { ram, faults, contexts } = this.translator;
     const toRam = (access & abi.ACCESS_WRITE) !== 0;
+    const { msiStart, msiEnd } = contexts.get(ctxId);
     let done = 0;
     let cur = iova;
     while (done < len) {
+      if (toRam && cur >= msiStart && cur <= msiEnd) return { status: abi.ST_INTERRUPT, moved: done, level: 0 };
       const t = this.translator.translate(ctxId, pasid, cur, access, this.sourceId);
       if (!("hpa" in t)) return { status: t.status, moved: done, level: t.level };
+      if (toRam && t.hpa >= this.doorbell.start && t.hpa <= this.doorbell.end) return { status: abi.ST_INTERRUPT, moved: done, level: 0 };
       const pageLeft = Number((cur | ((1n << BigInt(t.sizeLog)) - 1n)) - cur + 1n);
-      const chunk = Math.min(pageLeft, len - done);
+      let chunk = Math.min(pageLeft, len - done);
+      // Stop short of the MSI window, so the next piece starts on it.
+      if (toRam && msiStart <= msiEnd && cur < msiStart && msiStart - cur < BigInt(chunk)) chunk = Number(msiStart - cur);
       if (!ram.inRam(t.hpa, BigInt(chunk))) {
         faults.record(ctxId, pasid, this.sourceId, cur, access, abi.FAULT_OUTPUT_OUTSIDE_RAM, 0);
         return { status: abi.FAULT_OUTPUT_OUTSIDE_RAM, moved: done, level: 0 };

@@ -32,7 +32,7 @@ export class NaiveDomain {
       throw e;
     }
     core.contexts.set(this.id, this.pageTable.format, options, this.pageTable.root);
-    this.dma = new NaiveDmaPort(translator, isDirect, () => this.liveId(), 0);
+    this.dma = new NaiveDmaPort(translator, isDirect, () => this.liveId(), 0, core.doorbell);
   }
 
   private liveId(): number {

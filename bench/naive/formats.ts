@@ -8,6 +8,12 @@
 //   level 3 = L0  2 = L1 (block → 1 GiB)  1 = L2 (block → 2 MiB)  0 = L3 (page)
 //   table: 62 APTable[1] | 61 APTable[0] | 60 UXNTable | 59 PXNTable | 47..12 next | 1:0 = 11
 //   block/page: 54 UXN | 53 PXN | 10 AF | 9:8 SH | 7 AP[2] | 6 AP[1] | 47..12 out | 1:0 = 01 / 11 (L3)
+// Arm VMSAv8-64 stage 2 (IPA → PA): the stage-1 shapes and level map; tables
+//   carry no access controls; leaf 55 dirty (software bit) | 54:53 XN | 10 AF
+//   | 7 S2AP write | 6 S2AP read.
+// VT-d second level (VT-d spec §9.8), 3, 4 or 5 levels (39, 48, 57 bits):
+//   level 4 SL-PML5E  3 SL-PML4E  2 SL-PDPE (PS → 1 GiB)  1 SL-PDE (PS → 2 MiB)  0 SL-PTE
+//   51..12 address | 9 D | 8 A | 7 PS | 2 X | 1 W | 0 R; neither R nor W: not present.
 import * as abi from "../../src/engine/abi.js";
 
 export const KIND_INVALID = abi.KIND_INVALID;
@@ -35,6 +41,8 @@ export interface Format {
   tableAccessed(pte: bigint): bigint;
   dirtied(pte: bigint): bigint;
   isDirty(pte: bigint): boolean;
+  /** The leaf with its dirty state cleared (a dirty-bitmap read that clears). */
+  cleaned(pte: bigint): bigint;
   makeTable(addr: bigint): bigint;
   makeLeaf(addr: bigint, level: number, prot: number, flags: number): bigint;
   /** Levels at which a leaf may stand, as a mask of levels. */
@@ -92,6 +100,7 @@ export const x86Format: Format = {
   tableAccessed: (pte) => pte | X86_PTE_A,
   dirtied: (pte) => pte | X86_PTE_A | X86_PTE_D,
   isDirty: (pte) => (pte & X86_PTE_D) !== 0n,
+  cleaned: (pte) => pte & ~X86_PTE_D,
   makeTable: (addr) => addr | X86_PTE_P | X86_PTE_RW | X86_PTE_US,
   makeLeaf(addr, level, prot, flags) {
     let pte = addr | X86_PTE_P;
@@ -156,6 +165,7 @@ export const arm64Format: Format = {
   tableAccessed: (pte) => pte,
   dirtied: (pte) => pte | LPAE_AF,
   isDirty: () => true,
+  cleaned: (pte) => pte,
   makeTable: (addr) => addr | LPAE_VALID | LPAE_TYPE_TABLE,
   makeLeaf(addr, level, prot) {
     let pte = addr | LPAE_VALID | LPAE_AF | LPAE_SH_INNER;
@@ -168,8 +178,96 @@ export const arm64Format: Format = {
   leafLevels: () => 0b111,
 };
 
+export const S2_AP_READ = bit(6);
+export const S2_AP_WRITE = bit(7);
+export const S2_XN = 3n << 53n;
+export const S2_DIRTY = bit(55);
+
+export const arm64S2Format: Format = {
+  ...arm64Format,
+  narrowTable: (perms) => perms,
+  narrowLeaf(perms, pte) {
+    let p = perms;
+    if ((pte & S2_AP_READ) === 0n) p &= ~abi.PERM_R;
+    if ((pte & S2_AP_WRITE) === 0n) p &= ~abi.PERM_W;
+    if ((pte & S2_XN) !== 0n) p &= ~abi.PERM_X;
+    return p;
+  },
+  // Dirty state lives in a software bit the walker sets on a write under hardware A/D.
+  dirtied: (pte) => pte | LPAE_AF | S2_DIRTY,
+  isDirty: (pte) => (pte & S2_DIRTY) !== 0n,
+  cleaned: (pte) => pte & ~S2_DIRTY,
+  makeLeaf(addr, level, prot) {
+    let pte = addr | LPAE_VALID | LPAE_AF | LPAE_SH_INNER;
+    if (level === 0) pte |= LPAE_TYPE_TABLE;
+    if ((prot & abi.PERM_R) !== 0) pte |= S2_AP_READ;
+    if ((prot & abi.PERM_W) !== 0) pte |= S2_AP_WRITE;
+    if ((prot & abi.PERM_X) === 0) pte |= S2_XN;
+    return pte;
+  },
+};
+
+export const VTDSL_R = bit(0);
+export const VTDSL_W = bit(1);
+export const VTDSL_X = bit(2);
+export const VTDSL_PS = bit(7);
+export const VTDSL_A = bit(8);
+export const VTDSL_D = bit(9);
+export const VTDSL_ADDR_MASK = 0x000ffffffffff000n;
+const VTDSL_RSVD_1G = 0x3ffff000n;
+const VTDSL_RSVD_2M = 0x001ff000n;
+
+function vtdNarrow(perms: number, pte: bigint): number {
+  let p = perms;
+  if ((pte & VTDSL_R) === 0n) p &= ~abi.PERM_R;
+  if ((pte & VTDSL_W) === 0n) p &= ~abi.PERM_W;
+  if ((pte & VTDSL_X) === 0n) p &= ~abi.PERM_X;
+  return p;
+}
+
+export const vtdSlFormat: Format = {
+  levelShift: (level) => 12 + 9 * level,
+  index: (iova, level) => (iova >> BigInt(12 + 9 * level)) & 511n,
+  inputFault: (iova, inputBits) => ((iova >> BigInt(inputBits)) === 0n ? 0 : abi.FAULT_INPUT_RANGE),
+  rootAddr: (root) => root & VTDSL_ADDR_MASK,
+  entryKind(pte, level) {
+    if ((pte & (VTDSL_R | VTDSL_W)) === 0n) return KIND_INVALID;
+    return level === 0 || (level <= 2 && (pte & VTDSL_PS) !== 0n) ? KIND_LEAF : KIND_TABLE;
+  },
+  check(pte, level, rsvdMask) {
+    if ((pte & VTDSL_ADDR_MASK & rsvdMask) !== 0n) return abi.FAULT_RESERVED_BIT;
+    if ((pte & VTDSL_PS) === 0n || level === 0) return 0;
+    if (level >= 3) return abi.FAULT_RESERVED_BIT;
+    return (pte & (level === 2 ? VTDSL_RSVD_1G : VTDSL_RSVD_2M)) !== 0n ? abi.FAULT_RESERVED_BIT : 0;
+  },
+  tableAddr: (pte) => pte & VTDSL_ADDR_MASK,
+  leafAddr: (pte, level) => pte & VTDSL_ADDR_MASK & ~pageMask(level),
+  narrowTable: vtdNarrow,
+  narrowLeaf: vtdNarrow,
+  // No privilege levels in stage 2: U is always granted.
+  fullPerms: () => ALL_PERMS,
+  leafFault: () => 0,
+  accessed: (pte) => pte | VTDSL_A,
+  tableAccessed: (pte) => pte | VTDSL_A,
+  dirtied: (pte) => pte | VTDSL_A | VTDSL_D,
+  isDirty: (pte) => (pte & VTDSL_D) !== 0n,
+  cleaned: (pte) => pte & ~VTDSL_D,
+  makeTable: (addr) => addr | VTDSL_R | VTDSL_W,
+  makeLeaf(addr, level, prot) {
+    let pte = addr;
+    if ((prot & abi.PERM_R) !== 0) pte |= VTDSL_R;
+    if ((prot & abi.PERM_W) !== 0) pte |= VTDSL_W;
+    if ((prot & abi.PERM_X) !== 0) pte |= VTDSL_X;
+    if (level > 0) pte |= VTDSL_PS;
+    return pte;
+  },
+  leafLevels: () => 0b111,
+};
+
 export function formatById(id: number): Format | undefined {
   if (id === abi.FORMAT_X86_64) return x86Format;
   if (id === abi.FORMAT_ARM64_S1) return arm64Format;
+  if (id === abi.FORMAT_VTD_SL) return vtdSlFormat;
+  if (id === abi.FORMAT_ARM64_S2) return arm64S2Format;
   return undefined;
 }

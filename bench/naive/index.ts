@@ -9,3 +9,4 @@ export { NaiveDmaPort } from "./dma.js";
 export { NaivePhysicalMemory } from "./memory.js";
 export { NaiveFaultLog } from "./faults.js";
 export { BuilderDivergence } from "./builder.js";
+export { NaivePlane } from "./plane.js";

@@ -7,6 +7,7 @@ import type { Access, Address, DomainFlags, PageTableOptions, Prot, WalkResult, 
 import { accessBits, fail, hex, lastOf, PAGE_SIZE, permsOf, protBits, reasonName, requireAligned, toU64 } from "./args.js";
 import type { Builder } from "./builder.js";
 import type { Contexts } from "./context.js";
+import type { DoorbellWindow } from "./dma.js";
 import type { NaiveIotlb } from "./iotlb.js";
 import type { NaivePhysicalMemory } from "./memory.js";
 import type { Ram } from "./ram.js";
@@ -19,6 +20,8 @@ export interface NaiveCore {
   contexts: Contexts;
   builder: Builder;
   iotlb: NaiveIotlb;
+  /** The host's MSI doorbell HPAs: device writes that translate there are interrupts. */
+  doorbell: DoorbellWindow;
 }
 
 /** Releases an id as the facade does: the IOTLB forgets the context, then the id is free. */

@@ -4,8 +4,7 @@
 // group in no container (or a container with no IOMMU set) cannot DMA: the
 // transfer faults with no data moved.
 import { fail } from "../errors.js";
-import { DmaPort, type DmaInterrupt } from "../dma.js";
-import type { Engine } from "../engine/engine.js";
+import type { DmaPort, DmaInterrupt } from "../dma.js";
 import type { Container } from "./container.js";
 import type { Topology } from "./topology.js";
 
@@ -25,14 +24,22 @@ export function requesterId(bdf: string): number {
   return (parseInt(bus, 16) << 8) | (parseInt(dev, 16) << 3) | parseInt(fn, 16);
 }
 
-export class VfioDevice {
+/**
+ * Builds a device's DMA port: DMA through the context `domainId()` names at
+ * the time of each transfer (0: none), tagged with `sourceId`, calling
+ * `raise` for each MSI. The host supplies it (the engine's DmaPort, or the
+ * naive twin's port), so the group logic is written once.
+ */
+export type DmaPortFactory<Port = DmaPort> = (domainId: () => number, sourceId: number, raise: (interrupt: DmaInterrupt) => void) => Port;
+
+export class VfioDevice<Port = DmaPort> {
   readonly requesterId: number;
-  readonly dma: DmaPort;
+  readonly dma: Port;
 
   /** @internal */
-  constructor(engine: Engine, readonly bdf: string, readonly group: VfioGroup, raise: (interrupt: Interrupt) => void) {
+  constructor(makePort: DmaPortFactory<Port>, readonly bdf: string, readonly group: VfioGroup<Port>, raise: (interrupt: Interrupt) => void) {
     this.requesterId = requesterId(bdf);
-    this.dma = new DmaPort(engine, () => group.domainId(), this.requesterId,
+    this.dma = makePort(() => group.domainId(), this.requesterId,
       (irq: DmaInterrupt) => raise({ device: bdf, address: irq.address, data: irq.data }));
   }
 
@@ -44,13 +51,13 @@ export class VfioDevice {
   }
 }
 
-export class VfioGroup {
+export class VfioGroup<Port = DmaPort> {
   private containerRef: Container | undefined;
-  private readonly devices = new Map<string, VfioDevice>();
+  private readonly devices = new Map<string, VfioDevice<Port>>();
   private closed = false;
 
   /** @internal */
-  constructor(private readonly engine: Engine, private readonly topology: Topology, readonly id: number,
+  constructor(private readonly makePort: DmaPortFactory<Port>, private readonly topology: Topology, readonly id: number,
     private readonly raise: (interrupt: Interrupt) => void, private readonly onClose: () => void) {}
 
   get container(): Container | undefined { return this.containerRef; }
@@ -96,13 +103,13 @@ export class VfioGroup {
    * available before the group joins a container, so a model can show that
    * such a device's DMA is blocked: it faults with no data moved.
    */
-  device(bdf: string): VfioDevice {
+  device(bdf: string): VfioDevice<Port> {
     this.live();
     const dev = this.topology.device(bdf);
     if (dev.group !== this.id) fail("ENODEV", `${dev.bdf} is not in group ${this.id}`);
     let d = this.devices.get(dev.bdf);
     if (!d) {
-      d = new VfioDevice(this.engine, dev.bdf, this, this.raise);
+      d = new VfioDevice(this.makePort, dev.bdf, this, this.raise);
       this.devices.set(dev.bdf, d);
     }
     return d;

@@ -1,0 +1,105 @@
+// The twin's data plane for VFIO (src/vfio/plane.ts's DataPlane): process
+// memory over fresh frames, pinned DMA mappings, dirty bits and MSI windows,
+// written the obvious way over the twin's tables, frame allocator and pin
+// counts. The container's and process's rules are the facade's own code,
+// run over this plane.
+import * as abi from "../../src/engine/abi.js";
+import type { DataPlane } from "../../src/vfio/plane.js";
+import type { UndoLog } from "./builder.js";
+import { x86Format } from "./formats.js";
+import { checkRange, forEachFrame, visitLeaves } from "./leaves.js";
+import type { NaiveCore } from "./pagetable.js";
+import type { FramePins } from "./pins.js";
+
+/** Pages of dirty bitmap the engine's plane reads per call: its staging area, 8 bits a byte. */
+const DIRTY_CHUNK_PAGES = BigInt(abi.STAGING_SIZE) * 8n;
+
+export class NaivePlane implements DataPlane {
+  constructor(private readonly core: NaiveCore, private readonly pins: FramePins) {}
+
+  private ctx(id: number) { return this.core.contexts.get(id); }
+
+  processMap(procCtx: number, vaddr: bigint, last: bigint, prot: number): number {
+    const proc = this.ctx(procCtx);
+    // Processes model Linux on x86: their tables are always x86-64.
+    if (proc.fmt !== x86Format) return abi.ERR_EINVAL;
+    return this.core.builder.mapFresh(proc, vaddr, last, prot);
+  }
+
+  processUnmap(procCtx: number, vaddr: bigint, last: bigint): void {
+    const proc = this.ctx(procCtx);
+    if (proc.fmt !== x86Format) return;
+    forEachFrame(this.core.ram, proc, vaddr, last, (hpa) => this.pins.disown(hpa));
+    this.core.builder.unmap(proc, vaddr, last);
+  }
+
+  /**
+   * Checks every page first (EFAULT, nothing touched); then pins page by page
+   * and maps each physically contiguous run as soon as the next page breaks
+   * it, with the largest pages that fit. A failed run (EEXIST, ENOMEM) undoes
+   * the runs mapped, the tables they created and every pin taken.
+   */
+  pinMap(procCtx: number, domCtx: number, vaddr: bigint, last: bigint, iova: bigint, access: number, prot: number): number {
+    const { ram, builder } = this.core;
+    const proc = this.ctx(procCtx), dom = this.ctx(domCtx);
+    if (proc.fmt !== x86Format) return abi.ERR_EINVAL;
+    if (checkRange(ram, proc, vaddr, last, access) !== abi.ST_OK) return abi.ERR_EFAULT;
+    if (!dom.fmt) return abi.ERR_EINVAL;
+    const delta = BigInt.asUintN(64, iova - vaddr);
+    const target = (v: bigint): bigint => BigInt.asUintN(64, v + delta);
+    const undo: UndoLog = [];
+    let run: { vaddr: bigint; hpa: bigint; bytes: bigint } | undefined;
+    let pinnedEnd = vaddr, mappedEnd = vaddr;
+    const flush = (): number => {
+      if (!run) return abi.ST_OK;
+      const st = builder.map(dom, target(run.vaddr), target(run.vaddr + run.bytes - 1n), run.hpa, prot, { undo });
+      if (st === abi.ST_OK) mappedEnd = run.vaddr + run.bytes;
+      return st;
+    };
+    let st = visitLeaves(ram, proc, vaddr, last, ({ cur, chunkLast, hpa }) => {
+      const bytes = chunkLast - cur + 1n;
+      for (let off = 0n; off < bytes; off += 4096n) this.pins.pin(hpa + off);
+      pinnedEnd = chunkLast + 1n;
+      if (run && run.hpa + run.bytes === hpa) { run.bytes += bytes; return abi.ST_OK; }
+      const flushed = flush();
+      run = { vaddr: cur, hpa, bytes };
+      return flushed;
+    });
+    if (st === abi.ST_OK) st = flush();
+    if (st === abi.ST_OK) return st;
+    if (mappedEnd !== vaddr) builder.rollback(dom, iova, iova + (mappedEnd - vaddr) - 1n, undo);
+    if (pinnedEnd !== vaddr) forEachFrame(ram, proc, vaddr, pinnedEnd - 1n, (hpa) => this.pins.unpin(hpa));
+    return st;
+  }
+
+  unpinUnmap(domCtx: number, iova: bigint, last: bigint): void {
+    const dom = this.ctx(domCtx);
+    forEachFrame(this.core.ram, dom, iova, last, (hpa) => this.pins.unpin(hpa));
+    this.core.builder.unmap(dom, iova, last);
+  }
+
+  readDirty(domCtx: number, iova: bigint, last: bigint): Uint8Array {
+    const dom = this.ctx(domCtx);
+    const pages = ((last - iova) >> 12n) + 1n;
+    const out = new Uint8Array(Number((pages + 7n) / 8n));
+    visitLeaves(this.core.ram, dom, iova, last, ({ cur, chunkLast, pte, pteAddr, fmt }) => {
+      if (!fmt.isDirty(pte)) return abi.ST_OK;
+      for (let page = (cur - iova) >> 12n; page <= (chunkLast - iova) >> 12n; page++) out[Number(page >> 3n)] |= 1 << Number(page & 7n);
+      this.core.ram.storePte(pteAddr, fmt.cleaned(pte));
+      return abi.ST_OK;
+    });
+    // The engine's plane reads the bitmap a staging area at a time and
+    // invalidates each range it cleaned, so the next write walks again and
+    // sets the dirty bit anew.
+    for (let done = 0n; done < pages; done += DIRTY_CHUNK_PAGES) {
+      const n = pages - done < DIRTY_CHUNK_PAGES ? pages - done : DIRTY_CHUNK_PAGES;
+      const first = iova + (done << 12n);
+      this.core.iotlb.flushRange(domCtx, undefined, first, first + (n << 12n) - 1n);
+    }
+    return out;
+  }
+
+  setDomainFlags(domCtx: number, flags: number): void { this.core.contexts.setFlags(domCtx, flags); }
+  setMsiWindow(domCtx: number, start: bigint, end: bigint): void { this.core.contexts.setMsiWindow(domCtx, start, end); }
+  flushDomain(domCtx: number): void { this.core.iotlb.flushContext(domCtx); }
+}
