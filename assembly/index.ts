@@ -15,13 +15,16 @@ import { walkHpa, walkSizeLog, walkPerms, walkLevel, WALK_TRACE } from "./walk/w
 import { dmaCopy, dmaScatterGather } from "./dma/dma";
 import { ctxFlags } from "./walk/context";
 import { hitNeed, permsAllow } from "./walk/perms";
-import { ST_OK, ERR_EINVAL, RES_STATUS, RES_LEVEL, RES_HPA, RES_SIZE_LOG, RES_PERMS, RES_TRACE_COUNT } from "./abi";
+import { MAX_CONTEXTS, ST_OK, ERR_EINVAL, RES_STATUS, RES_LEVEL, RES_HPA, RES_SIZE_LOG, RES_PERMS, RES_TRACE_COUNT } from "./abi";
 
 export function init(ramBytes: u64, tlbSetsLog: u32, tlbWays: u32, faultLog: u32, arenaBytes: u32): u32 {
   const st = layoutInit(ramBytes, tlbSetsLog, tlbWays, faultLog, arenaBytes);
   if (st != 0) return st;
   framesInit();
   tlbInit();
+  // Every slot starts as "no context": DMA through it faults (no-context), and
+  // none has an MSI window (slot 0 is what a device with no domain uses).
+  for (let id: u32 = 0; id < MAX_CONTEXTS; id++) ctxClear(id);
   return 0;
 }
 

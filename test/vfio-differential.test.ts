@@ -144,15 +144,6 @@ function container(side: Side, c: number): Any {
 /** The op names an object that does not exist yet: both sides skip it alike. */
 class NoTarget extends Error {}
 
-/**
- * Known engine bug (assembly/walk/context.ts): context slot 0, which a
- * device of a group with no IOMMU domain uses, is all zeroes, so its MSI
- * window reads [0, 0] and a device write at IOVA 0 raises an interrupt
- * instead of faulting no-context. The twin models the intended behaviour;
- * until the engine is fixed, such writes are moved one page up on both
- * sides (see the regression test at the end of this file).
- */
-const ENGINE_BUG_CTX0_MSI_WINDOW = true;
 
 /** The IOVA a target names on this side (mapping starts, the device's MSI address). */
 function targetIova(side: Side, device: Any, target: Target, write: boolean): bigint {
@@ -164,9 +155,7 @@ function targetIova(side: Side, device: Any, target: Target, write: boolean): bi
     const m = c?.domain ? pick<Any>(c.mappings(), target.m) : undefined;
     iova = m ? m.iova + (target.off % sizeOf(m)) : target.off;
   }
-  iova &= U64_MAX;
-  if (ENGINE_BUG_CTX0_MSI_WINDOW && write && iova === 0n && !device.group.container?.domain) iova = PAGE;
-  return iova;
+  return iova & U64_MAX;
 }
 
 function deviceOf(side: Side, g: number, dev: number): Any {
@@ -785,11 +774,10 @@ describe("VFIO on the engine and on the naive twin agree", () => {
   });
 });
 
-describe("engine bugs the twin does not share", () => {
-  // See ENGINE_BUG_CTX0_MSI_WINDOW. This test fails while the engine has the
-  // bug (it.fails then passes); once the engine is fixed, it.fails reports it:
-  // drop `.fails` here and set ENGINE_BUG_CTX0_MSI_WINDOW to false.
-  it.fails("a device of a group with no IOMMU domain cannot DMA, not even a write at IOVA 0", async () => {
+describe("regressions", () => {
+  // The engine once left context slot 0 (used by devices with no domain) with
+  // a zeroed MSI window [0, 0], so a write at IOVA 0 became an interrupt.
+  it("a device of a group with no IOMMU domain cannot DMA, not even a write at IOVA 0", async () => {
     const host = await createHost({ ramSize: 1 << 20 });
     host.addDevice({ bdf: "0000:00:01.0" });
     const irqs: unknown[] = [];

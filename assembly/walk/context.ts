@@ -52,6 +52,8 @@ export function ctxClear(id: u32): void {
   const flushEpoch = ctxFlushEpoch(ctx);
   memory.fill(ctx, 0, CTX_SIZE);
   store<u32>(ctx + CTX_FLUSH_EPOCH, flushEpoch);
+  // A zeroed window would be [0, 0]: an empty one is start > end.
+  store<u64>(ctx + CTX_MSI_START, 1);
 }
 
 export function ctxSetMsiWindow(id: u32, start: u64, end: u64): void {
