@@ -3,7 +3,10 @@
 // per translation / per transfer.
 import { createHost, PAGE_4K, type Domain, type Host } from "../src/index.js";
 import { createNaiveHost } from "./naive/index.js";
-import { IOVA_BASE, RAM_SIZE, pagedDomain, sparseDomain, sparseIovas, xorshift, type DomainLike, type HostLike } from "./fixtures.js";
+import {
+  IOVA_BASE, RAM_SIZE, pagedDomain, sparseDomain, sparseIovas, xorshift,
+  type ContainerLike, type DomainLike, type HostLike, type ProcessLike, type VfioHostLike,
+} from "./fixtures.js";
 
 export interface Case {
   name: string;
@@ -157,10 +160,117 @@ async function ptMapUnmap(): Promise<Case> {
   };
 }
 
+// ---- VFIO: the same container logic over the engine's data plane and the twin's.
+
+const DEVICE = "0000:00:01.0";
+
+/** A host (VT-d) with one device in group 0, a process with `bytes` of memory, and a container with the group attached. */
+function vfioSetup(host: VfioHostLike, bytes: bigint): { process: ProcessLike; vaddr: bigint; container: ContainerLike; dma: DomainLike["dma"] } {
+  host.addDevice({ bdf: DEVICE });
+  const process = host.createProcess();
+  const vaddr = process.mmap(bytes);
+  const container = host.openContainer({ process });
+  const group = host.openGroup(0);
+  group.setContainer(container);
+  container.setIommu("type1v2");
+  return { process, vaddr, container, dma: group.device(DEVICE).dma };
+}
+
+/**
+ * MAP_DMA chunk sizes: a fixed pseudo-random sequence of 4 KiB multiples
+ * from 4 KiB to 64 MiB (log-uniform, so small and large maps both occur),
+ * the last one cut so they sum to `total`.
+ */
+export function mapChunks(total: bigint, seed = 1): bigint[] {
+  const rnd = xorshift(seed);
+  const sizes: bigint[] = [];
+  let left = total;
+  while (left > 0n) {
+    // [2^log, 2^(log+1)) for log 12..25: 4 KiB up to just below 64 MiB.
+    const log = 12 + ((rnd.next().value as number) % 14);
+    const size = (1n << BigInt(log)) + (BigInt((rnd.next().value as number) % (1 << (log - 12))) << 12n);
+    sizes.push(size > left ? left : size);
+    left -= sizes[sizes.length - 1];
+  }
+  return sizes;
+}
+
+/**
+ * A process maps 1 GiB into a VT-d container with MAP_DMA in chunks of mixed
+ * sizes (pinning every page, mapping physically contiguous runs), then
+ * UNMAP_DMA of everything (unpinning): both hosts run the facade's container
+ * logic, so the difference is the data plane.
+ */
+async function vfioMapUnmap(): Promise<Case> {
+  const total = 1n << 30n;
+  const ramSize = (1 << 30) + (32 << 20); // the process's 1 GiB, its tables and the IOMMU's
+  const eh = (await createHost({ ramSize, arch: "vtd" })) as unknown as VfioHostLike;
+  const nh = (await createNaiveHost({ ramSize, arch: "vtd" })) as unknown as VfioHostLike;
+  const iovaBase = 0x100000000n;
+  const chunks = mapChunks(total);
+  const sides = [vfioSetup(eh, total), vfioSetup(nh, total)];
+  const mapAll = ({ vaddr, container }: { vaddr: bigint; container: ContainerLike }): void => {
+    let off = 0n;
+    for (const size of chunks) {
+      container.mapDma({ vaddr: vaddr + off, iova: iovaBase + off, size, read: true, write: true });
+      off += size;
+    }
+  };
+  const unmapAll = ({ container }: { container: ContainerLike }): bigint => container.unmapDma({ all: true });
+  // Both sides map the same chunks, pin the same bytes, translate alike and unmap it all.
+  for (const side of sides) {
+    mapAll(side);
+    check(side.container.mappings().length === chunks.length && side.process.lockedBytes === total, "vfio-map-unmap: map");
+  }
+  const probe = [0n, 0x12345000n, total - 4096n];
+  const [eRead, nRead] = sides.map((side) => probe.map((off) => {
+    const into = new Uint8Array(8);
+    return side.dma.readInto(iovaBase + off, into).bytes === 8 ? into.join() : "fault";
+  }).join("|"));
+  check(eRead === nRead && !eRead.includes("fault"), "vfio-map-unmap: engine and twin read differently");
+  for (const side of sides) check(unmapAll(side) === total && side.process.lockedBytes === 0n, "vfio-map-unmap: unmap");
+  return {
+    name: "vfio-map-unmap", unit: "1 GiB map + unmap", items: 1,
+    engine: () => { mapAll(sides[0]); check(unmapAll(sides[0]) === total, "unmap"); },
+    naive: () => { mapAll(sides[1]); check(unmapAll(sides[1]) === total, "naive unmap"); },
+  };
+}
+
+/**
+ * dma-4k through VFIO: a device of a group in a VT-d container reads 64
+ * pages of a process's memory, 64 reads of 4 KiB per scatter-gather call
+ * (pair list and buffer on engine memory), against the twin.
+ */
+async function deviceDma4k(): Promise<Case> {
+  const pages = 64;
+  const eh = (await createHost({ ramSize: RAM_SIZE })) as unknown as VfioHostLike;
+  const nh = (await createNaiveHost({ ramSize: RAM_SIZE })) as unknown as VfioHostLike;
+  const bytes = BigInt(pages) * PAGE_4K;
+  const fill = Uint8Array.from({ length: Number(bytes) }, (_, i) => (i * 7 + (i >> 12)) & 0xff);
+  const [e, n] = [eh, nh].map((host) => {
+    const side = vfioSetup(host, bytes);
+    side.process.write(side.vaddr, fill);
+    side.container.mapDma({ vaddr: side.vaddr, iova: IOVA_BASE, size: bytes, read: true, write: true });
+    return side;
+  });
+  const pairs = [...Array(pages).keys()].flatMap((i) => [IOVA_BASE + BigInt(i) * PAGE_4K, PAGE_4K]);
+  const total = pages * 4096;
+  const eSegs = residentU64s(eh as unknown as Host, pairs), nSegs = BigUint64Array.from(pairs);
+  const eBuf = eh.allocBuffer(total), nBuf = new Uint8Array(total);
+  check(e.dma.sg(eSegs, eBuf, { direction: "read" }).bytes === total, "device-dma-4k short");
+  check(n.dma.sg(nSegs, nBuf, { direction: "read" }).bytes === total, "naive device-dma-4k short");
+  check(eBuf.every((v, i) => v === fill[i] && v === nBuf[i]), "device-dma-4k: engine and twin read different bytes");
+  return {
+    name: "device-dma-4k", unit: "4 KiB read", items: pages,
+    engine: () => { e.dma.sg(eSegs, eBuf, { direction: "read" }); },
+    naive: () => { n.dma.sg(nSegs, nBuf, { direction: "read" }); },
+  };
+}
+
 export async function buildSuite(): Promise<Suite> {
   const d4 = await dma4k(), sg = await dma64bSg("dma-64b-sg", 64), wide = await dma64bSg("dma-64b-sg-wide", 1024);
   return {
-    cases: [await iotlbHit(), await walk(4), await walk(5), d4.batched, d4.perCall, sg.c, wide.c, await ptMapUnmap()],
+    cases: [await iotlbHit(), await walk(4), await walk(5), d4.batched, d4.perCall, await deviceDma4k(), sg.c, wide.c, await ptMapUnmap(), await vfioMapUnmap()],
     limits: [d4.limit, sg.limit, wide.limit],
   };
 }

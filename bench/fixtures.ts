@@ -24,6 +24,22 @@ export interface DomainLike {
   };
 }
 
+/** The VFIO surface both hosts share: a process, a container, a group's device. */
+export interface VfioHostLike {
+  addDevice(spec: { bdf: string }): unknown;
+  createProcess(): ProcessLike;
+  openContainer(options: { process: ProcessLike }): ContainerLike;
+  openGroup(group: number): { setContainer(c: ContainerLike): void; device(bdf: string): { dma: DomainLike["dma"] } };
+  allocBuffer(n: number): Uint8Array;
+}
+export interface ProcessLike { mmap(size: bigint): bigint; write(vaddr: bigint, bytes: Uint8Array): void; lockedBytes: bigint }
+export interface ContainerLike {
+  setIommu(type: "type1v2"): void;
+  mapDma(request: { vaddr: bigint; iova: bigint; size: bigint; read: boolean; write: boolean }): bigint;
+  unmapDma(request: { all: true } | { iova: bigint; size: bigint }): bigint;
+  mappings(): readonly unknown[];
+}
+
 export const RAM_SIZE = 128 * 1024 * 1024;
 export const IOVA_BASE = 0x10000000n;
 

@@ -144,9 +144,8 @@ function container(side: Side, c: number): Any {
 /** The op names an object that does not exist yet: both sides skip it alike. */
 class NoTarget extends Error {}
 
-
 /** The IOVA a target names on this side (mapping starts, the device's MSI address). */
-function targetIova(side: Side, device: Any, target: Target, write: boolean): bigint {
+function targetIova(device: Any, target: Target): bigint {
   let iova: bigint;
   if (target.k === "raw") iova = target.iova;
   else if (target.k === "msi") iova = ((device.msiAddress as bigint | undefined) ?? 0xfee00000n) + target.off;
@@ -370,7 +369,7 @@ function apply(side: Side, op: Op): unknown {
     }
     case "dma": {
       const device = deviceOf(side, op.g, op.dev);
-      const iova = targetIova(side, device, op.target, op.write);
+      const iova = targetIova(device, op.target);
       const buf = makeBuffer(side, op.buf, op.len, op.write ? bytesFrom(op.seed, op.len) : undefined);
       try {
         if (op.write) return { iova, r: device.dma.write(iova, buf) };
@@ -382,7 +381,7 @@ function apply(side: Side, op: Op): unknown {
     }
     case "sg": {
       const device = deviceOf(side, op.g, op.dev);
-      const segs = op.segs.map((s) => ({ iova: targetIova(side, device, s.target, op.write), length: s.len }));
+      const segs = op.segs.map((s) => ({ iova: targetIova(device, s.target), length: s.len }));
       const len = Math.max(0, segs.reduce((n, s) => n + s.length, 0) + op.extra);
       const buf = makeBuffer(side, op.buf, len, op.write ? bytesFrom(op.seed, len) : undefined);
       let pairs: unknown = segs;
