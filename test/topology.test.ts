@@ -38,14 +38,15 @@ describe("arch presets", () => {
     expect(p.msiIsolatedDefault).toBe(true);
   });
 
-  it("VT-d takes 39 and 57 bits; SMMUv3 anything from 32 to 52, with the sw-msi window", () => {
+  it("VT-d takes 39 and 57 bits; SMMUv3 anything from 32 to 48 (the 4 KiB-granule stage 2), with the sw-msi window", () => {
     expect(archPreset("vtd", 39).aperture.end).toBe(0x7f_ffff_ffffn);
     expect(archPreset("vtd", 57).aperture.end).toBe((1n << 57n) - 1n);
     const s = archPreset("smmuv3", 44);
     expect(s.aperture).toEqual({ start: 0n, end: 0xfff_ffff_ffffn });
     expect(s.hardwareReserved).toEqual([r(0x800_0000n, 0x80f_ffffn, "sw-msi")]);
     expect(archPreset("smmuv3", 32).aperture.end).toBe(0xffff_ffffn);
-    expect(archPreset("smmuv3", 52).aperture.end).toBe((1n << 52n) - 1n);
+    expect(archPreset("smmuv3", 48).aperture.end).toBe((1n << 48n) - 1n);
+    expect(() => archPreset("smmuv3", 52)).toThrow(/32\.\.48/);
     expect(archPreset("smmuv3").addressWidth).toBe(48);
   });
 

@@ -52,6 +52,27 @@ async function rig(arch: Arch = "vtd", opts: { mem?: number; host?: HostOptions;
 }
 
 const dom = (c: Container) => c.domain as Domain;
+
+/**
+ * mmaps 4 MiB of process memory that is physically contiguous from HPA 2 MiB
+ * (so the IOMMU can use 2 MiB leaves) and returns its vaddr. The tables of the
+ * first 2 MiB (level 3, level 2, last level) go to low holes, then the second
+ * 2 MiB's last-level table to a hole freed just before it.
+ */
+function contiguousFrom2M(h: Host, p: Process): bigint {
+  const tables = h.ram.allocFrames(3);
+  const spare = h.ram.allocFrames(1);
+  const padFrames = Number((PAGE_2M - spare) / 0x1000n) - 1;
+  const pad = h.ram.allocFrames(padFrames);
+  expect(pad + BigInt(padFrames) * 0x1000n).toBe(PAGE_2M);
+  h.ram.freeFrames(tables, 3);
+  const v = p.mmap(PAGE_2M);
+  h.ram.freeFrames(spare, 1);
+  expect(p.mmap(PAGE_2M)).toBe(v + PAGE_2M);
+  for (let off = 0n; off < 2n * PAGE_2M; off += 0x1000n) if (p.pageTable.walk(v + off, "read").hpa !== 0x20_0000n + off) throw new Error("precondition: contiguous");
+  expect(v % PAGE_2M).toBe(0n);
+  return v;
+}
 const ramImage = (h: Host) => Buffer.from(h.ram.view(0n, Number(h.ram.size)));
 const state = (r: Rig) => ({
   free: r.h.ram.framesFree,
@@ -555,21 +576,8 @@ describe("MAP_DMA", () => {
     const h = await createHost({ ramSize: RAM, arch });
     h.addDevice({ bdf: BDF0 });
     const p = h.createProcess();
-    // Make 4 MiB of process memory physically contiguous from HPA 2 MiB: the
-    // tables of the first 2 MiB (level 3, level 2, last level) go to low holes,
-    // then the second 2 MiB's last-level table to a hole freed just before it.
-    const tables = h.ram.allocFrames(3);
-    const spare = h.ram.allocFrames(1);
-    const padFrames = Number((PAGE_2M - spare) / 0x1000n) - 1;
-    const pad = h.ram.allocFrames(padFrames);
-    expect(pad + BigInt(padFrames) * 0x1000n).toBe(PAGE_2M);
-    h.ram.freeFrames(tables, 3);
     const size = 0x40_0000n;
-    const v = p.mmap(PAGE_2M);
-    h.ram.freeFrames(spare, 1);
-    expect(p.mmap(PAGE_2M)).toBe(v + PAGE_2M);
-    for (let off = 0n; off < size; off += 0x1000n) if (p.pageTable.walk(v + off, "read").hpa !== 0x20_0000n + off) throw new Error("precondition: contiguous");
-    expect(v % PAGE_2M).toBe(0n);
+    const v = contiguousFrom2M(h, p);
     const c = h.openContainer({ process: p });
     const g = h.openGroup(0);
     g.setContainer(c);
@@ -1063,5 +1071,39 @@ describe("iommufd extensions: allowed IOVAs and automatic IOVAs", () => {
     expect(g1.container).toBeUndefined();
     expect(c.groups).toEqual([0]);
     expect(c.getInfo()).toEqual(info);
+  });
+});
+
+describe("dirty bitmaps over large ranges", () => {
+  // The engine's plane reads a bitmap 32 GiB of IOVA at a time. A 2 MiB leaf
+  // that straddles a chunk boundary must read dirty on both sides of it: the
+  // dirty bit may be cleaned only once every chunk has been read.
+  it("a large leaf straddling a 32 GiB chunk boundary reads dirty in both chunks", async () => {
+    const h = await createHost({ ramSize: RAM });
+    h.addDevice({ bdf: BDF0 });
+    const p = h.createProcess();
+    const vaddr = contiguousFrom2M(h, p);
+    const c = h.openContainer({ process: p });
+    const g = h.openGroup(0);
+    g.setContainer(c);
+    c.setIommu("type1v2");
+    const d = g.device(BDF0);
+    // Mapped at IOVA 32 GiB: one 2 MiB leaf.
+    const iova = 32n << 30n;
+    c.mapDma({ vaddr, iova, size: PAGE_2M, read: true, write: true });
+    expect(dom(c).pageTable.walk(iova).pageSize).toBe(PAGE_2M);
+    c.dirty.start();
+    expect(d.dma.write(iova + 0x1234n, bytes("x")).bytes).toBe(1);
+    // From 4 KiB: the chunk boundary (4 KiB + 32 GiB) falls one page into the leaf.
+    const start = 0x1000n;
+    const size = iova + PAGE_2M - start;
+    const bitmap = c.dirty.bitmap({ iova: start, size, pgsize: PAGE_4K });
+    const first = Number((iova - start) >> 12n);
+    let set = 0;
+    for (let i = 0; i < bitmap.length * 8; i++) if ((bitmap[i >> 3] >> (i & 7)) & 1) set++;
+    expect(set).toBe(512);
+    for (const page of [first, first + 1, first + 511]) expect((bitmap[page >> 3] >> (page & 7)) & 1).toBe(1);
+    // Read and cleaned: a second read is empty.
+    expect(c.dirty.bitmap({ iova: start, size, pgsize: PAGE_4K }).some((b) => b !== 0)).toBe(false);
   });
 });

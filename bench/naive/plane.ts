@@ -12,7 +12,6 @@ import type { NaiveCore } from "./pagetable.js";
 import type { FramePins } from "./pins.js";
 
 /** Pages of dirty bitmap the engine's plane reads per call: its staging area, 8 bits a byte. */
-const DIRTY_CHUNK_PAGES = BigInt(abi.STAGING_SIZE) * 8n;
 
 export class NaivePlane implements DataPlane {
   constructor(private readonly core: NaiveCore, private readonly pins: FramePins) {}
@@ -88,14 +87,9 @@ export class NaivePlane implements DataPlane {
       this.core.ram.storePte(pteAddr, fmt.cleaned(pte));
       return abi.ST_OK;
     });
-    // The engine's plane reads the bitmap a staging area at a time and
-    // invalidates each range it cleaned, so the next write walks again and
-    // sets the dirty bit anew.
-    for (let done = 0n; done < pages; done += DIRTY_CHUNK_PAGES) {
-      const n = pages - done < DIRTY_CHUNK_PAGES ? pages - done : DIRTY_CHUNK_PAGES;
-      const first = iova + (done << 12n);
-      this.core.iotlb.flushRange(domCtx, undefined, first, first + (n << 12n) - 1n);
-    }
+    // The cleaned range is invalidated once, so the next write walks again
+    // and sets the dirty bit anew.
+    this.core.iotlb.flushRange(domCtx, undefined, iova, last);
     return out;
   }
 

@@ -42,8 +42,9 @@ const ARCHES: Record<Arch, ArchData> = {
   // gives every device a software-managed window (MSI_IOVA_BASE, 1 MiB) in
   // which the host maps the ITS doorbell.
   smmuv3: {
-    validWidth: (w) => w >= 32 && w <= 52,
-    widths: "32..52",
+    // The stage-2 format modelled is the 4 KiB granule, whose input is at most 48 bits.
+    validWidth: (w) => w >= 32 && w <= 48,
+    widths: "32..48",
     hardwareReserved: { start: 0x8000000n, end: 0x80fffffn, type: "sw-msi" },
   },
 };

@@ -46,16 +46,22 @@ export class EnginePlane implements DataPlane {
     const e = this.engine;
     const pages = ((last - iova) >> 12n) + 1n;
     const out = new Uint8Array(Number((pages + 7n) / 8n));
-    // The engine writes into the staging area, a chunk of pages at a time (a whole number of bytes).
+    // The engine writes into the staging area, a chunk of pages at a time (a
+    // whole number of bytes), without cleaning: a large leaf may straddle two
+    // chunks and must read dirty in both.
     const chunkPages = BigInt(e.stagingSize * 8);
     for (let done = 0n; done < pages; done += chunkPages) {
       const n = pages - done < chunkPages ? pages - done : chunkPages;
       const bytes = Number((n + 7n) / 8n);
       e.bytes.fill(0, e.staging, e.staging + bytes);
       const first = iova + (done << 12n);
-      e.wasm.dirtyBitmap(domCtx, first, first + (n << 12n) - 1n, abi.PAGE_SHIFT, e.staging, 1);
+      e.wasm.dirtyBitmap(domCtx, first, first + (n << 12n) - 1n, abi.PAGE_SHIFT, e.staging, 0);
       out.set(e.bytes.subarray(e.staging, e.staging + bytes), Number(done / 8n));
     }
+    // Then one pass cleans the whole range (2^63-byte "pages": a one-byte
+    // bitmap) and invalidates it, so the next write walks and sets the bit anew.
+    e.bytes[e.staging] = 0;
+    e.wasm.dirtyBitmap(domCtx, iova, last, 63, e.staging, 1);
     return out;
   }
 
