@@ -155,3 +155,4 @@ export function memcpyGather(dst: usize, srcs: usize, count: u32, len: u32): voi
     if (inRam(hpa, len)) memory.copy(dst + <usize>i * len, ramPtr(hpa), len);
   }
 }
+export * from "./pasid/exports";
