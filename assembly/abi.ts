@@ -72,6 +72,11 @@ export const CTX_LEVELS: u32 = 37;
 export const CTX_FLAGS: u32 = 38;
 export const CTX_PA_WIDTH: u32 = 39;
 export const CTX_INPUT_BITS: u32 = 40;
+// Nested translation: the stage-2 context a stage-1 context runs over (0: none, u16).
+export const CTX_S2_ID: u32 = 42;
+// On a stage-2 context: bumped by every invalidation of it, so combined
+// (nested) IOTLB entries built over it die with any stage-2 change.
+export const CTX_NEST_EPOCH: u32 = 44;
 // An IOVA window (inclusive) where device writes are interrupt requests, untranslated (VT-d's 0xFEEx_xxxx).
 export const CTX_MSI_START: u32 = 48;
 export const CTX_MSI_END: u32 = 56;
@@ -113,6 +118,8 @@ export const RES_BYTES: u32 = 24;
 export const RES_FAULT_ADDR: u32 = 32;
 export const RES_SEGMENT: u32 = 40;
 export const RES_TRACE_COUNT: u32 = 44;
+// Which stage a fault happened in (1, or 2 for a nested walk's stage 2).
+export const RES_STAGE: u32 = 48;
 export const LAYOUT_RAM_BASE: u32 = 64;
 export const LAYOUT_RAM_SIZE: u32 = 72;
 export const LAYOUT_STAGING: u32 = 80;

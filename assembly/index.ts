@@ -4,18 +4,18 @@
 import { ctrl, layoutInit, staging } from "./layout";
 import { framesInit, allocFrames, freeFrames, claimFrame } from "./mem/frames";
 import { inRam, ramPtr } from "./mem/phys";
-import { ctxPtr, ctxSet, ctxClear, ctxSetFlags, ctxSetMsiWindow, ctxTlbSizes } from "./walk/context";
+import { ctxPtr, ctxSet, ctxClear, ctxSetFlags, ctxSetMsiWindow, ctxSetNested, ctxTlbSizes } from "./walk/context";
 import { mapRange, unmapRange, processMap, processUnmap, pinMap, unpinUnmap, dirtyScan } from "./walk/dispatch";
 import { pinCount } from "./mem/pins";
 import { setDoorbellWindow } from "./dma/dma";
 import { tlbLookup, tlbProbe, isSingleSize, tlbKey, entryOut, entryPerms, entrySizeLog, countHits, countersPublish, tlbInit, tlbFlushAll, tlbFlushContext, tlbFlushPasid, tlbFlushRange, liveFrom } from "./tlb/iotlb";
 import { translateOne, missPath, outHpa, outSizeLog, outPerms, outLevel } from "./translate";
 import { walkContext } from "./walk/dispatch";
-import { walkHpa, walkSizeLog, walkPerms, walkLevel, WALK_TRACE } from "./walk/walker";
+import { walkHpa, walkSizeLog, walkPerms, walkLevel, walkStage, WALK_TRACE } from "./walk/walker";
 import { dmaCopy, dmaScatterGather } from "./dma/dma";
 import { ctxFlags } from "./walk/context";
 import { hitNeed, permsAllow } from "./walk/perms";
-import { MAX_CONTEXTS, ST_OK, ERR_EINVAL, RES_STATUS, RES_LEVEL, RES_HPA, RES_SIZE_LOG, RES_PERMS, RES_TRACE_COUNT } from "./abi";
+import { MAX_CONTEXTS, ST_OK, ERR_EINVAL, RES_STATUS, RES_LEVEL, RES_HPA, RES_SIZE_LOG, RES_PERMS, RES_TRACE_COUNT, RES_STAGE } from "./abi";
 
 export function init(ramBytes: u64, tlbSetsLog: u32, tlbWays: u32, faultLog: u32, arenaBytes: u32): u32 {
   const st = layoutInit(ramBytes, tlbSetsLog, tlbWays, faultLog, arenaBytes);
@@ -44,6 +44,7 @@ export function contextDestroy(id: u32): void { tlbFlushContext(id); ctxClear(id
 
 export function contextSetFlags(id: u32, flags: u32): void { ctxSetFlags(id, flags); }
 export function contextSetMsiWindow(id: u32, start: u64, end: u64): void { ctxSetMsiWindow(id, start, end); }
+export function contextSetNested(id: u32, s2: u32): void { ctxSetNested(id, s2); }
 export function setMsiDoorbell(start: u64, end: u64): void { setDoorbellWindow(start, end); }
 
 // ---- builder
@@ -76,6 +77,7 @@ export function probe(id: u32, iova: u64, access: u32, traceEntries: bool): u32 
   store<u32>(ctrl + RES_STATUS, st);
   store<u32>(ctrl + RES_LEVEL, walkLevel);
   store<u64>(ctrl + RES_HPA, st == ST_OK ? walkHpa : 0);
+  store<u32>(ctrl + RES_STAGE, walkStage);
   store<u32>(ctrl + RES_SIZE_LOG, st == ST_OK ? walkSizeLog : 0);
   store<u32>(ctrl + RES_PERMS, st == ST_OK ? walkPerms : 0);
   return st;
@@ -87,6 +89,7 @@ export function translate(id: u32, pasid: u32, iova: u64, access: u32, sourceId:
   store<u32>(ctrl + RES_STATUS, st);
   store<u32>(ctrl + RES_LEVEL, st == ST_OK ? 0 : outLevel);
   store<u64>(ctrl + RES_HPA, st == ST_OK ? outHpa : 0);
+  store<u32>(ctrl + RES_STAGE, st == ST_OK ? 0 : walkStage);
   store<u32>(ctrl + RES_SIZE_LOG, st == ST_OK ? outSizeLog : 0);
   store<u32>(ctrl + RES_PERMS, st == ST_OK ? outPerms : 0);
   return st;

@@ -2,7 +2,7 @@
 // (or when the cached permissions do not allow the access, so that A/D and
 // the fault are what a fresh walk says), then a fill on success.
 import { ctxPtr, ctxFormat, ctxTlbSizes } from "./walk/context";
-import { walkHpa, walkSizeLog, walkPerms, walkLevel, WALK_UPDATE_AD } from "./walk/walker";
+import { walkHpa, walkSizeLog, walkPerms, walkLevel, walkStage, WALK_UPDATE_AD } from "./walk/walker";
 import { walkContext } from "./walk/dispatch";
 import { tlbLookup, tlbFill, tlbKey, entrySizeLog, entryOut, entryPerms, countHits, countMiss, countWalk } from "./tlb/iotlb";
 import { permsAllow } from "./walk/perms";
@@ -22,7 +22,7 @@ export function missPath(ctxId: u32, pasid: u32, iova: u64, access: u32, sourceI
   const status = walkContext(ctx, iova, access, WALK_UPDATE_AD);
   if (status != ST_OK) {
     outLevel = walkLevel;
-    recordFault(ctxId, pasid, sourceId, iova, access, status, walkLevel, 1);
+    recordFault(ctxId, pasid, sourceId, iova, access, status, walkLevel, walkStage);
     return status;
   }
   const pageMask = (<u64>1 << walkSizeLog) - 1;

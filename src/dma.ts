@@ -218,7 +218,7 @@ export class DmaPort {
         reason: reasonName(st),
         address: e.u64(abi.RES_FAULT_ADDR),
         level: e.u32(abi.RES_LEVEL),
-        stage: 1,
+        stage: e.u32(abi.RES_STAGE) === 2 ? 2 : 1,
         pasid,
         access: accessFlags(access),
       },

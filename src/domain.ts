@@ -4,7 +4,7 @@
 import { toU64, lastOf, requireAligned, hex, PAGE_SIZE, type Address } from "./addr.js";
 import { accessBits, permsOf, reasonName, type Access, type FaultReason, type Perms } from "./access.js";
 import { fail } from "./errors.js";
-import { setContext, type DomainFlags, type PageTableOptions } from "./format.js";
+import { resolveFormat, setContext, type DomainFlags, type PageTableOptions, type ResolvedFormat } from "./format.js";
 import { DmaPort, checkPasid } from "./dma.js";
 import { PageTable, probeWalk, type WalkResult } from "./pagetable.js";
 import * as abi from "./engine/abi.js";
@@ -16,7 +16,7 @@ export interface TranslateOptions {
 
 export type Translation =
   | { hpa: bigint; pageSize: bigint; perms: Perms; /** false when the output lies outside RAM (a DMA there faults) */ inRam: boolean; fault?: undefined }
-  | { fault: { reason: FaultReason; level: number; address: bigint }; hpa?: undefined };
+  | { fault: { reason: FaultReason; level: number; address: bigint; stage: 1 | 2 }; hpa?: undefined };
 
 export interface InvalidateOptions {
   /** Only this PASID's entries (default: every PASID of the domain). */
@@ -29,36 +29,78 @@ export interface InvalidateOptions {
   leaf?: boolean;
 }
 
-export type DomainOptions = DomainFlags & ({ pageTable: PageTable } | PageTableOptions);
+/**
+ * A nested domain: a stage-1 table in guest memory (root and table pointers
+ * are GPAs) over another domain as stage 2. Every stage-1 table read is
+ * translated through stage 2; results have both stages' permissions and the
+ * smaller page size; faults say which stage failed.
+ */
+export interface NestedDomainOptions extends PageTableOptions {
+  stage2: Domain;
+  /** The stage-1 root table, a GPA (4 KiB aligned). */
+  root: Address;
+}
+
+export type DomainOptions = DomainFlags & ({ pageTable: PageTable } | PageTableOptions | NestedDomainOptions);
 
 const BATCH_ITEM_BYTES = 17; // iova + hpa + status
 
 export class Domain {
   readonly id: number;
-  readonly pageTable: PageTable;
   readonly dma: DmaPort;
+  /** The stage-1 format (for a nested domain) or the page table's. */
+  readonly format: ResolvedFormat;
+  /** The root table: an HPA, or a GPA for a nested domain. */
+  readonly root: bigint;
+  /** The stage-2 domain of a nested domain. */
+  readonly stage2: Domain | undefined;
+  private readonly table: PageTable | undefined;
   private readonly ownsTable: boolean;
   private destroyed = false;
 
   constructor(private readonly engine: Engine, makeTable: (o: PageTableOptions) => PageTable, options: DomainOptions) {
-    if ("pageTable" in options && options.pageTable) {
-      this.pageTable = options.pageTable;
+    if ("stage2" in options && options.stage2) {
+      const format = resolveFormat(options);
+      if (format.id !== abi.FORMAT_X86_64 && format.id !== abi.FORMAT_ARM64_S1) fail("EINVAL", "a nested domain's stage 1 is x86-64 or arm64 stage 1");
+      if (options.stage2.stage2) fail("EINVAL", "stage 2 of a nested domain cannot itself be nested");
+      if (options.stage2.format.id !== abi.FORMAT_VTD_SL && options.stage2.format.id !== abi.FORMAT_ARM64_S2) {
+        fail("EINVAL", "a nested domain's stage 2 is vtd-sl or arm64 stage 2");
+      }
+      options.stage2.liveId();
+      const root = toU64(options.root, "root");
+      requireAligned(root, PAGE_SIZE, "root");
+      this.stage2 = options.stage2;
+      this.format = format;
+      this.root = root;
+      this.table = undefined;
       this.ownsTable = false;
     } else {
-      this.pageTable = makeTable(options as PageTableOptions);
-      this.ownsTable = true;
+      const given = "pageTable" in options && options.pageTable ? options.pageTable : undefined;
+      this.table = given ?? makeTable(options as PageTableOptions);
+      this.ownsTable = given === undefined;
+      this.format = this.table.format;
+      this.root = this.table.root;
+      this.stage2 = undefined;
     }
     try {
       this.id = engine.allocContextId();
     } catch (e) {
-      if (this.ownsTable) this.pageTable.destroy();
+      if (this.ownsTable) this.table!.destroy();
       throw e;
     }
-    setContext(engine.wasm, this.id, this.pageTable.format, options, this.pageTable.root);
+    setContext(engine.wasm, this.id, this.format, options, this.root);
+    if (this.stage2) engine.wasm.contextSetNested(this.id, this.stage2.id);
     this.dma = new DmaPort(engine, () => this.liveId(), 0);
   }
 
-  private liveId(): number {
+  /** The page table the domain translates with (a nested domain's stage 1 lives in guest memory: EOPNOTSUPP). */
+  get pageTable(): PageTable {
+    if (!this.table) fail("EOPNOTSUPP", "a nested domain's stage-1 table lives in guest memory; it has no host page-table builder");
+    return this.table;
+  }
+
+  /** @internal */
+  liveId(): number {
     if (this.destroyed) fail("ENODEV", `domain ${this.id} was destroyed`);
     return this.id;
   }
@@ -69,7 +111,7 @@ export class Domain {
     const i = toU64(iova, "iova");
     const st = this.engine.wasm.translate(id, checkPasid(opts.pasid), i, accessBits(access), 0);
     const e = this.engine;
-    if (st !== abi.ST_OK) return { fault: { reason: reasonName(st), level: e.u32(abi.RES_LEVEL), address: i } };
+    if (st !== abi.ST_OK) return { fault: { reason: reasonName(st), level: e.u32(abi.RES_LEVEL), address: i, stage: e.u32(abi.RES_STAGE) === 2 ? 2 : 1 } };
     const hpa = e.u64(abi.RES_HPA);
     return { hpa, pageSize: 1n << BigInt(e.u32(abi.RES_SIZE_LOG)), perms: permsOf(e.u32(abi.RES_PERMS)), inRam: hpa < e.ramSize };
   }
@@ -105,7 +147,7 @@ export class Domain {
 
   /** A probe walk with this domain's request rules: no IOTLB fill, no A/D update. */
   walk(iova: Address, access: Access = "read"): WalkResult {
-    return probeWalk(this.engine, this.liveId(), this.pageTable.format.levels, toU64(iova, "iova"), accessBits(access));
+    return probeWalk(this.engine, this.liveId(), this.format.levels, toU64(iova, "iova"), accessBits(access));
   }
 
   /** Invalidates the IOTLB: the whole domain, one PASID, or a page range. */
@@ -134,6 +176,6 @@ export class Domain {
     if (this.destroyed) return;
     this.engine.releaseContextId(this.id);
     this.destroyed = true;
-    if (this.ownsTable) this.pageTable.destroy();
+    if (this.ownsTable) this.table!.destroy();
   }
 }

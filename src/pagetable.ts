@@ -15,7 +15,7 @@ export interface WalkResult {
   hpa?: bigint;
   pageSize?: bigint;
   perms?: Perms;
-  fault?: { reason: FaultReason; level: number };
+  fault?: { reason: FaultReason; level: number; stage: 1 | 2 };
   /** Every entry read, top level first. */
   steps: WalkStep[];
 }
@@ -127,7 +127,7 @@ export function probeWalk(engine: Engine, contextId: number, levels: number, iov
     const rec = abi.TRACE + n * abi.TRACE_RECORD_SIZE;
     steps.push({ level: top - n, entryAddress: engine.u64(rec), entry: engine.u64(rec + 8) });
   }
-  if (st !== abi.ST_OK) return { fault: { reason: reasonName(st), level: engine.u32(abi.RES_LEVEL) }, steps };
+  if (st !== abi.ST_OK) return { fault: { reason: reasonName(st), level: engine.u32(abi.RES_LEVEL), stage: engine.u32(abi.RES_STAGE) === 2 ? 2 : 1 }, steps };
   const sizeLog = engine.u32(abi.RES_SIZE_LOG);
   return { hpa: engine.u64(abi.RES_HPA), pageSize: 1n << BigInt(sizeLog), perms: permsOf(engine.u32(abi.RES_PERMS)), steps };
 }

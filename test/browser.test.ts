@@ -229,8 +229,8 @@ describe("bundle in headless Chromium", () => {
     expect(t.hit2mAgain).toEqual(t.hit2m);
     expect(t.hit4k).toEqual({ hpa: hex(hpa4k + 0xabcn), pageSize: "0x1000", perms: RW, inRam: true });
     // 0x50000000 shares the 1 GiB region of the 2 MiB page, so the walk stops at its empty PD entry (level 1).
-    expect(t.unmapped).toEqual({ fault: { reason: "not-present", level: 1, address: "0x50000000" } });
-    expect(t.readOnly).toEqual({ fault: { reason: "permission", level: 0, address: "0x11000" } });
+    expect(t.unmapped).toEqual({ fault: { reason: "not-present", level: 1, address: "0x50000000", stage: 1 } });
+    expect(t.readOnly).toEqual({ fault: { reason: "permission", level: 0, address: "0x11000", stage: 1 } });
   });
 
   it("round-trips DMA writes and reads, landing at the mapped HPAs", () => {

@@ -54,7 +54,7 @@ describe("fault records", () => {
     const want: FaultRecord[] = [];
 
     // translate: not present at the top level (empty PML4 slot).
-    expect(domain.translate(0x8000000000n, "write").fault).toEqual({ reason: "not-present", level: 3, address: 0x8000000000n });
+    expect(domain.translate(0x8000000000n, "write").fault).toEqual({ reason: "not-present", level: 3, address: 0x8000000000n, stage: 1 });
     want.push(record({ domain: d, address: 0x8000000000n, access: WRITE, reason: "not-present", level: 3 }));
     expect(host.faults.pending).toBe(1);
 
@@ -190,12 +190,12 @@ describe("probe walks record nothing", () => {
     const { host, domain } = await setup();
     const pt = domain.pageTable;
     // Faulting probes of every kind.
-    expect(domain.walk(0x7000n).fault).toEqual({ reason: "not-present", level: 0 });
-    expect(domain.walk(0x8000000000n, "write").fault).toEqual({ reason: "not-present", level: 3 });
-    expect(domain.walk(0x1000n, "write").fault).toEqual({ reason: "permission", level: 0 });
+    expect(domain.walk(0x7000n).fault).toEqual({ reason: "not-present", level: 0, stage: 1 });
+    expect(domain.walk(0x8000000000n, "write").fault).toEqual({ reason: "not-present", level: 3, stage: 1 });
+    expect(domain.walk(0x1000n, "write").fault).toEqual({ reason: "permission", level: 0, stage: 1 });
     expect(domain.walk(0x2000n, "exec").fault?.reason).toBe("permission");
     expect(domain.walk(0x0000800000000000n).fault?.reason).toBe("non-canonical");
-    expect(pt.walk(0x400000n).fault).toEqual({ reason: "not-present", level: 1 });
+    expect(pt.walk(0x400000n).fault).toEqual({ reason: "not-present", level: 1, stage: 1 });
     expect(pt.walk(0x1000n, { write: true, privileged: true }).fault?.reason).toBe("permission");
     expect(pt.iovaToPhys(0x7000n)).toBeUndefined();
     expect(pt.iovaToPhys(0x40000000n)).toBeUndefined();

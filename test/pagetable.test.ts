@@ -178,12 +178,12 @@ describe("walker faults", () => {
     const { h, pt, steps } = await setup();
     const pde = steps[2];
     h.ram.writeU64(pde.entryAddress, pde.entry | (1n << 45n));
-    expect(pt.walk(0x200000n).fault).toEqual({ reason: "reserved-bit", level: 1 });
+    expect(pt.walk(0x200000n).fault).toEqual({ reason: "reserved-bit", level: 1, stage: 1 });
     h.ram.writeU64(pde.entryAddress, (pde.entry & 0xfffn) | (h.ram.size + 0x1000n));
-    expect(pt.walk(0x200000n).fault).toEqual({ reason: "table-outside-ram", level: 0 });
+    expect(pt.walk(0x200000n).fault).toEqual({ reason: "table-outside-ram", level: 0, stage: 1 });
     // The PDE points back at the PDPT: the walk would loop without the check.
     h.ram.writeU64(pde.entryAddress, (pde.entry & 0xfffn) | (steps[1].entryAddress & ~0xfffn));
-    expect(pt.walk(0x200000n).fault).toEqual({ reason: "table-cycle", level: 1 });
+    expect(pt.walk(0x200000n).fault).toEqual({ reason: "table-cycle", level: 1, stage: 1 });
     expect(pt.walk(0x123n << 48n).fault?.reason).toBe("non-canonical");
   });
 
@@ -235,9 +235,9 @@ describe("walker faults", () => {
     const leaf = steps[3];
     expect(d.walk(0x1000n, { write: true }).hpa).toBe(0x5000n);
     h.ram.writeU64(leaf.entryAddress, leaf.entry & ~(1n << 10n));
-    expect(d.walk(0x1000n).fault).toEqual({ reason: "access-flag", level: 0 });
+    expect(d.walk(0x1000n).fault).toEqual({ reason: "access-flag", level: 0, stage: 1 });
     h.ram.writeU64(leaf.entryAddress, leaf.entry & ~2n);
-    expect(d.walk(0x1000n).fault).toEqual({ reason: "not-present", level: 0 });
+    expect(d.walk(0x1000n).fault).toEqual({ reason: "not-present", level: 0, stage: 1 });
     h.ram.writeU64(leaf.entryAddress, leaf.entry);
     // APTable[1] on the level-1 table descriptor makes everything below read-only.
     h.ram.writeU64(steps[1].entryAddress, steps[1].entry | (1n << 62n));
@@ -249,7 +249,7 @@ describe("walker faults", () => {
     expect(d.walk(1n << 48n).fault?.reason).toBe("input-range");
     // An output address above the 40-bit IPS is an address-size fault.
     h.ram.writeU64(leaf.entryAddress, leaf.entry | (1n << 41n));
-    expect(d.walk(0x1000n).fault).toEqual({ reason: "address-size", level: 0 });
+    expect(d.walk(0x1000n).fault).toEqual({ reason: "address-size", level: 0, stage: 1 });
   });
 
   it("arm64 with hardware AF sets AF in leaves only (bit 10 of a table descriptor is ignored)", async () => {

@@ -12,10 +12,11 @@ import { ctxPtr, ctxFlags, ctxTlbSizes, ctxMsiStart, ctxMsiEnd } from "../walk/c
 import { hitNeed, permsAllow } from "../walk/perms";
 import { liveFrom, tlbLookup, tlbProbe, isSingleSize, tlbKey, entryOut, entryPerms, entrySizeLog, countHits } from "../tlb/iotlb";
 import { translateOne, outHpa, outSizeLog, outLevel } from "../translate";
+import { walkStage } from "../walk/walker";
 import { recordFault } from "./faults";
 import {
   ST_OK, ERR_EINVAL, ERR_EOVERFLOW, FAULT_OUTPUT_OUTSIDE_RAM, RES_STATUS, RES_LEVEL, RES_BYTES, RES_FAULT_ADDR,
-  RES_SEGMENT, SEG_SIZE, SEG_IOVA, SEG_LEN, ACCESS_WRITE, ST_INTERRUPT,
+  RES_SEGMENT, RES_STAGE, SEG_SIZE, SEG_IOVA, SEG_LEN, ACCESS_WRITE, ST_INTERRUPT,
 } from "../abi";
 
 let moved: u64 = 0;
@@ -26,6 +27,7 @@ let doorbellStart: u64 = 1;
 let doorbellEnd: u64 = 0;
 export function setDoorbellWindow(start: u64, end: u64): void { doorbellStart = start; doorbellEnd = end; }
 let faultLevel: u32 = 0;
+let faultStage: u32 = 1;
 
 // Moves len bytes between iova.. and buf..; returns the status, bytes done in `moved`.
 function transfer(ctxId: u32, pasid: u32, access: u32, need: u32, minStamp: u32, sourceId: u32, iova: u64, len: u64, buf: usize): u32 {
@@ -38,7 +40,7 @@ function transfer(ctxId: u32, pasid: u32, access: u32, need: u32, minStamp: u32,
     // A write into the untranslated MSI window is an interrupt request, not a memory write.
     if (toRam && cur >= msiStart && cur <= msiEnd) { moved = done; faultLevel = 0; return ST_INTERRUPT; }
     const st = translateOne(ctxId, pasid, cur, access, need, minStamp, sourceId);
-    if (st != ST_OK) { moved = done; faultLevel = outLevel; return st; }
+    if (st != ST_OK) { moved = done; faultLevel = outLevel; faultStage = walkStage; return st; }
     if (toRam && outHpa >= doorbellStart && outHpa <= doorbellEnd) { moved = done; faultLevel = 0; return ST_INTERRUPT; }
     const pageLeft = ((cur | ((<u64>1 << outSizeLog) - 1)) - cur) + 1;
     const want = len - done;
@@ -47,7 +49,7 @@ function transfer(ctxId: u32, pasid: u32, access: u32, need: u32, minStamp: u32,
     if (toRam && cur < msiStart && msiStart - cur < chunk && msiStart <= msiEnd) chunk = msiStart - cur;
     if (!inRam(outHpa, chunk)) {
       recordFault(ctxId, pasid, sourceId, cur, access, FAULT_OUTPUT_OUTSIDE_RAM, 0, 1);
-      moved = done; faultLevel = 0;
+      moved = done; faultLevel = 0; faultStage = 1;
       return FAULT_OUTPUT_OUTSIDE_RAM;
     }
     if (toRam) memory.copy(ramPtr(outHpa), buf + <usize>done, <usize>chunk);
@@ -65,13 +67,14 @@ function transfer(ctxId: u32, pasid: u32, access: u32, need: u32, minStamp: u32,
   store<u64>(ctrl + RES_FAULT_ADDR, faultAddr);
   store<u32>(ctrl + RES_LEVEL, faultLevel);
   store<u32>(ctrl + RES_SEGMENT, segment);
+  store<u32>(ctrl + RES_STAGE, faultStage);
   return status;
 }
 
 @inline function wraps(iova: u64, len: u64): bool { return len != 0 && iova + (len - 1) < iova; }
 
 export function dmaCopy(ctxId: u32, pasid: u32, access: u32, sourceId: u32, iova: u64, len: u32, buf: usize): u32 {
-  faultLevel = 0;
+  faultLevel = 0; faultStage = 1;
   if (wraps(iova, len)) return report(ERR_EOVERFLOW, 0, iova, 0);
   const need = hitNeed(access, ctxFlags(ctxPtr(ctxId)));
   const st = transfer(ctxId, pasid, access, need, liveFrom(ctxId, pasid), sourceId, iova, len, buf);
@@ -81,7 +84,7 @@ export function dmaCopy(ctxId: u32, pasid: u32, access: u32, sourceId: u32, iova
 // Scatter-gather: segments in order, packed into one buffer of bufLen bytes.
 // Stops at the first fault; RES_SEGMENT says which segment.
 export function dmaScatterGather(ctxId: u32, pasid: u32, access: u32, sourceId: u32, segs: usize, count: u32, buf: usize, bufLen: u32): u32 {
-  faultLevel = 0;
+  faultLevel = 0; faultStage = 1;
   let total: u64 = 0;
   for (let i: u32 = 0; i < count; i++) {
     const seg = segs + <usize>i * SEG_SIZE;

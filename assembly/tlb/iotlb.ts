@@ -10,10 +10,10 @@
 // The set index ignores the PASID, so a range flush for all PASIDs of a
 // context finds every candidate in the same set.
 import { ctrl, tlb, tlbVictim, tlbSetsLog, tlbSetMask, tlbWays, tlbSetStride, pasidFlush } from "../layout";
-import { ctxPtr, ctxTlbSizes, ctxFlushEpoch } from "../walk/context";
+import { ctxPtr, ctxTlbSizes, ctxFlushEpoch, ctxS2Id, ctxNestEpoch } from "../walk/context";
 import {
   TLB_ENTRY_SIZE, TLB_VPN, TLB_KEY, TLB_OUT, TLB_STAMP, TLB_PERMS, PASID_FLUSH_SLOTS,
-  CNT_HITS, CNT_MISSES, CNT_EVICTIONS, CNT_INVALIDATIONS, CNT_WALKS, CTX_TLB_SIZES, CTX_FLUSH_EPOCH, MAX_CONTEXTS,
+  CNT_HITS, CNT_MISSES, CNT_EVICTIONS, CNT_INVALIDATIONS, CNT_WALKS, CTX_TLB_SIZES, CTX_FLUSH_EPOCH, CTX_NEST_EPOCH, MAX_CONTEXTS,
 } from "../abi";
 
 let epoch: u32 = 1;
@@ -44,10 +44,17 @@ export function countersPublish(): void {
 }
 
 // The oldest epoch an entry of (ctxId, pasid) may carry and still be live.
+// A nested context's entries also die with any invalidation of its stage 2.
 @inline export function liveFrom(ctxId: u32, pasid: u32): u32 {
   let m = allFlushEpoch;
-  const c = ctxFlushEpoch(ctxPtr(ctxId));
+  const ctx = ctxPtr(ctxId);
+  const c = ctxFlushEpoch(ctx);
   if (c > m) m = c;
+  const s2 = ctxS2Id(ctx);
+  if (s2 != 0) {
+    const n = ctxNestEpoch(ctxPtr(s2));
+    if (n > m) m = n;
+  }
   const p = load<u32>(pasidSlot(ctxId, pasid));
   return p > m ? p : m;
 }
@@ -137,6 +144,7 @@ function nextEpoch(): u32 {
     for (let id: u32 = 0; id < MAX_CONTEXTS; id++) {
       const ctx = ctxPtr(id);
       store<u32>(ctx + CTX_FLUSH_EPOCH, 0);
+      store<u32>(ctx + CTX_NEST_EPOCH, 0);
       store<u64>(ctx + CTX_TLB_SIZES, 0);
     }
     allFlushEpoch = 0;
@@ -152,15 +160,22 @@ export function tlbFlushAll(): void {
   invalidations++;
 }
 
+// Any invalidation of a context also ends the combined entries nested over it.
+@inline function endNested(ctxId: u32, epochNow: u32): void { store<u32>(ctxPtr(ctxId) + CTX_NEST_EPOCH, epochNow); }
+
 export function tlbFlushContext(ctxId: u32): void {
   const ctx = ctxPtr(ctxId);
-  store<u32>(ctx + CTX_FLUSH_EPOCH, nextEpoch());
+  const e = nextEpoch();
+  store<u32>(ctx + CTX_FLUSH_EPOCH, e);
+  endNested(ctxId, e);
   store<u64>(ctx + CTX_TLB_SIZES, 0);
   invalidations++;
 }
 
 export function tlbFlushPasid(ctxId: u32, pasid: u32): void {
-  store<u32>(pasidSlot(ctxId, pasid), nextEpoch());
+  const e = nextEpoch();
+  store<u32>(pasidSlot(ctxId, pasid), e);
+  endNested(ctxId, e);
   invalidations++;
 }
 
@@ -178,6 +193,9 @@ export function tlbFlushPasid(ctxId: u32, pasid: u32): void {
 // IOTLB when that is cheaper. Only leaf translations are cached, so the leaf
 // hint changes nothing here.
 export function tlbFlushRange(ctxId: u32, pasid: u32, anyPasid: bool, first: u64, last: u64): void {
+  // Combined entries over this context cannot be found by the range (they are
+  // keyed by stage-1 address): all of them go, as the architecture requires.
+  endNested(ctxId, nextEpoch());
   let mask = ctxTlbSizes(ctxPtr(ctxId));
   const sets = <u64>1 << tlbSetsLog;
   while (mask != 0) {

@@ -2,7 +2,7 @@
 // a context that the IOTLB tags entries with; a builder-only page table is a
 // context too. Slot 0 is never handed out, so 0 means "none".
 import { contexts } from "../layout";
-import { CTX_SIZE, CTX_ROOT, CTX_RSVD_MASK, CTX_FORMAT, CTX_LEVELS, CTX_FLAGS, CTX_TLB_SIZES, CTX_PGSIZES, CTX_FLUSH_EPOCH, CTX_PA_WIDTH, CTX_INPUT_BITS, CTX_MSI_START, CTX_MSI_END, CTX_LIVE, CTX_NX, MAX_CONTEXTS } from "../abi";
+import { CTX_SIZE, CTX_ROOT, CTX_RSVD_MASK, CTX_FORMAT, CTX_LEVELS, CTX_FLAGS, CTX_TLB_SIZES, CTX_PGSIZES, CTX_FLUSH_EPOCH, CTX_PA_WIDTH, CTX_INPUT_BITS, CTX_S2_ID, CTX_NEST_EPOCH, CTX_MSI_START, CTX_MSI_END, CTX_LIVE, CTX_NX, MAX_CONTEXTS } from "../abi";
 
 @inline export function ctxPtr(id: u32): usize { return contexts + <usize>id * CTX_SIZE; }
 @inline export function ctxRoot(ctx: usize): u64 { return load<u64>(ctx + CTX_ROOT); }
@@ -13,6 +13,8 @@ import { CTX_SIZE, CTX_ROOT, CTX_RSVD_MASK, CTX_FORMAT, CTX_LEVELS, CTX_FLAGS, C
 @inline export function ctxPgsizes(ctx: usize): u64 { return load<u64>(ctx + CTX_PGSIZES); }
 @inline export function ctxTlbSizes(ctx: usize): u64 { return load<u64>(ctx + CTX_TLB_SIZES); }
 @inline export function ctxInputBits(ctx: usize): u32 { return load<u8>(ctx + CTX_INPUT_BITS); }
+@inline export function ctxS2Id(ctx: usize): u32 { return load<u16>(ctx + CTX_S2_ID); }
+@inline export function ctxNestEpoch(ctx: usize): u32 { return load<u32>(ctx + CTX_NEST_EPOCH); }
 @inline export function ctxMsiStart(ctx: usize): u64 { return load<u64>(ctx + CTX_MSI_START); }
 @inline export function ctxMsiEnd(ctx: usize): u64 { return load<u64>(ctx + CTX_MSI_END); }
 @inline export function ctxFlushEpoch(ctx: usize): u32 { return load<u32>(ctx + CTX_FLUSH_EPOCH); }
@@ -40,6 +42,7 @@ export function ctxSet(id: u32, format: u32, levels: u32, inputBits: u32, flags:
   store<u8>(ctx + CTX_FLAGS, <u8>(flags | CTX_LIVE));
   store<u8>(ctx + CTX_PA_WIDTH, <u8>paWidth);
   store<u8>(ctx + CTX_INPUT_BITS, <u8>inputBits);
+  store<u16>(ctx + CTX_S2_ID, 0);
   // No MSI window until the facade sets one (start > end: empty).
   store<u64>(ctx + CTX_MSI_START, 1);
   store<u64>(ctx + CTX_MSI_END, 0);
@@ -49,9 +52,10 @@ export function ctxSet(id: u32, format: u32, levels: u32, inputBits: u32, flags:
 // IOTLB entries must stay dead if the id is handed out again.
 export function ctxClear(id: u32): void {
   const ctx = ctxPtr(id);
-  const flushEpoch = ctxFlushEpoch(ctx);
+  const flushEpoch = ctxFlushEpoch(ctx), nestEpoch = ctxNestEpoch(ctx);
   memory.fill(ctx, 0, CTX_SIZE);
   store<u32>(ctx + CTX_FLUSH_EPOCH, flushEpoch);
+  store<u32>(ctx + CTX_NEST_EPOCH, nestEpoch);
   // A zeroed window would be [0, 0]: an empty one is start > end.
   store<u64>(ctx + CTX_MSI_START, 1);
 }
@@ -65,3 +69,6 @@ export function ctxSetMsiWindow(id: u32, start: u64, end: u64): void {
 export function ctxSetFlags(id: u32, flags: u32): void {
   store<u8>(ctxPtr(id) + CTX_FLAGS, <u8>(flags | CTX_LIVE));
 }
+
+// Makes id a stage-1 context over stage-2 context s2 (0: single stage again).
+export function ctxSetNested(id: u32, s2: u32): void { store<u16>(ctxPtr(id) + CTX_S2_ID, <u16>s2); }

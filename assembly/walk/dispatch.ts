@@ -1,8 +1,8 @@
 // The one place that turns a context's format id into the specialised
 // generic code: every operation switches here once per call, never per entry.
 // Processes always use x86-64 tables (they model a Linux process on x86).
-import { ctxPtr, ctxFormat, ctxFlags } from "./context";
-import { walk, noWalk } from "./walker";
+import { ctxPtr, ctxFormat, ctxFlags, ctxS2Id } from "./context";
+import { walk, walkIn, noWalk } from "./walker";
 import { buildMap, buildUnmap, buildMapFresh, beginUndo, endUndo, rollbackMap } from "./builder";
 import { visitRange, setVisitNeed, setDirtyScan, beginRuns, flushRun, pinnedEnd, mappedEnd, dirtyFound,
   LEAF_CHECK, LEAF_PIN, LEAF_UNPIN, LEAF_DISOWN, LEAF_DIRTY } from "./leaves";
@@ -11,7 +11,26 @@ import { Arm64S1Format, Arm64S2Format } from "../fmt/arm64";
 import { VtdSlFormat } from "../fmt/vtd_sl";
 import { ST_OK, ERR_EINVAL, ERR_EFAULT, FAULT_NO_CONTEXT, FORMAT_X86_64, FORMAT_ARM64_S1, FORMAT_VTD_SL, FORMAT_ARM64_S2 } from "../abi";
 
+function walkOver<F>(ctx: usize, s2: usize, iova: u64, access: u32, mode: u32): u32 {
+  switch (ctxFormat(s2)) {
+    case FORMAT_VTD_SL: return walkIn<F, VtdSlFormat>(ctx, iova, access, mode, s2);
+    case FORMAT_ARM64_S2: return walkIn<F, Arm64S2Format>(ctx, iova, access, mode, s2);
+    default: return noWalk(FAULT_NO_CONTEXT);
+  }
+}
+
+// Stage 1 (x86-64 / VT-d first level, or Arm stage 1) over stage 2 (VT-d second level, or Arm stage 2).
+function walkNested(ctx: usize, s2: usize, iova: u64, access: u32, mode: u32): u32 {
+  switch (ctxFormat(ctx)) {
+    case FORMAT_X86_64: return walkOver<X86Format>(ctx, s2, iova, access, mode);
+    case FORMAT_ARM64_S1: return walkOver<Arm64S1Format>(ctx, s2, iova, access, mode);
+    default: return noWalk(FAULT_NO_CONTEXT);
+  }
+}
+
 export function walkContext(ctx: usize, iova: u64, access: u32, mode: u32): u32 {
+  const s2 = ctxS2Id(ctx);
+  if (s2 != 0) return walkNested(ctx, ctxPtr(s2), iova, access, mode);
   switch (ctxFormat(ctx)) {
     case FORMAT_X86_64: return walk<X86Format>(ctx, iova, access, mode);
     case FORMAT_ARM64_S1: return walk<Arm64S1Format>(ctx, iova, access, mode);

@@ -4,15 +4,22 @@
 // and specialised per format at compile time (no indirect calls).
 //
 // A walk ends in success (walkHpa, walkSizeLog, walkPerms) or in a fault
-// reason with the level it happened at (leaf = 0). Tables outside RAM and
-// tables that loop back to one already on the path are faults; the walk is
-// bounded by the level count, so it can never hang.
+// reason with the level it happened at (leaf = 0) and the stage (walkStage).
+// Tables outside RAM and tables that loop back to one already on the path
+// are faults; the walk is bounded by the level count, so it can never hang.
+//
+// Nested translation: a stage-1 table (root and table pointers are GPAs)
+// over a stage-2 context. Every stage-1 table read is itself translated
+// through stage 2; the stage-1 output is translated with the access asked
+// for; the result has both stages' permissions and the smaller page size.
+// Stage-1 accessed/dirty bits are not updated in nested walks (writing them
+// would be a stage-2 write of its own); stage 2's are, as configured.
 import { ctrl } from "../layout";
 import { inRam, loadPte, storePte } from "../mem/phys";
 import { permsAllow, accessNeed } from "./perms";
 import { ctxRoot, ctxLevels, ctxFlags, ctxRsvdMask, ctxInputBits } from "./context";
 import {
-  ST_OK, FAULT_NOT_PRESENT, FAULT_PERMISSION, FAULT_TABLE_OUTSIDE_RAM, KIND_INVALID, KIND_LEAF, FAULT_TABLE_CYCLE, CTX_AD, PERM_DIRTY, ACCESS_WRITE,
+  ST_OK, FAULT_NOT_PRESENT, FAULT_PERMISSION, FAULT_TABLE_OUTSIDE_RAM, KIND_INVALID, KIND_LEAF, FAULT_TABLE_CYCLE, CTX_AD, PERM_DIRTY, ACCESS_READ, ACCESS_WRITE,
   TRACE, TRACE_RECORD_SIZE, RES_TRACE_COUNT,
 } from "../abi";
 
@@ -20,10 +27,22 @@ export let walkHpa: u64 = 0;
 export let walkSizeLog: u32 = 0;
 export let walkPerms: u32 = 0;
 export let walkLevel: u32 = 0;
+export let walkStage: u32 = 1;
+
+// The stage-2 type argument of a single-stage walk: its test folds away.
+@final @unmanaged
+export class NoStage2 {
+  @inline nested(): bool { return false; }
+}
 
 // mode bits
 export const WALK_UPDATE_AD: u32 = 1; // set accessed/dirty as hardware would
 export const WALK_TRACE: u32 = 2;     // record every entry read (probe)
+
+@inline function isNested<G>(): bool {
+  // A format class has no nested() method; only NoStage2 does.
+  return !isDefined(changetype<G>(0).nested);
+}
 
 @inline function trace(n: u32, pteAddr: u64, pte: u64): void {
   const rec = ctrl + TRACE + <usize>n * TRACE_RECORD_SIZE;
@@ -33,11 +52,18 @@ export const WALK_TRACE: u32 = 2;     // record every entry read (probe)
 }
 
 export function walk<F>(ctx: usize, iova: u64, access: u32, mode: u32): u32 {
+  return walkIn<F, NoStage2>(ctx, iova, access, mode, 0);
+}
+
+// s2: the stage-2 context of a nested walk (G its format), else 0 with G = NoStage2.
+export function walkIn<F, G>(ctx: usize, iova: u64, access: u32, mode: u32, s2: usize): u32 {
   const fmt = changetype<F>(0);
+  const nested = isNested<G>();
+  walkStage = 1;
   const levels = ctxLevels(ctx);
   const flags = ctxFlags(ctx);
   const rsvdMask = ctxRsvdMask(ctx);
-  const updateAd = (mode & WALK_UPDATE_AD) != 0 && (flags & CTX_AD) != 0;
+  const updateAd = !nested && (mode & WALK_UPDATE_AD) != 0 && (flags & CTX_AD) != 0;
   const tracing = (mode & WALK_TRACE) != 0;
   if (tracing) store<u32>(ctrl + RES_TRACE_COUNT, 0);
   let level = levels - 1;
@@ -52,8 +78,16 @@ export function walk<F>(ctx: usize, iova: u64, access: u32, mode: u32): u32 {
   while (true) {
     walkLevel = level;
     const pteAddr = table + (<u64>fmt.index(iova, level) << 3);
-    if (!inRam(table, 4096)) return FAULT_TABLE_OUTSIDE_RAM;
-    let pte = loadPte(pteAddr);
+    let pteHpa = pteAddr;
+    if (nested) {
+      // The table lives in guest memory: find it through stage 2 (a read).
+      const st = walkIn<G, NoStage2>(s2, pteAddr, ACCESS_READ, mode & WALK_UPDATE_AD, 0);
+      if (st != ST_OK) { walkStage = 2; return st; }
+      pteHpa = walkHpa;
+      walkLevel = level;
+    }
+    if (!inRam(pteHpa & ~<u64>0xfff, 4096)) return FAULT_TABLE_OUTSIDE_RAM;
+    let pte = loadPte(pteHpa);
     if (tracing) trace(depth, pteAddr, pte);
     const kind = fmt.entryKind(pte, level);
     if (kind == KIND_INVALID) return FAULT_NOT_PRESENT;
@@ -67,11 +101,21 @@ export function walk<F>(ctx: usize, iova: u64, access: u32, mode: u32): u32 {
       const sizeLog = fmt.levelShift(level);
       if (updateAd) {
         const next = (access & ACCESS_WRITE) != 0 ? fmt.dirtied(pte) : fmt.accessed(pte);
-        if (next != pte) { storePte(pteAddr, next); pte = next; }
+        if (next != pte) { storePte(pteHpa, next); pte = next; }
       }
       // Without hardware A/D there is nothing to set on a write, so writes may hit in the IOTLB.
       if (!updateAd || fmt.isDirty(pte)) perms |= PERM_DIRTY;
-      walkHpa = fmt.leafAddr(pte, level) | (iova & ((<u64>1 << sizeLog) - 1));
+      const gpa = fmt.leafAddr(pte, level) | (iova & ((<u64>1 << sizeLog) - 1));
+      if (nested) {
+        const st = walkIn<G, NoStage2>(s2, gpa, access, mode & WALK_UPDATE_AD, 0);
+        if (st != ST_OK) { walkStage = 2; return st; }
+        // walkHpa is the stage-2 result; combine permissions and page size.
+        walkPerms = perms & walkPerms;
+        if (sizeLog < walkSizeLog) walkSizeLog = sizeLog;
+        walkLevel = level;
+        return ST_OK;
+      }
+      walkHpa = gpa;
       walkSizeLog = sizeLog;
       walkPerms = perms;
       return ST_OK;

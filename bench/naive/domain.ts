@@ -45,7 +45,7 @@ export class NaiveDomain {
     const i = toU64(iova, "iova");
     const pasid = checkPasid(opts.pasid);
     const r = this.translator.translate(id, pasid, i, accessBits(access), 0);
-    if (!("hpa" in r)) return { fault: { reason: reasonName(r.status), level: r.level, address: i } };
+    if (!("hpa" in r)) return { fault: { reason: reasonName(r.status), level: r.level, address: i, stage: 1 } };
     return { hpa: r.hpa, pageSize: 1n << BigInt(r.sizeLog), perms: permsOf(r.perms), inRam: r.hpa < this.core.ram.size };
   }
 

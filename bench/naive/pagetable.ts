@@ -36,7 +36,7 @@ export function probeWalk(core: NaiveCore, contextId: number, levels: number, io
   const r = walk(core.ram, core.contexts.get(contextId), iova, access, { trace });
   const top = levels - 1;
   const steps: WalkStep[] = trace.map((t, n) => ({ level: top - n, entryAddress: t.entryAddress, entry: t.entry }));
-  if (!("hpa" in r)) return { fault: { reason: reasonName(r.status), level: r.level }, steps };
+  if (!("hpa" in r)) return { fault: { reason: reasonName(r.status), level: r.level, stage: 1 }, steps };
   return { hpa: r.hpa, pageSize: 1n << BigInt(r.sizeLog), perms: permsOf(r.perms), steps };
 }
 

@@ -67,6 +67,8 @@ export const CTX_LEVELS = 37;
 export const CTX_FLAGS = 38;
 export const CTX_PA_WIDTH = 39;
 export const CTX_INPUT_BITS = 40;
+export const CTX_S2_ID = 42;
+export const CTX_NEST_EPOCH = 44;
 export const CTX_MSI_START = 48;
 export const CTX_MSI_END = 56;
 
@@ -106,6 +108,7 @@ export const RES_BYTES = 24;
 export const RES_FAULT_ADDR = 32;
 export const RES_SEGMENT = 40;
 export const RES_TRACE_COUNT = 44;
+export const RES_STAGE = 48;
 export const LAYOUT_RAM_BASE = 64;
 export const LAYOUT_RAM_SIZE = 72;
 export const LAYOUT_STAGING = 80;
