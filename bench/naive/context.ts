@@ -25,6 +25,8 @@ export interface Context {
   /** An IOVA window (inclusive) where device writes are interrupt requests; start > end: none. */
   msiStart: bigint;
   msiEnd: bigint;
+  /** Nested translation: the stage-2 context this stage-1 context runs over (0: none). */
+  s2: number;
 }
 
 export function contextFlags(format: ResolvedFormat, flags: DomainFlags): number {
@@ -44,7 +46,7 @@ function rsvdMaskFor(paWidth: number, flags: number): bigint {
 }
 
 // A released (or never set) context translates nothing and has no MSI window.
-const released = (): Context => ({ fmt: undefined, levels: 0, inputBits: 0, flags: 0, root: 0n, pgsizes: 0n, rsvdMask: 0n, tlbSizes: 0n, msiStart: 1n, msiEnd: 0n });
+const released = (): Context => ({ fmt: undefined, levels: 0, inputBits: 0, flags: 0, root: 0n, pgsizes: 0n, rsvdMask: 0n, tlbSizes: 0n, msiStart: 1n, msiEnd: 0n, s2: 0 });
 
 export class Contexts {
   private readonly records = new Map<number, Context>();
@@ -73,8 +75,12 @@ export class Contexts {
       tlbSizes: 0n,
       msiStart: 1n,
       msiEnd: 0n,
+      s2: 0,
     });
   }
+
+  /** Makes id a stage-1 context over stage-2 context s2. */
+  setNested(id: number, s2: number): void { this.get(id).s2 = s2; }
 
   /** New request switches; the reserved-bit mask stays what the context was created with, as in the engine. */
   setFlags(id: number, flags: number): void {

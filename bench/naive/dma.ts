@@ -23,7 +23,7 @@ const STAGE_DATA = abi.STAGING_SIZE - STAGE_SEGS * abi.SEG_SIZE;
 
 interface Piece { iova: bigint; length: number; segment: number }
 
-interface Stop { status: number; moved: number; level: number }
+interface Stop { status: number; moved: number; level: number; stage?: 1 | 2 }
 
 /** Outcome of a batch of pieces: a fault, an interrupt (its IOVA), or neither. */
 interface Ran { bytes: number; segment: number; fault?: DmaFault; interruptAt?: bigint }
@@ -143,7 +143,7 @@ export class NaiveDmaPort {
           reason: reasonName(stop.status),
           address: iova + BigInt(stop.moved),
           level: stop.level,
-          stage: 1,
+          stage: stop.stage ?? 1,
           pasid,
           access: accessFlags(access),
         };
@@ -162,7 +162,7 @@ export class NaiveDmaPort {
     while (done < len) {
       if (toRam && cur >= msiStart && cur <= msiEnd) return { status: abi.ST_INTERRUPT, moved: done, level: 0 };
       const t = this.translator.translate(ctxId, pasid, cur, access, this.sourceId);
-      if (!("hpa" in t)) return { status: t.status, moved: done, level: t.level };
+      if (!("hpa" in t)) return { status: t.status, moved: done, level: t.level, stage: "stage" in t && t.stage === 2 ? 2 : 1 };
       if (toRam && t.hpa >= this.doorbell.start && t.hpa <= this.doorbell.end) return { status: abi.ST_INTERRUPT, moved: done, level: 0 };
       const pageLeft = Number((cur | ((1n << BigInt(t.sizeLog)) - 1n)) - cur + 1n);
       let chunk = Math.min(pageLeft, len - done);

@@ -5,37 +5,68 @@ import type { Access, Address, DomainFlags, InvalidateOptions, PageTableOptions,
 import { accessBits, checkPasid, fail, hex, lastOf, PAGE_SIZE, permsOf, reasonName, requireAligned, toU64 } from "./args.js";
 import { NaiveDmaPort } from "./dma.js";
 import { NaivePageTable, probeWalk, releaseContext, type NaiveCore } from "./pagetable.js";
+import { resolveFormat, type ResolvedFormat } from "../../src/format.js";
 import type { Translator } from "./translate.js";
 
-export type NaiveDomainOptions = DomainFlags & ({ pageTable: NaivePageTable } | PageTableOptions);
+/** A nested domain of the twin: a stage-1 table in guest memory over a stage-2 domain (see the facade's Domain). */
+export interface NaiveNestedOptions extends PageTableOptions { stage2: NaiveDomain; root: Address }
+
+export type NaiveDomainOptions = DomainFlags & ({ pageTable: NaivePageTable } | PageTableOptions | NaiveNestedOptions);
 
 export class NaiveDomain {
   readonly id: number;
-  readonly pageTable: NaivePageTable;
   readonly dma: NaiveDmaPort;
+  readonly format: ResolvedFormat;
+  readonly root: bigint;
+  readonly stage2: NaiveDomain | undefined;
+  private readonly table: NaivePageTable | undefined;
   private readonly ownsTable: boolean;
   private destroyed = false;
 
   constructor(private readonly core: NaiveCore, private readonly translator: Translator, isDirect: (view: ArrayBufferView) => boolean,
     makeTable: (o: PageTableOptions) => NaivePageTable, options: NaiveDomainOptions) {
-    if ("pageTable" in options && options.pageTable) {
-      this.pageTable = options.pageTable;
+    if ("stage2" in options && options.stage2) {
+      // The facade's checks, in its order.
+      const format = resolveFormat(options);
+      if (format.id !== abi.FORMAT_X86_64 && format.id !== abi.FORMAT_ARM64_S1) fail("EINVAL", "a nested domain's stage 1 is x86-64 or arm64 stage 1");
+      if (options.stage2.stage2) fail("EINVAL", "stage 2 of a nested domain cannot itself be nested");
+      if (options.stage2.format.id !== abi.FORMAT_VTD_SL && options.stage2.format.id !== abi.FORMAT_ARM64_S2) {
+        fail("EINVAL", "a nested domain's stage 2 is vtd-sl or arm64 stage 2");
+      }
+      options.stage2.liveId();
+      const root = toU64(options.root, "root");
+      requireAligned(root, PAGE_SIZE, "root");
+      this.stage2 = options.stage2;
+      this.format = format;
+      this.root = root;
+      this.table = undefined;
       this.ownsTable = false;
     } else {
-      this.pageTable = makeTable(options as PageTableOptions);
-      this.ownsTable = true;
+      const given = "pageTable" in options && options.pageTable ? options.pageTable : undefined;
+      this.table = given ?? makeTable(options as PageTableOptions);
+      this.ownsTable = given === undefined;
+      this.format = this.table.format;
+      this.root = this.table.root;
+      this.stage2 = undefined;
     }
     try {
       this.id = core.contexts.alloc();
     } catch (e) {
-      if (this.ownsTable) this.pageTable.destroy();
+      if (this.ownsTable) this.table!.destroy();
       throw e;
     }
-    core.contexts.set(this.id, this.pageTable.format, options, this.pageTable.root);
+    core.contexts.set(this.id, this.format, options, this.root);
+    if (this.stage2) core.contexts.setNested(this.id, this.stage2.id);
     this.dma = new NaiveDmaPort(translator, isDirect, () => this.liveId(), 0, core.doorbell);
   }
 
-  private liveId(): number {
+  get pageTable(): NaivePageTable {
+    if (!this.table) fail("EOPNOTSUPP", "a nested domain's stage-1 table lives in guest memory; it has no host page-table builder");
+    return this.table;
+  }
+
+  /** @internal */
+  liveId(): number {
     if (this.destroyed) fail("ENODEV", `domain ${this.id} was destroyed`);
     return this.id;
   }
@@ -45,7 +76,7 @@ export class NaiveDomain {
     const i = toU64(iova, "iova");
     const pasid = checkPasid(opts.pasid);
     const r = this.translator.translate(id, pasid, i, accessBits(access), 0);
-    if (!("hpa" in r)) return { fault: { reason: reasonName(r.status), level: r.level, address: i, stage: 1 } };
+    if (!("hpa" in r)) return { fault: { reason: reasonName(r.status), level: r.level, address: i, stage: "stage" in r && r.stage === 2 ? 2 : 1 } };
     return { hpa: r.hpa, pageSize: 1n << BigInt(r.sizeLog), perms: permsOf(r.perms), inRam: r.hpa < this.core.ram.size };
   }
 
@@ -66,7 +97,7 @@ export class NaiveDomain {
   }
 
   walk(iova: Address, access: Access = "read"): WalkResult {
-    return probeWalk(this.core, this.liveId(), this.pageTable.format.levels, toU64(iova, "iova"), accessBits(access));
+    return probeWalk(this.core, this.liveId(), this.format.levels, toU64(iova, "iova"), accessBits(access));
   }
 
   invalidate(opts: InvalidateOptions = {}): void {
@@ -93,6 +124,6 @@ export class NaiveDomain {
     if (this.destroyed) return;
     releaseContext(this.core, this.id);
     this.destroyed = true;
-    if (this.ownsTable) this.pageTable.destroy();
+    if (this.ownsTable) this.table!.destroy();
   }
 }

@@ -9,15 +9,15 @@ export class NaiveFaultLog {
 
   constructor(readonly size: number) {}
 
-  /** Called by translation and DMA (stage 1 only, for now). */
-  record(domain: number, pasid: number, source: number, address: bigint, access: number, reason: number, level: number): void {
+  /** Called by translation and DMA. */
+  record(domain: number, pasid: number, source: number, address: bigint, access: number, reason: number, level: number, stage: 1 | 2 = 1): void {
     if (this.queue.length >= this.size) { this.dropped++; return; }
     this.queue.push({
       domain, pasid, source, address,
       access: accessFlags(access & 0xff),
       reason: reasonName(reason & 0xff),
       level: level & 0xff,
-      stage: 1,
+      stage,
     });
   }
 

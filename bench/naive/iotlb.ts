@@ -101,8 +101,14 @@ export class NaiveIotlb {
     this.counters.invalidations++;
   }
 
+  /** Any invalidation of a context also ends the combined entries of contexts nested over it. */
+  private dropNestedOver(ctxId: number): void {
+    this.dropWhere((e) => this.contexts.get(e.ctxId).s2 === ctxId);
+  }
+
   flushContext(ctxId: number): void {
     this.dropWhere((e) => e.ctxId === ctxId);
+    this.dropNestedOver(ctxId);
     this.contexts.get(ctxId).tlbSizes = 0n;
     this.counters.invalidations++;
   }
@@ -110,11 +116,13 @@ export class NaiveIotlb {
   flushPasid(ctxId: number, pasid: number): void {
     const slot = pasidSlot(ctxId, pasid);
     this.dropWhere((e) => pasidSlot(e.ctxId, e.pasid) === slot);
+    this.dropNestedOver(ctxId);
     this.counters.invalidations++;
   }
 
   /** Entries of ctxId (one PASID, or any when pasid is undefined) whose page overlaps [first, last]. */
   flushRange(ctxId: number, pasid: number | undefined, first: bigint, last: bigint): void {
+    this.dropNestedOver(ctxId);
     for (const sizeLog of sizeLogsOf(this.contexts.get(ctxId).tlbSizes)) {
       const firstVpn = first >> BigInt(sizeLog), lastVpn = last >> BigInt(sizeLog);
       this.dropWhere((e) => e.ctxId === ctxId && e.sizeLog === sizeLog && (pasid === undefined || e.pasid === pasid)

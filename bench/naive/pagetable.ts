@@ -33,10 +33,10 @@ export function releaseContext(core: NaiveCore, id: number): void {
 /** A walk with no IOTLB fill and no A/D update, reporting every entry read. */
 export function probeWalk(core: NaiveCore, contextId: number, levels: number, iova: bigint, access: number): WalkResult {
   const trace: WalkStepRecord[] = [];
-  const r = walk(core.ram, core.contexts.get(contextId), iova, access, { trace });
+  const r = walk(core.ram, core.contexts.get(contextId), iova, access, { trace, contexts: core.contexts });
   const top = levels - 1;
   const steps: WalkStep[] = trace.map((t, n) => ({ level: top - n, entryAddress: t.entryAddress, entry: t.entry }));
-  if (!("hpa" in r)) return { fault: { reason: reasonName(r.status), level: r.level, stage: 1 }, steps };
+  if (!("hpa" in r)) return { fault: { reason: reasonName(r.status), level: r.level, stage: "stage" in r && r.stage === 2 ? 2 : 1 }, steps };
   return { hpa: r.hpa, pageSize: 1n << BigInt(r.sizeLog), perms: permsOf(r.perms), steps };
 }
 

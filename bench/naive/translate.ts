@@ -12,7 +12,7 @@ import { walk } from "./walker.js";
 
 export type TranslateOutcome =
   | { status: 0; hpa: bigint; sizeLog: number; perms: number }
-  | { status: number; level: number };
+  | { status: number; level: number; stage?: 2 };
 
 export class Translator {
   constructor(readonly ram: Ram, readonly contexts: Contexts, readonly iotlb: NaiveIotlb, readonly faults: NaiveFaultLog) {}
@@ -27,11 +27,12 @@ export class Translator {
     }
     this.iotlb.counters.misses++;
     this.iotlb.counters.walks++;
-    const r = walk(this.ram, ctx, iova, access, { updateAd: true });
+    const r = walk(this.ram, ctx, iova, access, { updateAd: true, contexts: this.contexts });
     if (r.status !== abi.ST_OK || !("hpa" in r)) {
       const level = "level" in r ? r.level : 0;
-      this.faults.record(ctxId, pasid, sourceId, iova, access, r.status, level);
-      return { status: r.status, level };
+      const stage = "stage" in r && r.stage === 2 ? 2 : 1;
+      this.faults.record(ctxId, pasid, sourceId, iova, access, r.status, level, stage);
+      return stage === 2 ? { status: r.status, level, stage: 2 } : { status: r.status, level };
     }
     const pageMask = (1n << BigInt(r.sizeLog)) - 1n;
     this.iotlb.fill(ctxId, pasid, iova, r.sizeLog, r.hpa & ~pageMask, r.perms);

@@ -1,10 +1,12 @@
 // The twin's page-table walker: one loop for every format, reading entries
 // from RAM as BigInt. A walk ends in a translation or in a fault reason with
-// the level it happened at (leaf = 0). A table outside RAM, or one already on
-// the walk's path (a cycle), is a fault; accessed/dirty bits are set as the
-// hardware would only when asked (the IOTLB path of an A/D domain).
+// the level it happened at (leaf = 0) and its stage. A table outside RAM, or
+// one already on the walk's path (a cycle), is a fault; accessed/dirty bits
+// are set as the hardware would only when asked (the IOTLB path of an A/D
+// domain). A nested context's table reads and output go through its stage-2
+// context; stage-1 A/D is not updated then.
 import * as abi from "../../src/engine/abi.js";
-import type { Context } from "./context.js";
+import type { Context, Contexts } from "./context.js";
 import { KIND_INVALID, KIND_LEAF } from "./formats.js";
 import { permsAllow } from "./perms.js";
 import type { Ram } from "./ram.js";
@@ -13,20 +15,28 @@ export interface WalkStepRecord { entryAddress: bigint; entry: bigint }
 
 export type WalkOutcome =
   | { status: 0; hpa: bigint; sizeLog: number; perms: number }
-  | { status: number; level: number };
+  | { status: number; level: number; stage?: 2 };
 
 export interface WalkMode {
   /** Set accessed/dirty bits (only if the context has hardware A/D on). */
   updateAd?: boolean;
   /** Every entry read, top level first. */
   trace?: WalkStepRecord[];
+  /** Needed to walk a nested context's stage 2. */
+  contexts?: Contexts;
 }
 
 export function walk(ram: Ram, ctx: Context, iova: bigint, access: number, mode: WalkMode = {}): WalkOutcome {
   const fmt = ctx.fmt;
   if (!fmt) return { status: abi.FAULT_NO_CONTEXT, level: 0 };
   const flags = ctx.flags;
-  const updateAd = mode.updateAd === true && (flags & abi.CTX_AD) !== 0;
+  const s2 = ctx.s2 !== 0 ? mode.contexts!.get(ctx.s2) : undefined;
+  const updateAd = s2 === undefined && mode.updateAd === true && (flags & abi.CTX_AD) !== 0;
+  // Stage 2 of a nested walk: the address a stage-1 GPA reaches, or the stage-2 fault.
+  const stage2 = (gpa: bigint, acc: number): WalkOutcome => {
+    const r = walk(ram, s2!, gpa, acc, { updateAd: mode.updateAd });
+    return "hpa" in r ? r : { status: r.status, level: r.level, stage: 2 };
+  };
   let level = ctx.levels - 1;
   const inputFault = fmt.inputFault(iova, ctx.inputBits);
   if (inputFault !== 0) return { status: inputFault, level };
@@ -34,10 +44,16 @@ export function walk(ram: Ram, ctx: Context, iova: bigint, access: number, mode:
   const path = [table];
   let perms = fmt.fullPerms();
   for (;;) {
-    if (!ram.inRam(table, 4096n)) return { status: abi.FAULT_TABLE_OUTSIDE_RAM, level };
-    const pteAddr = table + (fmt.index(iova, level) << 3n);
+    const entryAddr = table + (fmt.index(iova, level) << 3n);
+    let pteAddr = entryAddr;
+    if (s2) {
+      const r = stage2(entryAddr, abi.ACCESS_READ);
+      if (!("hpa" in r)) return r;
+      pteAddr = r.hpa;
+    }
+    if (!ram.inRam(pteAddr & ~0xfffn, 4096n)) return { status: abi.FAULT_TABLE_OUTSIDE_RAM, level };
     let pte = ram.loadPte(pteAddr);
-    mode.trace?.push({ entryAddress: pteAddr, entry: pte });
+    mode.trace?.push({ entryAddress: entryAddr, entry: pte });
     const kind = fmt.entryKind(pte, level);
     if (kind === KIND_INVALID) return { status: abi.FAULT_NOT_PRESENT, level };
     const bad = fmt.check(pte, level, ctx.rsvdMask);
@@ -55,7 +71,13 @@ export function walk(ram: Ram, ctx: Context, iova: bigint, access: number, mode:
       if (!updateAd || fmt.isDirty(pte)) perms |= abi.PERM_DIRTY;
       const sizeLog = fmt.levelShift(level);
       const offset = iova & ((1n << BigInt(sizeLog)) - 1n);
-      return { status: abi.ST_OK, hpa: fmt.leafAddr(pte, level) | offset, sizeLog, perms };
+      const out = fmt.leafAddr(pte, level) | offset;
+      if (s2) {
+        const r = stage2(out, access);
+        if (!("hpa" in r)) return r;
+        return { status: abi.ST_OK, hpa: r.hpa, sizeLog: Math.min(sizeLog, r.sizeLog), perms: perms & r.perms };
+      }
+      return { status: abi.ST_OK, hpa: out, sizeLog, perms };
     }
     perms = fmt.narrowTable(perms, pte, flags);
     if (updateAd) {
