@@ -151,3 +151,14 @@ export const PAGE_SHIFT: u32 = 12;
 export const STAGING_SIZE: u32 = 1048576;
 // Page tables one pinned map may create (each logged so a failure can undo them).
 export const UNDO_LOG_ENTRIES: u32 = 16384;
+
+// ---- PASIDs: 20 bits, 0 means "no PASID". PASID tables and the allocator are
+// radix trees of 64-slot nodes from a pool of `pasidNodes` (createHost) nodes.
+export const PASID_MAX: u32 = 0xFFFFF;
+// pasidAlloc's answers besides a PASID: nothing free in [min, max]; no nodes left.
+export const PASID_ALLOC_FULL: u32 = 0;
+export const PASID_ALLOC_NOMEM: u32 = 0xFFFFFFFF;
+// A search found nothing (pasidTableNext).
+export const XA_NONE: u32 = 0xFFFFFFFF;
+export const PASID_NODES_DEFAULT: u32 = 16384;
+export const PASID_NODES_MAX: u32 = 1048576;

@@ -17,11 +17,12 @@ import { ctxFlags } from "./walk/context";
 import { hitNeed, permsAllow } from "./walk/perms";
 import { MAX_CONTEXTS, ST_OK, ERR_EINVAL, RES_STATUS, RES_LEVEL, RES_HPA, RES_SIZE_LOG, RES_PERMS, RES_TRACE_COUNT, RES_STAGE } from "./abi";
 
-export function init(ramBytes: u64, tlbSetsLog: u32, tlbWays: u32, faultLog: u32, arenaBytes: u32): u32 {
-  const st = layoutInit(ramBytes, tlbSetsLog, tlbWays, faultLog, arenaBytes);
+export function init(ramBytes: u64, tlbSetsLog: u32, tlbWays: u32, faultLog: u32, arenaBytes: u32, pasidNodes: u32): u32 {
+  const st = layoutInit(ramBytes, tlbSetsLog, tlbWays, faultLog, arenaBytes, pasidNodes);
   if (st != 0) return st;
   framesInit();
   tlbInit();
+  pasidSpaceInit();
   // Every slot starts as "no context": DMA through it faults (no-context), and
   // none has an MSI window (slot 0 is what a device with no domain uses).
   for (let id: u32 = 0; id < MAX_CONTEXTS; id++) ctxClear(id);
@@ -158,4 +159,5 @@ export function memcpyGather(dst: usize, srcs: usize, count: u32, len: u32): voi
     if (inRam(hpa, len)) memory.copy(dst + <usize>i * len, ramPtr(hpa), len);
   }
 }
+import { pasidSpaceInit } from "./pasid/alloc";
 export * from "./pasid/exports";

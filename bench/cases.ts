@@ -1,8 +1,8 @@
 // The benchmark cases of DESIGN §12: each runs the same work on the engine
 // and on its naive twin, counted in `items` per call so results read as ns
 // per translation / per transfer.
-import { createHost, PAGE_4K, type Domain, type Host } from "../src/index.js";
-import { createNaiveHost } from "./naive/index.js";
+import { createHost, PAGE_4K, type Container, type Domain, type Host } from "../src/index.js";
+import { createNaiveHost, type NaiveHost } from "./naive/index.js";
 import {
   IOVA_BASE, RAM_SIZE, pagedDomain, sparseDomain, sparseIovas, xorshift,
   type ContainerLike, type DomainLike, type HostLike, type ProcessLike, type VfioHostLike,
@@ -16,6 +16,11 @@ export interface Case {
   items: number;
   engine: () => void;
   naive: () => void;
+  /** Untimed work before every timed call (e.g. holding again what the call frees). */
+  engineSetup?: () => void;
+  naiveSetup?: () => void;
+  /** Another way to do the engine's work, timed in the same run and reported as `field` (ns per item) on the case. */
+  variant?: { field: string; run: () => void; setup?: () => void };
 }
 
 /** A limit: the same copies as case `bounds`, with no translation. */
@@ -267,10 +272,82 @@ async function deviceDma4k(): Promise<Case> {
   };
 }
 
+// ---- PASIDs: device PASID tables and the host-wide allocator.
+
+const PASID_ALL = { min: 0, max: 0xffffffff };
+
+/**
+ * The DMA path's PASID lookup: one device table with 64 K live PASIDs (the
+ * ones the allocator hands out, 1..65536), bound to stage-1 context ids;
+ * 1024 lookups of random live PASIDs per batch call (arrays on engine
+ * memory), against the twin's Map.
+ */
+async function pasidLookup(): Promise<Case> {
+  const live = 65536, batch = 1024;
+  const eh = await createHost({ ramSize: 1 << 20 });
+  const nh: NaiveHost = await createNaiveHost({ ramSize: 1 << 20 });
+  const owner = eh.openContainer({ pasidQuota: live });
+  const pasids = Array.from({ length: live }, () => owner.pasid.alloc(PASID_ALL));
+  const [et, nt] = [eh.pasids.createTable(), nh.pasids.createTable()];
+  for (const t of [et, nt]) pasids.forEach((p, i) => t.attach(p, (i % 4095) + 1));
+  const rnd = xorshift(20);
+  const asked = Array.from({ length: batch }, () => pasids[(rnd.next().value as number) % live]);
+  const inBytes = eh.allocBuffer(batch * 4), outBytes = eh.allocBuffer(batch * 4);
+  const eIn = new Uint32Array(inBytes.buffer, inBytes.byteOffset, batch), eOut = new Uint32Array(outBytes.buffer, outBytes.byteOffset, batch);
+  eIn.set(asked);
+  const nIn = Uint32Array.from(asked), nOut = new Uint32Array(batch);
+  check(et.lookupBatch(eIn, eOut) === 0 && nt.lookupBatch(nIn, nOut) === 0, "pasid-lookup misses");
+  check(pasids.every((p, i) => p === i + 1), "pasid-lookup: the allocator hands out 1..65536");
+  check(eOut.every((v, i) => v === nOut[i] && v === ((asked[i] - 1) % 4095) + 1), "pasid-lookup: engine and twin disagree");
+  return {
+    name: "pasid-lookup", unit: "lookup", items: batch,
+    engine: () => { et.lookupBatch(eIn, eOut); },
+    naive: () => { nt.lookupBatch(nIn, nOut); },
+  };
+}
+
+/**
+ * VFIO_IOMMU_PASID_REQUEST FREE of [0, 0xFFFFFFFF] by a container holding
+ * 1000 PASIDs spread over the whole space, while another container holds
+ * 1000 more; before every call (untimed) the same 1000 are allocated again.
+ * The variant frees the same 1000 one PASID a call: the range free must cost
+ * O(held), like those single frees, not O(width). The twin: Maps and a Set.
+ */
+async function pasidFreeRange(): Promise<Case> {
+  const held = 1000;
+  const eh = await createHost({ ramSize: 1 << 20 });
+  const nh: NaiveHost = await createNaiveHost({ ramSize: 1 << 20 });
+  const rnd = xorshift(1000);
+  const chosen = new Set<number>();
+  while (chosen.size < 2 * held) chosen.add(((rnd.next().value as number) % 0xfffff) + 1);
+  const all = [...chosen];
+  const mine = all.slice(0, held), theirs = all.slice(held);
+  const [ec, nc] = [eh, nh].map((h) => {
+    const other = h.openContainer();
+    for (const p of theirs) other.pasid.alloc({ min: p, max: p });
+    return h.openContainer();
+  });
+  const hold = (c: Container) => (): void => { for (const p of mine) c.pasid.alloc({ min: p, max: p }); };
+  const holdEngine = hold(ec), holdNaive = hold(nc);
+  for (const [c, holdIt] of [[ec, holdEngine], [nc, holdNaive]] as const) {
+    holdIt();
+    check(c.pasid.held().join() === [...mine].sort((a, b) => a - b).join(), "pasid-free-range: held set");
+    check(c.pasid.free(PASID_ALL) === held && c.pasid.held().length === 0, "pasid-free-range: free");
+  }
+  return {
+    name: "pasid-free-range", unit: "PASID freed", items: held,
+    engine: () => { check(ec.pasid.free(PASID_ALL) === held, "range free"); },
+    naive: () => { check(nc.pasid.free(PASID_ALL) === held, "naive range free"); },
+    engineSetup: holdEngine,
+    naiveSetup: holdNaive,
+    variant: { field: "each_ns", setup: holdEngine, run: () => { for (const p of mine) ec.pasid.free({ min: p, max: p }); } },
+  };
+}
+
 export async function buildSuite(): Promise<Suite> {
   const d4 = await dma4k(), sg = await dma64bSg("dma-64b-sg", 64), wide = await dma64bSg("dma-64b-sg-wide", 1024);
   return {
-    cases: [await iotlbHit(), await walk(4), await walk(5), d4.batched, d4.perCall, await deviceDma4k(), sg.c, wide.c, await ptMapUnmap(), await vfioMapUnmap()],
+    cases: [await iotlbHit(), await walk(4), await walk(5), d4.batched, d4.perCall, await deviceDma4k(), sg.c, wide.c, await ptMapUnmap(), await vfioMapUnmap(), await pasidLookup(), await pasidFreeRange()],
     limits: [d4.limit, sg.limit, wide.limit],
   };
 }

@@ -20,6 +20,8 @@ import { Container } from "./vfio/container.js";
 import { VfioGroup, type Interrupt } from "./vfio/group.js";
 import { DOORBELL_HPA } from "./vfio/msi.js";
 import { EnginePlane } from "./vfio/plane.js";
+import { EnginePasidPlane, PasidSpace } from "./vfio/pasid.js";
+import { PASID_NODES_DEFAULT, PASID_NODES_MAX } from "./engine/abi.js";
 
 export interface HostOptions {
   /** Bytes of physical RAM at HPA 0 (4 KiB multiple). Default 256 MiB. */
@@ -40,11 +42,15 @@ export interface HostOptions {
   allowUnsafeInterrupts?: boolean;
   /** Reserved regions every group has (e.g. RMRRs, bridge windows). */
   platformReserved?: ReservedRegionSpec[];
+  /** Nodes in the pool every PASID tree (allocator, device PASID tables) takes from: 272 bytes each, 1..2^20. Default 16384. */
+  pasidNodes?: number;
 }
 
 export interface ContainerOptions {
   /** The process whose memory MAP_DMA pins (each call may name another). */
   process?: Process;
+  /** PASIDs the container may hold at once (VFIO_IOMMU_PASID_REQUEST's quota). Default 1000. */
+  pasidQuota?: number;
 }
 
 export interface TranslationBatch { iovas: BigUint64Array; hpas: BigUint64Array; status: Uint8Array }
@@ -55,6 +61,8 @@ export class Host {
   readonly ram: PhysicalMemory;
   readonly iotlb: Iotlb;
   readonly faults: FaultLog;
+  /** The host-wide PASID space: containers allocate from it (c.pasid); it makes device PASID tables. */
+  readonly pasids: PasidSpace;
   /** Fingerprint of the WASM build this host runs. */
   readonly engineFingerprint = ENGINE_FINGERPRINT;
   private readonly arena: BufferArena;
@@ -76,6 +84,7 @@ export class Host {
     this.dmaEntryLimit = dmaEntryLimit;
     this.allowUnsafeInterrupts = allowUnsafeInterrupts;
     this.plane = new EnginePlane(engine);
+    this.pasids = new PasidSpace(new EnginePasidPlane(engine));
   }
 
   // ---- topology: devices, groups, reserved regions (the sysfs view; no container needed)
@@ -115,7 +124,8 @@ export class Host {
       allowUnsafeInterrupts: this.allowUnsafeInterrupts,
       stage2: this.stage2(),
       createDomain: (o) => this.createDomain(o),
-    }, options.process);
+      pasids: this.pasids,
+    }, options.process, options.pasidQuota);
   }
 
   /** Opens /dev/vfio/N: ENOENT for no such group, EBUSY while it is open. */
@@ -194,8 +204,10 @@ export async function createHost(options: HostOptions = {}): Promise<Host> {
   if (!Number.isSafeInteger(arenaSize) || arenaSize < 0 || arenaSize > 0x10000000) fail("EINVAL", `bufferArenaSize must be 0..256 MiB, got ${arenaSize}`);
   const dmaEntryLimit = options.dmaEntryLimit ?? 65535;
   if (!Number.isSafeInteger(dmaEntryLimit) || dmaEntryLimit < 0) fail("EINVAL", `dmaEntryLimit must be a non-negative integer, got ${dmaEntryLimit}`);
+  const pasidNodes = options.pasidNodes ?? PASID_NODES_DEFAULT;
+  if (!Number.isInteger(pasidNodes) || pasidNodes < 1 || pasidNodes > PASID_NODES_MAX) fail("EINVAL", `pasidNodes must be an integer in 1..${PASID_NODES_MAX}, got ${pasidNodes}`);
   const topology = new Topology(archPreset(options.arch ?? "vtd", options.addressWidth), options.platformReserved ?? []);
-  const engine = await Engine.create({ ramSize, iotlbSets: sets, iotlbWays: ways, faultRingSize, arenaSize });
+  const engine = await Engine.create({ ramSize, iotlbSets: sets, iotlbWays: ways, faultRingSize, arenaSize, pasidNodes });
   // The SMMU's doorbell page: device writes that translate to it are interrupts.
   if (topology.preset.arch === "smmuv3") engine.wasm.setMsiDoorbell(DOORBELL_HPA, DOORBELL_HPA + 0xfffn);
   return new Host(engine, topology, dmaEntryLimit, options.allowUnsafeInterrupts ?? false);

@@ -28,6 +28,8 @@ import { FramePins } from "./pins.js";
 import { NaivePlane } from "./plane.js";
 import { Ram } from "./ram.js";
 import { Translator } from "./translate.js";
+import { NaivePasidPlane } from "./pasid.js";
+import { PasidSpace } from "../../src/vfio/pasid.js";
 
 const isPow2 = (n: number, lo: number, hi: number): boolean => Number.isInteger(n) && n >= lo && n <= hi && (n & (n - 1)) === 0;
 
@@ -48,6 +50,8 @@ export class NaiveHost {
   readonly ram: NaivePhysicalMemory;
   readonly iotlb: NaiveIotlbView;
   readonly faults: NaiveFaultLog;
+  /** The host-wide PASID space, the facade's rules over the twin's Maps. */
+  readonly pasids = new PasidSpace(new NaivePasidPlane());
   private readonly core: NaiveCore;
   private readonly translator: Translator;
   private readonly plane: NaivePlane;
@@ -111,7 +115,7 @@ export class NaiveHost {
     return new Process(this.plane, this.ram, pageTable, ++this.processes, options);
   }
 
-  openContainer(options: { process?: Process } = {}): Container {
+  openContainer(options: { process?: Process; pasidQuota?: number } = {}): Container {
     return new Container({
       plane: this.plane,
       topology: this.topology,
@@ -119,7 +123,8 @@ export class NaiveHost {
       allowUnsafeInterrupts: this.allowUnsafeInterrupts,
       stage2: this.stage2(),
       createDomain: (o): ContainerDomain => this.createDomain(o),
-    }, options.process);
+      pasids: this.pasids,
+    }, options.process, options.pasidQuota);
   }
 
   openGroup(group: number): VfioGroup<NaiveDmaPort> {

@@ -10,3 +10,4 @@ export { NaivePhysicalMemory } from "./memory.js";
 export { NaiveFaultLog } from "./faults.js";
 export { BuilderDivergence } from "./builder.js";
 export { NaivePlane } from "./plane.js";
+export { NaivePasidPlane, NaivePasidTable } from "./pasid.js";

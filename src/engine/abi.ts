@@ -138,3 +138,11 @@ export const TRACE_RECORD_SIZE = 16;
 export const PAGE_SHIFT = 12;
 export const STAGING_SIZE = 1048576;
 export const UNDO_LOG_ENTRIES = 16384;
+
+// ---- PASIDs: 20 bits, 0 means "no PASID". PASID tables and the allocator are
+export const PASID_MAX = 0xFFFFF;
+export const PASID_ALLOC_FULL = 0;
+export const PASID_ALLOC_NOMEM = 0xFFFFFFFF;
+export const XA_NONE = 0xFFFFFFFF;
+export const PASID_NODES_DEFAULT = 16384;
+export const PASID_NODES_MAX = 1048576;

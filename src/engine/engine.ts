@@ -10,6 +10,8 @@ export interface EngineOptions {
   iotlbWays: number;
   faultRingSize: number;
   arenaSize: number;
+  /** Nodes in the PASID trees' pool (default PASID_NODES_DEFAULT). */
+  pasidNodes?: number;
 }
 
 export class Engine {
@@ -47,7 +49,7 @@ export class Engine {
     const wasm = await instantiateEngine();
     const setsLog = Math.log2(options.iotlbSets);
     const faultLog = Math.log2(options.faultRingSize);
-    const status = wasm.init(options.ramSize, setsLog, options.iotlbWays, faultLog, options.arenaSize);
+    const status = wasm.init(options.ramSize, setsLog, options.iotlbWays, faultLog, options.arenaSize, options.pasidNodes ?? abi.PASID_NODES_DEFAULT);
     if (status !== 0) fail("ENOMEM", `cannot lay out ${options.ramSize} bytes of RAM plus engine state in one WebAssembly.Memory`);
     return new Engine(wasm);
   }

@@ -5,7 +5,7 @@ import { ENGINE_WASM_BASE64, ENGINE_FINGERPRINT } from "./wasm-bytes.generated.j
 
 export interface EngineExports {
   memory: WebAssembly.Memory;
-  init(ramBytes: bigint, tlbSetsLog: number, tlbWays: number, faultLog: number, arenaBytes: number): number;
+  init(ramBytes: bigint, tlbSetsLog: number, tlbWays: number, faultLog: number, arenaBytes: number, pasidNodes: number): number;
   controlBlock(): number;
   stagingArea(): number;
   framesAlloc(count: number): bigint;
@@ -36,6 +36,22 @@ export interface EngineExports {
   dmaSg(id: number, pasid: number, access: number, sourceId: number, segs: number, count: number, buf: number, bufLen: number): number;
   iotlbCounters(): void;
   memcpyGather(dst: number, srcs: number, count: number, len: number): void;
+  // PASIDs (assembly/pasid/exports.ts)
+  pasidOwnerCreate(): number;
+  pasidOwnerDestroy(owner: number): number;
+  pasidAlloc(owner: number, min: number, max: number): number;
+  pasidFree(owner: number, min: number, max: number): number;
+  pasidHeld(owner: number, from: number, out: number, cap: number): number;
+  pasidTableCreate(): number;
+  pasidTableDestroy(table: number): void;
+  pasidTableSet(table: number, pasid: number, ctxId: number): number;
+  pasidTableClear(table: number, pasid: number): number;
+  pasidTableLookup(table: number, pasid: number): number;
+  pasidTableLookupBatch(table: number, pasids: number, contexts: number, count: number): number;
+  pasidTableNext(table: number, from: number): number;
+  pasidNodesFree(): number;
+  pasidNodesTotal(): number;
+  pasidNodeVisits(): bigint;
 }
 
 export { ENGINE_FINGERPRINT };

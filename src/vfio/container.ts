@@ -12,6 +12,7 @@ import type { Process } from "./process.js";
 import type { Topology } from "./topology.js";
 import { isRelaxable, overlaps, subtractRanges, type IovaRange, type ReservedRegion } from "./reserved.js";
 import { placeDoorbell, DOORBELL_HPA } from "./msi.js";
+import type { ContainerPasids, PasidSpace } from "./pasid.js";
 
 export type IommuType = "type1v2";
 
@@ -58,6 +59,8 @@ export interface ContainerHost {
   /** The stage-2 page-table format of this arch. */
   stage2: PageTableOptions;
   createDomain(options: PageTableOptions): ContainerDomain;
+  /** The host-wide PASID space the container allocates from. */
+  pasids: PasidSpace;
 }
 
 const MAX_DIRTY_BITMAP_BYTES = 1n << 28n;
@@ -79,9 +82,12 @@ export class Container {
     bitmap: (request: DirtyBitmapRequest) => Uint8Array;
     readonly tracking: boolean;
   };
+  /** VFIO_IOMMU_PASID_REQUEST: PASIDs from the host-wide space, within this container's quota. */
+  readonly pasid: ContainerPasids;
 
   /** @internal */
-  constructor(private readonly host: ContainerHost, readonly process: Process | undefined) {
+  constructor(private readonly host: ContainerHost, readonly process: Process | undefined, pasidQuota?: number) {
+    this.pasid = host.pasids.open(pasidQuota);
     const self = this;
     this.dirty = {
       start: () => this.dirtyStart(),
@@ -440,6 +446,8 @@ export class Container {
     this.handles.clear();
     this.groupIds.length = 0;
     this.release();
+    // PASIDs still held go back to the host-wide space.
+    this.pasid.release();
     this.closed = true;
   }
 }
