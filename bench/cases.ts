@@ -4,7 +4,7 @@
 import { createHost, PAGE_4K, type Container, type Domain, type Host } from "../src/index.js";
 import { createNaiveHost, type NaiveHost } from "./naive/index.js";
 import {
-  IOVA_BASE, RAM_SIZE, pagedDomain, sparseDomain, sparseIovas, xorshift,
+  IOVA_BASE, RAM_SIZE, nestedDomain, pagedDomain, sparseDomain, sparseIovas, xorshift,
   type ContainerLike, type DomainLike, type HostLike, type ProcessLike, type VfioHostLike,
 } from "./fixtures.js";
 
@@ -66,6 +66,15 @@ async function iotlbHit(): Promise<Case> {
   for (let i = n - 1; i > 0; i--) { const j = (rnd.next().value as number) % (i + 1); [order[i], order[j]] = [order[j], order[i]]; }
   const iovas = order.map((p) => IOVA_BASE + BigInt(p) * PAGE_4K + BigInt(p % 4096));
   return batchCase("iotlb-hit", "translation", iovas, pagedDomain(eh as unknown as HostLike, 4, n), pagedDomain(nh, 4, n), eh, false);
+}
+
+// Nested walks: each miss walks stage 1 with every table read and the output
+// translated through stage 2 (up to 5 × 4 + 4 entry reads).
+async function walkNested(): Promise<Case> {
+  const [eh, nh] = await hosts();
+  const gvas = sparseIovas(512, 9);
+  type RamHost = Parameters<typeof nestedDomain>[0];
+  return batchCase("walk-nested", "walk", gvas, nestedDomain(eh as unknown as RamHost, gvas), nestedDomain(nh as unknown as RamHost, gvas), eh, true);
 }
 
 async function walk(levels: 4 | 5): Promise<Case> {
@@ -347,7 +356,7 @@ async function pasidFreeRange(): Promise<Case> {
 export async function buildSuite(): Promise<Suite> {
   const d4 = await dma4k(), sg = await dma64bSg("dma-64b-sg", 64), wide = await dma64bSg("dma-64b-sg-wide", 1024);
   return {
-    cases: [await iotlbHit(), await walk(4), await walk(5), d4.batched, d4.perCall, await deviceDma4k(), sg.c, wide.c, await ptMapUnmap(), await vfioMapUnmap(), await pasidLookup(), await pasidFreeRange()],
+    cases: [await iotlbHit(), await walk(4), await walk(5), await walkNested(), d4.batched, d4.perCall, await deviceDma4k(), sg.c, wide.c, await ptMapUnmap(), await vfioMapUnmap(), await pasidLookup(), await pasidFreeRange()],
     limits: [d4.limit, sg.limit, wide.limit],
   };
 }

@@ -87,3 +87,30 @@ export function sparseDomain(host: HostLike, levels: 4 | 5, iovas: bigint[]): Do
   iovas.forEach((iova, i) => domain.pageTable.map(iova, frames + BigInt(i) * PAGE_4K, PAGE_4K, { write: true }));
   return domain;
 }
+
+/**
+ * A nested domain: a 4-level x86-64 stage 1, written into guest memory, over
+ * a 4-level VT-d second level with 4 KiB pages (so every stage-1 table read
+ * and every output is a full stage-2 walk). Each of `gvas` maps a 4 KiB page.
+ */
+export function nestedDomain(host: HostLike & { ram: { readU64(hpa: bigint): bigint; writeU64(hpa: bigint, v: bigint): void } }, gvas: bigint[]): DomainLike {
+  const s2 = host.createDomain({ format: "vtd-sl", inputBits: 48, pageSizes: [PAGE_4K] }) as DomainLike & { id: number };
+  // Guest RAM: GPA page p is host frame frames + p.
+  const pages = 4096;
+  const frames = host.ram.allocFrames(pages);
+  s2.pageTable.map(0n, frames, BigInt(pages) * PAGE_4K, { write: true });
+  const hpa = (gpa: bigint) => frames + gpa;
+  let nextTable = 1n;
+  const table = () => (nextTable++) * PAGE_4K;
+  for (const [k, gva] of gvas.entries()) {
+    let t = 0n; // the root is GPA 0
+    for (let level = 3; level >= 1; level--) {
+      const slot = hpa(t + ((gva >> BigInt(12 + 9 * level)) & 511n) * 8n);
+      let e = host.ram.readU64(slot);
+      if ((e & 1n) === 0n) { e = table() | 7n; host.ram.writeU64(slot, e); }
+      t = e & 0x000ffffffffff000n;
+    }
+    host.ram.writeU64(hpa(t + ((gva >> 12n) & 511n) * 8n), (BigInt(2048 + (k % 1024)) * PAGE_4K) | 7n);
+  }
+  return host.createDomain({ stage2: s2, format: "x86-64", levels: 4, root: 0n });
+}

@@ -5,11 +5,12 @@ export { Container, type IommuType, type MapDmaRequest, type UnmapDmaRequest, ty
 export { VfioGroup, VfioDevice, type Interrupt } from "./vfio/group.js";
 export { HostDevice, type DeviceSpec, type Conflict, type Driver } from "./vfio/topology.js";
 export type { Arch } from "./vfio/arch.js";
+export { PasidSpace, PasidTable, ContainerPasids, type PasidRange } from "./vfio/pasid.js";
 export type { IovaRange, ReservedRegion, ReservedRegionSpec, ReservedType } from "./vfio/reserved.js";
 export { IommuError, type Errno } from "./errors.js";
 export { PhysicalMemory } from "./memory.js";
 export { PageTable, type WalkResult, type WalkStep } from "./pagetable.js";
-export { Domain, type Translation, type TranslateOptions, type InvalidateOptions, type DomainOptions } from "./domain.js";
+export { Domain, type Translation, type TranslateOptions, type InvalidateOptions, type DomainOptions, type NestedDomainOptions } from "./domain.js";
 export { DmaPort, type DmaOptions, type DmaResult, type DmaReadResult, type DmaFault, type DmaInterrupt, type SgOptions, type SgResult, type SgSegments } from "./dma.js";
 export { Iotlb, type IotlbStats } from "./iotlb.js";
 export { FaultLog, type FaultRecord } from "./faults.js";
