@@ -146,6 +146,10 @@ export const TRACE: u32 = 256;
 export const TRACE_MAX: u32 = 8;
 export const TRACE_RECORD_SIZE: u32 = 16;
 
+// ---- A device with no PASID table: its PASID-tagged requests find no context.
+// (Table 0 means "no table at all": the PASID is then only an IOTLB tag.)
+export const PASID_TABLE_NONE: u32 = 0xFFFFFFFF;
+
 // ---- Fixed sizes.
 export const PAGE_SHIFT: u32 = 12;
 export const STAGING_SIZE: u32 = 1048576;

@@ -142,11 +142,12 @@ export function iotlbFlushRange(id: u32, pasid: u32, anyPasid: bool, first: u64,
 }
 
 // ---- DMA
-export function dma(id: u32, pasid: u32, access: u32, sourceId: u32, iova: u64, len: u32, buf: usize): u32 {
-  return dmaCopy(id, pasid, access, sourceId, iova, len, buf);
+// `table`: the device's PASID table (0: none); a PASID-tagged request then goes to the context bound there.
+export function dma(id: u32, pasid: u32, access: u32, sourceId: u32, iova: u64, len: u32, buf: usize, table: u32): u32 {
+  return dmaCopy(id, pasid, access, sourceId, iova, len, buf, table);
 }
-export function dmaSg(id: u32, pasid: u32, access: u32, sourceId: u32, segs: usize, count: u32, buf: usize, bufLen: u32): u32 {
-  return dmaScatterGather(id, pasid, access, sourceId, segs, count, buf, bufLen);
+export function dmaSg(id: u32, pasid: u32, access: u32, sourceId: u32, segs: usize, count: u32, buf: usize, bufLen: u32, table: u32): u32 {
+  return dmaScatterGather(id, pasid, access, sourceId, segs, count, buf, bufLen, table);
 }
 
 // ---- the benchmark's limit: the copies a DMA does, with no translation at

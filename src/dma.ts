@@ -71,7 +71,7 @@ export class DmaPort {
   private readonly stageDataSize: number;
 
   constructor(private readonly engine: Engine, private readonly contextId: () => number, private readonly sourceId: number,
-    private readonly raise?: (interrupt: DmaInterrupt) => void) {
+    private readonly raise?: (interrupt: DmaInterrupt) => void, private readonly pasidTable?: () => number) {
     this.stageData = engine.staging + STAGE_SEGS * abi.SEG_SIZE;
     this.stageDataSize = engine.stagingSize - STAGE_SEGS * abi.SEG_SIZE;
   }
@@ -106,7 +106,7 @@ export class DmaPort {
     if (direct >= 0 && segments instanceof BigUint64Array && e.isDirect(segments) >= 0) {
       if (segments.length % 2 !== 0) fail("EINVAL", "sg: a BigUint64Array segment list holds (iova, length) pairs");
       const count = segments.length / 2;
-      const st = e.wasm.dmaSg(id, pasid, access, this.sourceId, segments.byteOffset, count, direct, buffer.byteLength);
+      const st = e.wasm.dmaSg(id, pasid, access, this.sourceId, segments.byteOffset, count, direct, buffer.byteLength, this.pasidTable?.() ?? 0);
       if (st >= abi.ERR_EINVAL) this.rejectList(st, segments, count);
       if (st === abi.ST_INTERRUPT) return { ...this.interrupt(buffer, e.u32(abi.RES_BYTES), 0), segment: e.u32(abi.RES_SEGMENT) };
       return this.result(st, pasid, access, count);
@@ -137,7 +137,7 @@ export class DmaPort {
       if (r.interrupt) return { bytes: r.bytes, interrupt: r.interrupt };
       return r.fault ? { bytes: r.bytes, fault: r.fault } : { bytes: r.bytes };
     }
-    const st = this.engine.wasm.dma(id, pasid, access, this.sourceId, start, buffer.byteLength, direct);
+    const st = this.engine.wasm.dma(id, pasid, access, this.sourceId, start, buffer.byteLength, direct, this.pasidTable?.() ?? 0);
     if (st === abi.ST_OK) return { bytes: buffer.byteLength };
     if (st === abi.ERR_EOVERFLOW) fail("EOVERFLOW", `dma: ${hex(start)} + ${buffer.byteLength} wraps past 2^64`);
     if (st === abi.ST_INTERRUPT) return this.interrupt(buffer, this.engine.u32(abi.RES_BYTES), 0);
@@ -176,7 +176,7 @@ export class DmaPort {
       }
       const bufPtr = direct >= 0 ? direct + done : this.stageData;
       if (direct < 0 && toMemory) e.bytes.set(buffer.subarray(done, done + bytes), this.stageData);
-      const st = e.wasm.dmaSg(id, pasid, access, this.sourceId, e.staging, batch.length, bufPtr, direct >= 0 ? buffer.byteLength - done : bytes);
+      const st = e.wasm.dmaSg(id, pasid, access, this.sourceId, e.staging, batch.length, bufPtr, direct >= 0 ? buffer.byteLength - done : bytes, this.pasidTable?.() ?? 0);
       const moved = e.u32(abi.RES_BYTES);
       if (direct < 0 && !toMemory) buffer.set(e.bytes.subarray(this.stageData, this.stageData + moved), done);
       done += moved;

@@ -133,8 +133,8 @@ export class Host {
     this.topology.devicesOf(group);
     if (this.openGroups.has(group)) fail("EBUSY", `group ${group} is already open`);
     this.openGroups.add(group);
-    const makePort = (domainId: () => number, sourceId: number, raise: (irq: DmaInterrupt) => void): DmaPort =>
-      new DmaPort(this.engine, domainId, sourceId, raise);
+    const makePort = (domainId: () => number, sourceId: number, raise: (irq: DmaInterrupt) => void, pasidTable: () => number): DmaPort =>
+      new DmaPort(this.engine, domainId, sourceId, raise, pasidTable);
     return new VfioGroup(makePort, this.topology, group, (irq) => this.raise(irq), () => this.openGroups.delete(group));
   }
 

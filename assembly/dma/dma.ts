@@ -13,10 +13,11 @@ import { hitNeed, permsAllow } from "../walk/perms";
 import { liveFrom, tlbLookup, tlbProbe, isSingleSize, tlbKey, entryOut, entryPerms, entrySizeLog, countHits } from "../tlb/iotlb";
 import { translateOne, outHpa, outSizeLog, outLevel } from "../translate";
 import { walkStage } from "../walk/walker";
+import { tableLookup } from "../pasid/table";
 import { recordFault } from "./faults";
 import {
   ST_OK, ERR_EINVAL, ERR_EOVERFLOW, FAULT_OUTPUT_OUTSIDE_RAM, RES_STATUS, RES_LEVEL, RES_BYTES, RES_FAULT_ADDR,
-  RES_SEGMENT, RES_STAGE, SEG_SIZE, SEG_IOVA, SEG_LEN, ACCESS_WRITE, ST_INTERRUPT,
+  RES_SEGMENT, RES_STAGE, SEG_SIZE, SEG_IOVA, SEG_LEN, ACCESS_WRITE, ST_INTERRUPT, PASID_TABLE_NONE,
 } from "../abi";
 
 let moved: u64 = 0;
@@ -73,8 +74,17 @@ function transfer(ctxId: u32, pasid: u32, access: u32, need: u32, minStamp: u32,
 
 @inline function wraps(iova: u64, len: u64): bool { return len != 0 && iova + (len - 1) < iova; }
 
-export function dmaCopy(ctxId: u32, pasid: u32, access: u32, sourceId: u32, iova: u64, len: u32, buf: usize): u32 {
+// A device's PASID-tagged request goes to the stage-1 context its PASID table
+// names (table != 0); no binding, or no table (PASID_TABLE_NONE), is context
+// 0, which faults (no-context). Table 0: the PASID only tags IOTLB entries.
+@inline function resolveContext(ctxId: u32, pasid: u32, table: u32): u32 {
+  if (pasid == 0 || table == 0) return ctxId;
+  return table == PASID_TABLE_NONE ? 0 : tableLookup(table, pasid);
+}
+
+export function dmaCopy(ctxIdIn: u32, pasid: u32, access: u32, sourceId: u32, iova: u64, len: u32, buf: usize, table: u32): u32 {
   faultLevel = 0; faultStage = 1;
+  const ctxId = resolveContext(ctxIdIn, pasid, table);
   if (wraps(iova, len)) return report(ERR_EOVERFLOW, 0, iova, 0);
   const need = hitNeed(access, ctxFlags(ctxPtr(ctxId)));
   const st = transfer(ctxId, pasid, access, need, liveFrom(ctxId, pasid), sourceId, iova, len, buf);
@@ -83,8 +93,9 @@ export function dmaCopy(ctxId: u32, pasid: u32, access: u32, sourceId: u32, iova
 
 // Scatter-gather: segments in order, packed into one buffer of bufLen bytes.
 // Stops at the first fault; RES_SEGMENT says which segment.
-export function dmaScatterGather(ctxId: u32, pasid: u32, access: u32, sourceId: u32, segs: usize, count: u32, buf: usize, bufLen: u32): u32 {
+export function dmaScatterGather(ctxIdIn: u32, pasid: u32, access: u32, sourceId: u32, segs: usize, count: u32, buf: usize, bufLen: u32, table: u32): u32 {
   faultLevel = 0; faultStage = 1;
+  const ctxId = resolveContext(ctxIdIn, pasid, table);
   let total: u64 = 0;
   for (let i: u32 = 0; i < count; i++) {
     const seg = segs + <usize>i * SEG_SIZE;

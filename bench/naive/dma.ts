@@ -39,7 +39,14 @@ export class NaiveDmaPort {
     private readonly sourceId: number,
     private readonly doorbell: DoorbellWindow,
     private readonly raise?: (interrupt: DmaInterrupt) => void,
+    /** A device's PASID table: the stage-1 context a PASID is bound to (0: none), undefined when the device has no table. */
+    private readonly resolvePasid?: (pasid: number) => number | undefined,
   ) {}
+
+  /** The context a request goes through: a PASID-tagged one through the device's PASID table. */
+  private target(id: number, pasid: number): number {
+    return (pasid !== 0 ? this.resolvePasid?.(pasid) : undefined) ?? id;
+  }
 
   read(iova: Address, len: number, opts?: DmaOptions): DmaReadResult {
     const data = new Uint8Array(toLength(len, "len"));
@@ -67,7 +74,7 @@ export class NaiveDmaPort {
       if (segments.length % 2 !== 0) fail("EINVAL", "sg: a BigUint64Array segment list holds (iova, length) pairs");
       const list = normalizeSegments(segments);
       if (list.reduce((n, s) => n + s.length, 0) > buffer.byteLength) fail("EINVAL", `sg: segments total more than the ${buffer.byteLength}-byte buffer`);
-      const r = this.run(id, list, buffer, pasid, access);
+      const r = this.run(this.target(id, pasid), list, buffer, pasid, access);
       if (r.interruptAt !== undefined) return { ...this.interrupt(buffer, r.bytes, r.interruptAt), segment: r.segment };
       return r.fault ? { bytes: r.bytes, segment: r.segment, fault: r.fault } : { bytes: r.bytes, segment: r.segment };
     }
@@ -75,7 +82,7 @@ export class NaiveDmaPort {
     let total = 0;
     for (const s of list) total += s.length;
     if (total > buffer.byteLength) fail("EINVAL", `sg: segments total ${total} bytes, buffer has ${buffer.byteLength}`);
-    return this.staged(id, list, buffer, direct, pasid, access);
+    return this.staged(this.target(id, pasid), list, buffer, direct, pasid, access);
   }
 
   private single(iova: Address, buffer: Uint8Array, base: number, opts?: DmaOptions): DmaResult {
@@ -86,11 +93,11 @@ export class NaiveDmaPort {
     if (start + BigInt(buffer.byteLength) > 1n << 64n) fail("EOVERFLOW", `dma: ${hex(start)} + ${buffer.byteLength} wraps past 2^64`);
     const piece = [{ iova: start, length: buffer.byteLength, segment: 0 }];
     if (this.isDirect(buffer)) {
-      const r = this.run(id, piece, buffer, pasid, access);
+      const r = this.run(this.target(id, pasid), piece, buffer, pasid, access);
       if (r.interruptAt !== undefined) return this.interrupt(buffer, r.bytes, r.interruptAt);
       return r.fault ? { bytes: r.bytes, fault: r.fault } : { bytes: r.bytes };
     }
-    const r = this.staged(id, piece, buffer, false, pasid, access);
+    const r = this.staged(this.target(id, pasid), piece, buffer, false, pasid, access);
     if (r.interrupt) return { bytes: r.bytes, interrupt: r.interrupt };
     return r.fault ? { bytes: r.bytes, fault: r.fault } : { bytes: r.bytes };
   }

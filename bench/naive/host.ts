@@ -18,6 +18,7 @@ import { fail, hex, toU64 } from "./args.js";
 import { Builder } from "./builder.js";
 import { Contexts } from "./context.js";
 import { NaiveDmaPort } from "./dma.js";
+import * as abi from "../../src/engine/abi.js";
 import { NaiveDomain, type NaiveDomainOptions } from "./domain.js";
 import { NaiveFaultLog } from "./faults.js";
 import { FrameAllocator } from "./frames.js";
@@ -51,7 +52,8 @@ export class NaiveHost {
   readonly iotlb: NaiveIotlbView;
   readonly faults: NaiveFaultLog;
   /** The host-wide PASID space, the facade's rules over the twin's Maps. */
-  readonly pasids = new PasidSpace(new NaivePasidPlane());
+  private readonly pasidPlane = new NaivePasidPlane();
+  readonly pasids = new PasidSpace(this.pasidPlane);
   private readonly core: NaiveCore;
   private readonly translator: Translator;
   private readonly plane: NaivePlane;
@@ -131,8 +133,13 @@ export class NaiveHost {
     this.topology.devicesOf(group);
     if (this.openGroups.has(group)) fail("EBUSY", `group ${group} is already open`);
     this.openGroups.add(group);
-    const makePort = (domainId: () => number, sourceId: number, raise: (irq: DmaInterrupt) => void): NaiveDmaPort =>
-      new NaiveDmaPort(this.translator, this.isDirect, domainId, sourceId, this.core.doorbell, raise);
+    // A PASID-tagged request goes through the device's PASID table when it has one (the engine looks it up in WASM).
+    const makePort = (domainId: () => number, sourceId: number, raise: (irq: DmaInterrupt) => void, pasidTable: () => number): NaiveDmaPort =>
+      new NaiveDmaPort(this.translator, this.isDirect, domainId, sourceId, this.core.doorbell, raise, (pasid) => {
+        const table = pasidTable();
+        if (table === 0) return undefined;
+        return table === abi.PASID_TABLE_NONE ? 0 : this.pasidPlane.tableLookup(table, pasid);
+      });
     return new VfioGroup(makePort, this.topology, group, (irq) => this.raise(irq), () => this.openGroups.delete(group));
   }
 

@@ -134,6 +134,9 @@ export const TRACE = 256;
 export const TRACE_MAX = 8;
 export const TRACE_RECORD_SIZE = 16;
 
+// ---- A device with no PASID table: its PASID-tagged requests find no context.
+export const PASID_TABLE_NONE = 0xFFFFFFFF;
+
 // ---- Fixed sizes.
 export const PAGE_SHIFT = 12;
 export const STAGING_SIZE = 1048576;

@@ -32,8 +32,8 @@ export interface EngineExports {
   iotlbFlushContext(id: number): void;
   iotlbFlushPasid(id: number, pasid: number): void;
   iotlbFlushRange(id: number, pasid: number, anyPasid: number, first: bigint, last: bigint): void;
-  dma(id: number, pasid: number, access: number, sourceId: number, iova: bigint, len: number, buf: number): number;
-  dmaSg(id: number, pasid: number, access: number, sourceId: number, segs: number, count: number, buf: number, bufLen: number): number;
+  dma(id: number, pasid: number, access: number, sourceId: number, iova: bigint, len: number, buf: number, table: number): number;
+  dmaSg(id: number, pasid: number, access: number, sourceId: number, segs: number, count: number, buf: number, bufLen: number, table: number): number;
   iotlbCounters(): void;
   memcpyGather(dst: number, srcs: number, count: number, len: number): void;
   // PASIDs (assembly/pasid/exports.ts)

@@ -3,7 +3,7 @@
 // is the arch's stage-2 format. The checks follow drivers/vfio and their
 // order decides the errno when several fail (docs/vfio-type1.md, v6.18).
 import { toU64, hex, PAGE_SIZE, U64_MAX, type Address } from "../addr.js";
-import { fail } from "../errors.js";
+import { fail, IommuError } from "../errors.js";
 import * as abi from "../engine/abi.js";
 import type { DataPlane } from "./plane.js";
 import type { PageTableOptions } from "../format.js";
@@ -12,9 +12,36 @@ import type { Process } from "./process.js";
 import type { Topology } from "./topology.js";
 import { isRelaxable, overlaps, subtractRanges, type IovaRange, type ReservedRegion } from "./reserved.js";
 import { placeDoorbell, DOORBELL_HPA } from "./msi.js";
-import type { ContainerPasids, PasidSpace } from "./pasid.js";
+import type { ContainerPasids, PasidSpace, PasidTable } from "./pasid.js";
 
-export type IommuType = "type1v2";
+/** type1 v2, or nesting: the mappings are stage 2 and devices bind guest stage-1 tables to PASIDs. */
+export type IommuType = "type1v2" | "nesting";
+
+export interface BindPgtblOptions {
+  /** A PASID this container allocated (c.pasid.alloc). */
+  pasid: number;
+  format: "x86-64" | "arm64";
+  /** The stage-1 root table: a GPA. */
+  root: Address;
+  /** Input address width: x86-64 48 or 57; arm64 25..48. Default 48. */
+  addressWidth?: number;
+  /** VT-d: sre (supervisor requests), wpe (write protect). Arm: none modelled. */
+  flags?: { sre?: boolean; wpe?: boolean };
+}
+
+/** One entry of c.invalidate: a PASID's (or every bound PASID's) stage-1 entries over [addr, addr + npages·4 KiB). */
+export interface InvalidateEntry {
+  pasid?: number;
+  /** 4 KiB aligned; addr 0 with npages 2^64 - 1 means everything. */
+  addr: Address;
+  npages: Address;
+  leaf?: boolean;
+  /** Only the LEAF flag (1) is known; any other bit is EOPNOTSUPP. */
+  flags?: number;
+}
+
+/** A device as a binding sees it. */
+interface Stage1Device { readonly bdf: string; pasidTable: PasidTable | undefined }
 
 export interface MapDmaRequest {
   vaddr: Address;
@@ -46,7 +73,8 @@ export interface DirtyBitmapRequest { iova: Address; size: Address; pgsize: Addr
 export interface ContainerDomain {
   readonly id: number;
   readonly pageTable: { map(iova: bigint, hpa: bigint, size: bigint, prot: { read?: boolean; write?: boolean }): void };
-  invalidate(opts: { iova: bigint; npages: bigint }): void;
+  /** Without a range: every entry of the domain. */
+  invalidate(opts?: { iova: bigint; npages: bigint }): void;
   destroy(): void;
 }
 
@@ -70,6 +98,8 @@ export class Container {
   private domainRef: ContainerDomain | undefined;
   private readonly groupIds: number[] = [];
   private readonly handles = new Map<number, { forget(): void }>();
+  /** Bound stage-1 tables: one nested domain per (device, PASID). */
+  private readonly bindings: { device: Stage1Device; pasid: number; domain: ContainerDomain }[] = [];
   private iovas: IovaRange[] = [];
   private allowed: IovaRange[] | undefined;
   private readonly maps = new MappingList();
@@ -107,7 +137,7 @@ export class Container {
   get msiDoorbellIova(): bigint | undefined { return this.doorbell; }
 
   /** VFIO_CHECK_EXTENSION for the types this model implements. */
-  checkExtension(type: string): boolean { return type === "type1v2"; }
+  checkExtension(type: string): boolean { return type === "type1v2" || type === "nesting"; }
 
   private live(): void {
     if (this.closed) fail("ENODEV", "container is closed");
@@ -125,7 +155,7 @@ export class Container {
   setIommu(type: IommuType): void {
     this.live();
     if (this.groupIds.length === 0 || this.iommu) fail("EINVAL", this.iommu ? "an IOMMU driver is already set" : "the container holds no group");
-    if (type !== "type1v2") fail("ENODEV", `no IOMMU driver for ${String(type)} (supported: type1v2)`);
+    if (type !== "type1v2" && type !== "nesting") fail("ENODEV", `no IOMMU driver for ${String(type)} (supported: type1v2, nesting)`);
     const domain = this.host.createDomain(this.host.stage2);
     try {
       // Most recently added group first, as the kernel attaches them.
@@ -230,8 +260,76 @@ export class Container {
     if (list.length > 0) this.iovas = list;
   }
 
+  // ------------------------------------------------------------------ nesting: stage-1 bindings
+
+  /** @internal VFIO's bind of a guest page table, for one device and PASID. */
+  bindStage1(device: Stage1Device, options: BindPgtblOptions): void {
+    const domain = this.requireIommu();
+    if (this.iommu !== "nesting") fail("EINVAL", "binding a stage-1 table needs a nesting container (setIommu('nesting'))");
+    const pasid = options.pasid;
+    if (!Number.isInteger(pasid) || pasid < 1 || pasid > 0xfffff) fail("EINVAL", `pasid must be 1..0xfffff, got ${String(pasid)}`);
+    if (!this.pasid.held().includes(pasid)) fail("EINVAL", `PASID ${pasid} is not allocated by this container`);
+    if (device.pasidTable?.lookup(pasid) !== undefined) fail("EBUSY", `${device.bdf}: PASID ${pasid} is already bound`);
+    const width = options.addressWidth ?? 48;
+    const stage1: Record<string, unknown> = options.format === "x86-64"
+      ? { format: "x86-64", levels: width === 57 ? 5 : width === 48 ? 4 : fail("EINVAL", `x86-64 address width is 48 or 57, got ${width}`) }
+      : options.format === "arm64" ? { format: "arm64", inputBits: width } : fail("EINVAL", `stage-1 format must be x86-64 or arm64, got ${String(options.format)}`);
+    const nested = this.host.createDomain({ ...stage1, stage2: domain, root: options.root, sre: options.flags?.sre, wpe: options.flags?.wpe } as unknown as PageTableOptions);
+    try {
+      device.pasidTable ??= this.host.pasids.createTable();
+      device.pasidTable.attach(pasid, nested.id);
+    } catch (e) {
+      nested.destroy();
+      throw e;
+    }
+    this.bindings.push({ device, pasid, domain: nested });
+  }
+
+  /** @internal */
+  unbindStage1(device: Stage1Device, pasid: number): void {
+    this.live();
+    const i = this.bindings.findIndex((b) => b.device === device && b.pasid === pasid);
+    if (i < 0) fail("EINVAL", `${device.bdf}: PASID ${String(pasid)} is not bound`);
+    this.dropBinding(i);
+  }
+
+  private dropBinding(i: number): void {
+    const b = this.bindings[i];
+    b.device.pasidTable?.detach(b.pasid);
+    b.domain.destroy();
+    this.bindings.splice(i, 1);
+  }
+
+  /**
+   * The guest's cache invalidation (iommufd's HWPT invalidate): entries in
+   * order; a bad one stops the call with an IommuError whose `processed`
+   * counts the entries handled before it (those stay applied).
+   */
+  invalidate(entries: readonly InvalidateEntry[]): number {
+    this.requireIommu();
+    const ALL = (1n << 64n) - 1n;
+    entries.forEach((entry, k) => {
+      const bad = (code: "EINVAL" | "EOPNOTSUPP", why: string): never => { throw new IommuError(code, `invalidate entry ${k}: ${why}`, { processed: k }); };
+      if ((entry.flags ?? 0) & ~1) bad("EOPNOTSUPP", `unknown flags ${hex(entry.flags ?? 0)}`);
+      let addr: bigint, npages: bigint;
+      try { addr = toU64(entry.addr, "addr"); npages = toU64(entry.npages, "npages"); } catch { return bad("EINVAL", "addr and npages must be u64"); }
+      if (entry.pasid !== undefined && (!Number.isInteger(entry.pasid) || entry.pasid < 1 || entry.pasid > 0xfffff)) bad("EINVAL", `pasid ${String(entry.pasid)}`);
+      if (addr % PAGE_SIZE !== 0n) bad("EINVAL", `addr ${hex(addr)} is not 4 KiB aligned`);
+      if (npages === 0n) bad("EINVAL", "npages is zero");
+      const everything = addr === 0n && npages === ALL;
+      if (!everything && addr + npages * PAGE_SIZE - 1n > U64_MAX) bad("EINVAL", "the range wraps past 2^64");
+      for (const b of this.bindings) {
+        if (entry.pasid !== undefined && b.pasid !== entry.pasid) continue;
+        if (everything) b.domain.invalidate();
+        else b.domain.invalidate({ iova: addr, npages });
+      }
+    });
+    return entries.length;
+  }
+
   /** Unmaps and unpins everything and frees the domain; SET_IOMMU is needed again. */
   private release(): void {
+    while (this.bindings.length > 0) this.dropBinding(this.bindings.length - 1);
     const domain = this.domainRef;
     if (domain) {
       for (const m of [...this.maps.all()]) this.removeMapping(domain, m);

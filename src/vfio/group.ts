@@ -4,8 +4,10 @@
 // group in no container (or a container with no IOMMU set) cannot DMA: the
 // transfer faults with no data moved.
 import { fail } from "../errors.js";
+import { PASID_TABLE_NONE } from "../engine/abi.js";
 import type { DmaPort, DmaInterrupt } from "../dma.js";
-import type { Container } from "./container.js";
+import type { BindPgtblOptions, Container } from "./container.js";
+import type { PasidTable } from "./pasid.js";
 import type { Topology } from "./topology.js";
 
 export interface Interrupt {
@@ -30,17 +32,38 @@ export function requesterId(bdf: string): number {
  * `raise` for each MSI. The host supplies it (the engine's DmaPort, or the
  * naive twin's port), so the group logic is written once.
  */
-export type DmaPortFactory<Port = DmaPort> = (domainId: () => number, sourceId: number, raise: (interrupt: DmaInterrupt) => void) => Port;
+export type DmaPortFactory<Port = DmaPort> = (domainId: () => number, sourceId: number, raise: (interrupt: DmaInterrupt) => void,
+  pasidTable: () => number) => Port;
 
 export class VfioDevice<Port = DmaPort> {
   readonly requesterId: number;
   readonly dma: Port;
+  /** @internal PASID → stage-1 context, made at the first bindPgtbl; a PASID-tagged DMA goes through it. */
+  pasidTable: PasidTable | undefined;
 
   /** @internal */
   constructor(makePort: DmaPortFactory<Port>, readonly bdf: string, readonly group: VfioGroup<Port>, raise: (interrupt: Interrupt) => void) {
     this.requesterId = requesterId(bdf);
     this.dma = makePort(() => group.domainId(), this.requesterId,
-      (irq: DmaInterrupt) => raise({ device: bdf, address: irq.address, data: irq.data }));
+      (irq: DmaInterrupt) => raise({ device: bdf, address: irq.address, data: irq.data }),
+      () => this.pasidTable?.id ?? PASID_TABLE_NONE);
+  }
+
+  /**
+   * Binds a guest's stage-1 table to one PASID of this device (nesting
+   * containers): only this device's requests with that PASID use it, walked
+   * over the container's mappings as stage 2.
+   */
+  bindPgtbl(options: BindPgtblOptions): void {
+    const c = this.group.container;
+    if (!c) fail("EINVAL", `${this.bdf}: the group is not in a container`);
+    c.bindStage1(this, options);
+  }
+
+  unbindPgtbl(pasid: number): void {
+    const c = this.group.container;
+    if (!c) fail("EINVAL", `${this.bdf}: the group is not in a container`);
+    c.unbindStage1(this, pasid);
   }
 
   /** The IOVA the device writes to raise an MSI: VT-d's fixed window, or the doorbell mapped for sw-msi. */

@@ -1,0 +1,146 @@
+// Nesting containers: the container's mappings are stage 2 (GPA → HPA); a
+// guest's stage-1 tables, in guest RAM, are bound to one PASID of one device;
+// that device's PASID-tagged DMA walks them over stage 2, and no other device
+// can use them. The guest's invalidations reach the IOTLB; a stage-2 change
+// leaves no stale combined entry.
+import { describe, expect, it } from "vitest";
+import { createHost, IommuError, type Container, type Process, type VfioDevice } from "../src/index.js";
+
+const MiB = 1n << 20n;
+const P = 1n, RW = 2n, US = 4n, PS = 1n << 7n;
+
+function errno(fn: () => unknown): string | undefined {
+  try { fn(); } catch (e) { if (e instanceof IommuError) return e.code; throw e; }
+  return undefined;
+}
+
+interface Vm { c: Container; vmm: Process; gram: bigint; nic: VfioDevice; other: VfioDevice; pasid: number; put(gpa: bigint, v: bigint): void }
+
+/** A VMM with 8 MiB of guest RAM at GPA 0, two devices in one nesting container, and a guest stage-1 table. */
+async function vm(iommu: "nesting" | "type1v2" = "nesting"): Promise<Vm> {
+  const h = await createHost({ ramSize: 64 * 1024 * 1024 });
+  h.addDevice({ bdf: "0000:01:00.0" });
+  h.addDevice({ bdf: "0000:02:00.0" });
+  const vmm = h.createProcess();
+  const gram = vmm.mmap(8n * MiB);
+  const c = h.openContainer({ process: vmm });
+  const g0 = h.openGroup(0), g1 = h.openGroup(1);
+  g0.setContainer(c);
+  g1.setContainer(c);
+  c.setIommu(iommu);
+  c.mapDma({ vaddr: gram, iova: 0n, size: 8n * MiB, read: true, write: true });
+  // The guest writes its tables into its own RAM (through the VMM's mapping here).
+  const put = (gpa: bigint, v: bigint) => {
+    const b = new Uint8Array(8);
+    new DataView(b.buffer).setBigUint64(0, v, true);
+    vmm.write(gram + gpa, b);
+  };
+  // GVA 0x40000000 → GPA 0x200000 (4 KiB, rw); GVA 0x40200000 → GPA 0x400000 (2 MiB, read-only).
+  put(0x1000n, 0x2000n | P | RW | US);
+  put(0x2008n, 0x3000n | P | RW | US);
+  put(0x3000n, 0x4000n | P | RW | US);
+  put(0x4000n, 0x200000n | P | RW | US);
+  put(0x3008n, 0x400000n | P | US | PS);
+  const pasid = c.pasid.alloc({ min: 1, max: 100 });
+  return { c, vmm, gram, nic: g0.device("0000:01:00.0"), other: g1.device("0000:02:00.0"), pasid, put };
+}
+
+const text = (b: Uint8Array) => new TextDecoder().decode(b);
+
+describe("binding guest page tables to a device's PASID", () => {
+  it("the bound device DMAs with guest virtual addresses; another device of the container cannot", async () => {
+    const { vmm, gram, nic, other, pasid } = await vm();
+    vmm.write(gram + 0x200010n, new TextEncoder().encode("guest buffer"));
+    nic.bindPgtbl({ pasid, format: "x86-64", root: 0x1000n });
+    expect(text(nic.dma.read(0x40000010n, 12, { pasid }).data)).toBe("guest buffer");
+    // Without the PASID, the device's requests use stage 2 alone (GPAs).
+    expect(text(nic.dma.read(0x200010n, 12).data)).toBe("guest buffer");
+    // The binding is the NIC's only: the other device's PASID-tagged DMA finds no table.
+    const r = other.dma.read(0x40000010n, 12, { pasid });
+    expect(r.bytes).toBe(0);
+    expect(r.fault?.reason).toBe("no-context");
+    // A PASID the NIC has not bound is blocked too.
+    expect(nic.dma.read(0x40000010n, 4, { pasid: pasid + 1 }).fault?.reason).toBe("no-context");
+    // Writes land in guest memory; the read-only 2 MiB page refuses them in stage 1.
+    nic.dma.write(0x40000020n, new TextEncoder().encode("from the NIC"), { pasid });
+    expect(text(vmm.read(gram + 0x200020n, 12))).toBe("from the NIC");
+    const w = nic.dma.write(0x40200000n, new Uint8Array(4), { pasid });
+    expect(w.fault).toMatchObject({ reason: "permission", stage: 1, pasid });
+  });
+
+  it("a guest that edits its table sees the old translation until it invalidates", async () => {
+    const { c, vmm, gram, nic, pasid, put } = await vm();
+    vmm.write(gram + 0x200000n, new TextEncoder().encode("old"));
+    vmm.write(gram + 0x300000n, new TextEncoder().encode("new"));
+    nic.bindPgtbl({ pasid, format: "x86-64", root: 0x1000n });
+    expect(text(nic.dma.read(0x40000000n, 3, { pasid }).data)).toBe("old");
+    put(0x4000n, 0x300000n | P | RW | US);
+    expect(text(nic.dma.read(0x40000000n, 3, { pasid }).data)).toBe("old");
+    expect(c.invalidate([{ pasid, addr: 0x40000000n, npages: 1 }])).toBe(1);
+    expect(text(nic.dma.read(0x40000000n, 3, { pasid }).data)).toBe("new");
+    // addr 0, npages 2^64 - 1: everything.
+    put(0x4000n, 0x200000n | P | RW | US);
+    c.invalidate([{ addr: 0n, npages: (1n << 64n) - 1n }]);
+    expect(text(nic.dma.read(0x40000000n, 3, { pasid }).data)).toBe("old");
+  });
+
+  it("a stage-2 unmap leaves no stale combined entry: the next DMA faults in stage 2", async () => {
+    const { c, nic, pasid } = await vm();
+    nic.bindPgtbl({ pasid, format: "x86-64", root: 0x1000n });
+    expect(nic.dma.read(0x40000000n, 8, { pasid }).bytes).toBe(8);
+    c.unmapDma({ all: true });
+    const r = nic.dma.read(0x40000000n, 8, { pasid });
+    expect(r.bytes).toBe(0);
+    expect(r.fault).toMatchObject({ reason: "not-present", stage: 2 });
+  });
+
+  it("unbind stops the device's PASID DMA; the PASID can be bound again", async () => {
+    const { nic, pasid } = await vm();
+    nic.bindPgtbl({ pasid, format: "x86-64", root: 0x1000n });
+    nic.unbindPgtbl(pasid);
+    expect(nic.dma.read(0x40000000n, 8, { pasid }).fault?.reason).toBe("no-context");
+    nic.bindPgtbl({ pasid, format: "x86-64", root: 0x1000n });
+    expect(nic.dma.read(0x40000000n, 8, { pasid }).bytes).toBe(8);
+  });
+
+  it("refuses what the kernel refuses", async () => {
+    const { c, nic, pasid } = await vm();
+    expect(errno(() => nic.bindPgtbl({ pasid: pasid + 1, format: "x86-64", root: 0x1000n }))).toBe("EINVAL");
+    nic.bindPgtbl({ pasid, format: "x86-64", root: 0x1000n });
+    expect(errno(() => nic.bindPgtbl({ pasid, format: "x86-64", root: 0x1000n }))).toBe("EBUSY");
+    expect(errno(() => nic.unbindPgtbl(pasid + 1))).toBe("EINVAL");
+    const second = c.pasid.alloc({ min: 1, max: 100 });
+    expect(errno(() => nic.bindPgtbl({ pasid: second, format: "vtd-sl" as "x86-64", root: 0x1000n }))).toBe("EINVAL");
+    expect(errno(() => nic.bindPgtbl({ pasid: second, format: "x86-64", root: 0x1000n, addressWidth: 39 }))).toBe("EINVAL");
+    const plain = await vm("type1v2");
+    expect(errno(() => plain.nic.bindPgtbl({ pasid: plain.pasid, format: "x86-64", root: 0x1000n }))).toBe("EINVAL");
+    // Invalidation: entries up to a bad one are processed; the bad one's errno says why.
+    const bad = (entries: Parameters<Container["invalidate"]>[0]) => {
+      try { c.invalidate(entries); } catch (e) { if (e instanceof IommuError) return [e.code, e.processed]; throw e; }
+      return undefined;
+    };
+    expect(bad([{ pasid, addr: 0x40000000n, npages: 1 }, { pasid, addr: 0x40000001n, npages: 1 }])).toEqual(["EINVAL", 1]);
+    expect(bad([{ pasid, addr: 0n, npages: 1, flags: 2 }])).toEqual(["EOPNOTSUPP", 0]);
+    expect(bad([{ pasid, addr: 0x1000n, npages: 1 }, { pasid, addr: 0x2000n, npages: 1 }, { addr: 0n, npages: 0 }])).toEqual(["EINVAL", 2]);
+  });
+
+  it("faults of PASID-tagged DMA name the device, the PASID and the stage", async () => {
+    const h = await createHost({ ramSize: 32 * 1024 * 1024 });
+    h.addDevice({ bdf: "0000:03:00.0" });
+    const vmm = h.createProcess();
+    const gram = vmm.mmap(2n * MiB);
+    const c = h.openContainer({ process: vmm });
+    const g = h.openGroup(0);
+    g.setContainer(c);
+    c.setIommu("nesting");
+    c.mapDma({ vaddr: gram, iova: 0n, size: 2n * MiB, read: true, write: true });
+    const pasid = c.pasid.alloc({ min: 5, max: 5 });
+    const d = g.device("0000:03:00.0");
+    // The root is beyond guest RAM: the first table read fails in stage 2.
+    d.bindPgtbl({ pasid, format: "x86-64", root: 4n * MiB });
+    h.faults.drain();
+    expect(d.dma.read(0x1000n, 4, { pasid }).fault).toMatchObject({ reason: "not-present", stage: 2, pasid });
+    const [f] = h.faults.drain();
+    expect(f).toMatchObject({ source: 0x300, pasid, stage: 2, reason: "not-present" });
+  });
+});
