@@ -119,6 +119,7 @@ export class Host {
   openContainer(options: ContainerOptions = {}): Container {
     return new Container({
       plane: this.plane,
+      ram: this.ram,
       topology: this.topology,
       dmaEntryLimit: this.dmaEntryLimit,
       allowUnsafeInterrupts: this.allowUnsafeInterrupts,

@@ -29,12 +29,8 @@ async function vm(iommu: "nesting" | "type1v2" = "nesting"): Promise<Vm> {
   g1.setContainer(c);
   c.setIommu(iommu);
   c.mapDma({ vaddr: gram, iova: 0n, size: 8n * MiB, read: true, write: true });
-  // The guest writes its tables into its own RAM (through the VMM's mapping here).
-  const put = (gpa: bigint, v: bigint) => {
-    const b = new Uint8Array(8);
-    new DataView(b.buffer).setBigUint64(0, v, true);
-    vmm.write(gram + gpa, b);
-  };
+  // The guest writes its tables into its own RAM, at GPAs.
+  const put = (gpa: bigint, v: bigint) => c.gpa.writeU64(gpa, v);
   // GVA 0x40000000 → GPA 0x200000 (4 KiB, rw); GVA 0x40200000 → GPA 0x400000 (2 MiB, read-only).
   put(0x1000n, 0x2000n | P | RW | US);
   put(0x2008n, 0x3000n | P | RW | US);
@@ -46,6 +42,17 @@ async function vm(iommu: "nesting" | "type1v2" = "nesting"): Promise<Vm> {
 }
 
 const text = (b: Uint8Array) => new TextDecoder().decode(b);
+
+describe("guest memory through the container (c.gpa)", () => {
+  it("reads and writes GPAs through stage 2, the same bytes the VMM sees at its vaddrs", async () => {
+    const { c, vmm, gram } = await vm();
+    c.gpa.write(0x123ffcn, new TextEncoder().encode("across a page"));
+    expect(new TextDecoder().decode(vmm.read(gram + 0x123ffcn, 13))).toBe("across a page");
+    expect(c.gpa.readU64(0x4000n)).toBe(0x200000n | P | RW | US);
+    expect(errno(() => c.gpa.read(8n * MiB, 4))).toBe("EFAULT");
+    expect(errno(() => c.gpa.writeU64(8n * MiB - 4n, 1n))).toBe("EFAULT");
+  });
+});
 
 describe("binding guest page tables to a device's PASID", () => {
   it("the bound device DMAs with guest virtual addresses; another device of the container cannot", async () => {

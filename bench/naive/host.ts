@@ -120,6 +120,7 @@ export class NaiveHost {
   openContainer(options: { process?: Process; pasidQuota?: number } = {}): Container {
     return new Container({
       plane: this.plane,
+      ram: this.ram,
       topology: this.topology,
       dmaEntryLimit: this.dmaEntryLimit,
       allowUnsafeInterrupts: this.allowUnsafeInterrupts,

@@ -40,6 +40,14 @@ export interface InvalidateEntry {
   flags?: number;
 }
 
+/** Guest memory as the guest sees it: GPAs, through the container's stage 2. */
+export interface GuestMemory {
+  read(gpa: Address, len: number): Uint8Array;
+  write(gpa: Address, bytes: Uint8Array): void;
+  readU64(gpa: Address): bigint;
+  writeU64(gpa: Address, value: Address): void;
+}
+
 /** A device as a binding sees it. */
 interface Stage1Device { readonly bdf: string; pasidTable: PasidTable | undefined }
 
@@ -72,7 +80,10 @@ export interface DirtyBitmapRequest { iova: Address; size: Address; pgsize: Addr
 /** The domain a container builds (the engine's Domain, or the twin's). */
 export interface ContainerDomain {
   readonly id: number;
-  readonly pageTable: { map(iova: bigint, hpa: bigint, size: bigint, prot: { read?: boolean; write?: boolean }): void };
+  readonly pageTable: {
+    map(iova: bigint, hpa: bigint, size: bigint, prot: { read?: boolean; write?: boolean }): void;
+    iovaToPhys(iova: bigint): bigint | undefined;
+  };
   /** Without a range: every entry of the domain. */
   invalidate(opts?: { iova: bigint; npages: bigint }): void;
   destroy(): void;
@@ -86,6 +97,8 @@ export interface ContainerHost {
   allowUnsafeInterrupts: boolean;
   /** The stage-2 page-table format of this arch. */
   stage2: PageTableOptions;
+  /** Physical RAM (for guest-memory access through stage 2). */
+  ram: { read(hpa: bigint, len: number): Uint8Array; write(hpa: bigint, bytes: Uint8Array): void };
   createDomain(options: PageTableOptions): ContainerDomain;
   /** The host-wide PASID space the container allocates from. */
   pasids: PasidSpace;
@@ -115,9 +128,17 @@ export class Container {
   /** VFIO_IOMMU_PASID_REQUEST: PASIDs from the host-wide space, within this container's quota. */
   readonly pasid: ContainerPasids;
 
+  /**
+   * Guest memory at GPAs, through the container's mappings (stage 2): how a
+   * guest (or a test acting as one) writes its stage-1 tables. EFAULT where
+   * nothing is mapped; EINVAL before SET_IOMMU.
+   */
+  readonly gpa: GuestMemory;
+
   /** @internal */
   constructor(private readonly host: ContainerHost, readonly process: Process | undefined, pasidQuota?: number) {
     this.pasid = host.pasids.open(pasidQuota);
+    this.gpa = this.guestMemory();
     const self = this;
     this.dirty = {
       start: () => this.dirtyStart(),
@@ -258,6 +279,43 @@ export class Container {
     }
     const list = this.withoutDoorbell(this.host.topology.iovaList(this.groupIds));
     if (list.length > 0) this.iovas = list;
+  }
+
+  private guestMemory(): GuestMemory {
+    // Each page of [gpa, gpa + len) through stage 2 (a probe: no IOTLB, no A/D).
+    const pieces = (gpa: Address, len: number): { hpa: bigint; offset: number; bytes: number }[] => {
+      const domain = this.requireIommu();
+      const start = toU64(gpa, "gpa");
+      if (!Number.isSafeInteger(len) || len < 0) fail("EINVAL", "length must be a non-negative integer");
+      const out: { hpa: bigint; offset: number; bytes: number }[] = [];
+      for (let done = 0; done < len;) {
+        const at = start + BigInt(done);
+        const hpa = domain.pageTable.iovaToPhys(at);
+        if (hpa === undefined) fail("EFAULT", `GPA ${hex(at)} is not mapped in the container`);
+        const bytes = Math.min(len - done, Number(PAGE_SIZE - (at & (PAGE_SIZE - 1n))));
+        out.push({ hpa, offset: done, bytes });
+        done += bytes;
+      }
+      return out;
+    };
+    const read = (gpa: Address, len: number): Uint8Array => {
+      const out = new Uint8Array(len);
+      for (const p of pieces(gpa, len)) out.set(this.host.ram.read(p.hpa, p.bytes), p.offset);
+      return out;
+    };
+    const write = (gpa: Address, bytes: Uint8Array): void => {
+      for (const p of pieces(gpa, bytes.length)) this.host.ram.write(p.hpa, bytes.subarray(p.offset, p.offset + p.bytes));
+    };
+    return {
+      read,
+      write,
+      readU64: (gpa) => new DataView(read(gpa, 8).buffer).getBigUint64(0, true),
+      writeU64: (gpa, value) => {
+        const b = new Uint8Array(8);
+        new DataView(b.buffer).setBigUint64(0, toU64(value, "value"), true);
+        write(gpa, b);
+      },
+    };
   }
 
   // ------------------------------------------------------------------ nesting: stage-1 bindings
