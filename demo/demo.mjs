@@ -3,10 +3,12 @@
 // level, translations through the IOTLB, DMA, a fault, and the counters.
 import { createHost, PAGE_4K, PAGE_2M, PAGE_1G } from "../dist/iommu-wasm.js";
 import { vmmStory } from "./vfio.mjs";
+import { guestStory } from "./guest.mjs";
 
-// npm start runs both parts; npm run demo -- engine | vfio runs one.
+// npm start runs every part; npm run demo -- engine | vfio | guest runs one.
 const only = process.argv[2];
 if (only === "vfio") { await vmmStory(); process.exit(0); }
+if (only === "guest") { await guestStory(); process.exit(0); }
 
 const hex = (v) => "0x" + v.toString(16);
 const size = (s) => (s >= PAGE_1G ? `${s / PAGE_1G} GiB` : s >= PAGE_2M ? `${s / PAGE_2M * 2n} MiB` : `${s / 1024n} KiB`);
@@ -75,4 +77,6 @@ console.log(`\nIOTLB: ${s.hits} hits, ${s.misses} misses, ${s.walks} walks, ${s.
 if (only !== "engine") {
   console.log("\n" + "=".repeat(78) + "\nThe VMM story: VFIO containers, groups and devices\n" + "=".repeat(78));
   await vmmStory();
+  console.log("\n" + "=".repeat(78) + "\nThe guest story: nested translation through a PASID\n" + "=".repeat(78));
+  await guestStory();
 }
