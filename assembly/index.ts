@@ -5,7 +5,8 @@ import { ctrl, layoutInit, staging } from "./layout";
 import { framesInit, allocFrames, freeFrames, claimFrame } from "./mem/frames";
 import { inRam, ramPtr } from "./mem/phys";
 import { ctxPtr, ctxSet, ctxClear, ctxSetFlags, ctxSetMsiWindow, ctxSetNested, ctxTlbSizes } from "./walk/context";
-import { mapRange, unmapRange, processMap, processUnmap, pinMap, unpinUnmap, dirtyScan } from "./walk/dispatch";
+import { mapRange, unmapRange, processMap, processUnmap, pinMap, unpinUnmap, dirtyScan, guestMap, guestUnmap } from "./walk/dispatch";
+import { guestTablesNeeded as builderGuestTablesNeeded, releasedCount as builderReleasedCount } from "./walk/builder";
 import { pinCount } from "./mem/pins";
 import { setDoorbellWindow } from "./dma/dma";
 import { tlbLookup, tlbProbe, isSingleSize, tlbKey, entryOut, entryPerms, entrySizeLog, countHits, countersPublish, tlbInit, tlbFlushAll, tlbFlushContext, tlbFlushPasid, tlbFlushRange, liveFrom } from "./tlb/iotlb";
@@ -51,6 +52,17 @@ export function setMsiDoorbell(start: u64, end: u64): void { setDoorbellWindow(s
 // ---- builder
 export function ptMap(id: u32, iova: u64, last: u64, hpa: u64, prot: u32): u32 { return mapRange(ctxPtr(id), iova, last, hpa, prot); }
 export function ptUnmap(id: u32, iova: u64, last: u64): u64 { return unmapRange(ctxPtr(id), iova, last); }
+
+// ---- guest tables (a nested context's stage 1, in guest memory)
+// ERR_ENOMEM with guestTablesNeeded() set when the pool of `count` GPAs at `pool` is short.
+export function ptGuestMap(id: u32, iova: u64, last: u64, gpa: u64, prot: u32, pool: usize, count: u32): u32 {
+  return guestMap(ctxPtr(id), iova, last, gpa, prot, pool, count);
+}
+export function ptGuestUnmap(id: u32, iova: u64, last: u64, released: usize, cap: u32): u64 {
+  return guestUnmap(ctxPtr(id), iova, last, released, cap);
+}
+export function guestTablesNeeded(): u32 { return builderGuestTablesNeeded; }
+export function guestTablesReleased(): u32 { return builderReleasedCount; }
 
 // ---- process memory and pinned DMA mappings
 export function procMap(id: u32, vaddr: u64, last: u64, prot: u32): u32 { return processMap(ctxPtr(id), vaddr, last, prot); }

@@ -1,11 +1,12 @@
 // Public exports of iommu-wasm.
 export { createHost, Host, type HostOptions, type ContainerOptions, type TranslationBatch } from "./host.js";
 export { Process, type ProcessOptions, type MmapOptions } from "./vfio/process.js";
-export { Container, type IommuType, type MapDmaRequest, type UnmapDmaRequest, type ContainerInfo, type DirtyBitmapRequest } from "./vfio/container.js";
+export { Container, type IommuType, type MapDmaRequest, type UnmapDmaRequest, type ContainerInfo, type DirtyBitmapRequest, type BindPgtblOptions, type InvalidateEntry, type GuestMemory } from "./vfio/container.js";
 export { VfioGroup, VfioDevice, type Interrupt } from "./vfio/group.js";
 export { HostDevice, type DeviceSpec, type Conflict, type Driver } from "./vfio/topology.js";
 export type { Arch } from "./vfio/arch.js";
 export { PasidSpace, PasidTable, ContainerPasids, type PasidRange } from "./vfio/pasid.js";
+export { GuestPageTable, type GuestPageTableOptions } from "./vfio/guest.js";
 export type { IovaRange, ReservedRegion, ReservedRegionSpec, ReservedType } from "./vfio/reserved.js";
 export { IommuError, type Errno } from "./errors.js";
 export { PhysicalMemory } from "./memory.js";

@@ -1,8 +1,9 @@
 // A page table in RAM with the io-pgtable operations. The table is an engine
 // context (root + format + config); the engine's builder does the work.
-import { toU64, lastOf, requireAligned, hex, PAGE_SIZE, type Address } from "./addr.js";
+import { toU64, requireAligned, hex, PAGE_SIZE, type Address } from "./addr.js";
 import { accessBits, permsOf, protBits, reasonName, type Access, type FaultReason, type Perms, type Prot } from "./access.js";
 import { fail } from "./errors.js";
+import { mapSpans, unmapSpan } from "./mapargs.js";
 import { resolveFormat, setContext, type DomainFlags, type PageTableOptions, type ResolvedFormat } from "./format.js";
 import * as abi from "./engine/abi.js";
 import type { Engine } from "./engine/engine.js";
@@ -55,24 +56,12 @@ export class PageTable {
     if (this.destroyed) fail("ENODEV", "page table was destroyed");
   }
 
-  /** [first, last] must lie wholly in one of the format's input ranges (x86: one canonical half). */
-  private checkInputRange(first: bigint, last: bigint, what: string): void {
-    if (!this.format.inputRanges.some(([lo, hi]) => first >= lo && last <= hi)) {
-      fail("EINVAL", `${what}: [${hex(first)}, ${hex(last)}] is outside the ${this.format.inputBits}-bit input address space`);
-    }
-  }
-
   /** Maps [iova, iova + size) to [hpa, hpa + size) with the largest pages that fit. All or nothing. */
   map(iova: Address, hpa: Address, size: Address, prot: Prot = {}): void {
     this.live();
-    const i = toU64(iova, "iova"), p = toU64(hpa, "hpa"), s = toU64(size, "size");
+    // prot first: with several faults in one request, the errno reported stays the one the twin reports.
     const bits = protBits(prot);
-    requireAligned(i, PAGE_SIZE, "iova");
-    requireAligned(p, PAGE_SIZE, "hpa");
-    requireAligned(s, PAGE_SIZE, "size");
-    const last = lastOf(i, s, "map iova");
-    const hpaLast = lastOf(p, s, "map hpa");
-    this.checkInputRange(i, last, "map");
+    const { input: { first: i, last }, output: { first: p, last: hpaLast } } = mapSpans(this.format, iova, hpa, size, "iova", "hpa");
     if (hpaLast >> BigInt(this.format.physAddrWidth) !== 0n) fail("EINVAL", `map: hpa range ends at ${hex(hpaLast)}, beyond the ${this.format.physAddrWidth}-bit physical address width`);
     const st = this.engine.wasm.ptMap(this.contextId, i, last, p, bits);
     if (st === abi.ST_OK) return;
@@ -85,11 +74,7 @@ export class PageTable {
   /** Removes every leaf wholly inside [iova, iova + size); returns the bytes unmapped. */
   unmap(iova: Address, size: Address): bigint {
     this.live();
-    const i = toU64(iova, "iova"), s = toU64(size, "size");
-    requireAligned(i, PAGE_SIZE, "iova");
-    requireAligned(s, PAGE_SIZE, "size");
-    const last = lastOf(i, s, "unmap iova");
-    this.checkInputRange(i, last, "unmap");
+    const { first: i, last } = unmapSpan(this.format, iova, size, "iova");
     // i64 results arrive signed; bytes unmapped are unsigned.
     return BigInt.asUintN(64, this.engine.wasm.ptUnmap(this.contextId, i, last));
   }

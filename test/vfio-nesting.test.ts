@@ -151,3 +151,55 @@ describe("binding guest page tables to a device's PASID", () => {
     expect(f).toMatchObject({ source: 0x300, pasid, stage: 2, reason: "not-present" });
   });
 });
+
+describe("the page-table builder writing into guest memory (c.gpa.pageTable)", () => {
+  /** A guest page allocator: table pages from GPA 0x100000 up; freed pages recorded. */
+  function guestAllocator() {
+    let next = 0x100000n;
+    const freed: bigint[] = [];
+    return { allocTable: () => { const p = next; next += 0x1000n; return p; }, freeTable: (gpa: bigint) => { freed.push(gpa); }, used: () => (next - 0x100000n) / 0x1000n, freed };
+  }
+
+  it("builds a stage-1 table the device then walks with its PASID", async () => {
+    const { c, vmm, gram, nic, pasid } = await vm();
+    const alloc = guestAllocator();
+    const pt = c.gpa.pageTable({ format: "x86-64", ...alloc });
+    expect(pt.root).toBe(0x100000n);
+    const gva = 0x7f0000000000n;
+    pt.map(gva, 0x600000n, 0x3000n, { write: true });
+    // Root, PDPT, PD and PT: one root and three new tables from the guest's allocator.
+    expect(alloc.used()).toBe(4n);
+    // A 2 MiB-aligned range under the same PD needs no new table: a 2 MiB leaf.
+    pt.map(gva + 0x200000n, 0x400000n, 0x200000n);
+    expect(alloc.used()).toBe(4n);
+    expect(() => pt.map(gva + 0x1000n, 0x700000n, 0x1000n)).toThrow(expect.objectContaining({ code: "EEXIST" }));
+    expect(alloc.used()).toBe(4n);
+    vmm.write(gram + 0x601ff0n, new TextEncoder().encode("built by the guest"));
+    vmm.write(gram + 0x5abcdcn, new TextEncoder().encode("big page"));
+    nic.bindPgtbl({ pasid, format: "x86-64", root: pt.root });
+    expect(text(nic.dma.read(gva + 0x1ff0n, 18, { pasid }).data)).toBe("built by the guest");
+    expect(text(nic.dma.read(gva + 0x3abcdcn, 8, { pasid }).data)).toBe("big page");
+    expect(nic.dma.write(gva + 0x200000n, new Uint8Array(4), { pasid }).fault).toMatchObject({ reason: "permission", stage: 1 });
+    // Unmap: bytes, and the emptied tables go back to the guest (not the root).
+    expect(pt.unmap(gva, 0x3000n)).toBe(0x3000n);
+    expect(alloc.freed).toEqual([]);
+    expect(pt.unmap(0x7f0000000000n, 1n << 39n)).toBe(0x200000n);
+    expect([...alloc.freed].sort()).toEqual([0x101000n, 0x102000n, 0x103000n]);
+    c.invalidate([{ pasid, addr: 0n, npages: (1n << 64n) - 1n }]);
+    expect(nic.dma.read(gva + 0x1ff0n, 4, { pasid }).fault).toMatchObject({ reason: "not-present", stage: 1 });
+  });
+
+  it("builds Arm stage-1 tables too, and refuses a table stage 2 does not reach", async () => {
+    const { c, vmm, gram, nic, pasid } = await vm();
+    const alloc = guestAllocator();
+    const pt = c.gpa.pageTable({ format: "arm64", addressWidth: 48, ...alloc });
+    pt.map(0x40000000n, 0x200000n, 0x1000n, { write: true });
+    vmm.write(gram + 0x200010n, new TextEncoder().encode("arm guest"));
+    nic.bindPgtbl({ pasid, format: "arm64", root: pt.root });
+    expect(text(nic.dma.read(0x40000010n, 9, { pasid }).data)).toBe("arm guest");
+    // A root beyond guest RAM (8 MiB): every build fails with EFAULT, nothing allocated.
+    const lost = c.gpa.pageTable({ format: "x86-64", root: 16n * MiB, allocTable: () => 0x200000n });
+    expect(() => lost.map(0x1000n, 0x1000n, 0x1000n)).toThrow(expect.objectContaining({ code: "EFAULT" }));
+    expect(() => c.gpa.pageTable({ format: "x86-64", root: 0x1000n } as never)).toThrow(expect.objectContaining({ code: "EINVAL" }));
+  });
+});

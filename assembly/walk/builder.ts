@@ -21,8 +21,9 @@ import { tableStamps, frameCount, undoLog } from "../layout";
 import { markOwned } from "../mem/pins";
 import { inRam, loadPte, storePte } from "../mem/phys";
 import { allocFrames, freeFrames, framesFree, frameIsAllocated, claimFrame } from "../mem/frames";
-import { ctxRoot, ctxLevels, ctxFlags, ctxPgsizes } from "./context";
-import { ST_OK, ERR_EINVAL, ERR_EEXIST, ERR_ENOMEM, ERR_EFAULT, KIND_INVALID, KIND_LEAF, KIND_TABLE, UNDO_LOG_ENTRIES } from "../abi";
+import { ctxRoot, ctxLevels, ctxFlags, ctxPgsizes, ctxPtr, ctxS2Id } from "./context";
+import { walkIn, walkHpa, isNested, NoStage2 } from "./walker";
+import { ST_OK, ERR_EINVAL, ERR_EEXIST, ERR_ENOMEM, ERR_EFAULT, KIND_INVALID, KIND_LEAF, KIND_TABLE, UNDO_LOG_ENTRIES, ACCESS_READ, ACCESS_WRITE } from "../abi";
 
 let tablesNeeded: u32 = 0;
 // mmap mode: every leaf is a 4 KiB page backed by a fresh frame the process owns.
@@ -35,6 +36,35 @@ let keepTables = false;
 let tablesAdopted: u32 = 0;
 let overBudget = false;
 let visitStamp: u32 = 0;
+
+// Guest builds: the stage-2 context, the GPAs offered for new tables, and
+// where the GPAs of released tables are written.
+let guestS2: usize = 0;
+let poolAt: usize = 0;
+let poolCount: u32 = 0;
+let poolUsed: u32 = 0;
+let releasedAt: usize = 0;
+let releasedCap: u32 = 0;
+export let releasedCount: u32 = 0;
+export let guestTablesNeeded: u32 = 0;
+
+const NO_PAGE: u64 = u64.MAX_VALUE;
+const GUEST_TABLES_MAX: u32 = 1 << 20;
+
+// The HPA of a table page: the address itself, or (guest tables) its stage-2
+// translation, which must allow reading and writing; NO_PAGE when it is not
+// a usable page of RAM.
+@inline function tableHpa<G>(table: u64): u64 {
+  let h = table;
+  if (isNested<G>()) {
+    if (walkIn<G, NoStage2>(guestS2, table, ACCESS_READ | ACCESS_WRITE, 0, 0) != ST_OK) return NO_PAGE;
+    h = walkHpa & ~<u64>0xfff;
+  }
+  return inRam(h, 4096) ? h : NO_PAGE;
+}
+
+// Frames a map may still take: the host allocator's, or the guest's pool.
+@inline function budget<G>(): u64 { return isNested<G>() ? <u64>(poolCount - poolUsed) : <u64>framesFree(); }
 
 function beginVisits(): void {
   visitStamp++;
@@ -65,31 +95,35 @@ function beginVisits(): void {
 }
 
 // virt: the table does not exist yet (everything below it is counted as new).
-function mapCheck<F>(table: u64, virt: bool, level: u32, iova: u64, last: u64, hpa: u64, pgsizes: u64): u32 {
+function mapCheck<F, G>(table: u64, virt: bool, level: u32, iova: u64, last: u64, hpa: u64, pgsizes: u64): u32 {
   const fmt = changetype<F>(0);
   const shift = fmt.levelShift(level);
+  const th = virt ? 0 : tableHpa<G>(table);
   let cur = iova, out = hpa;
   while (true) {
     const end = slotLast(cur, shift);
     const chunkLast = end < last ? end : last;
-    const pte = virt ? 0 : loadPte(table + (<u64>fmt.index(cur, level) << 3));
+    const pte = virt ? 0 : loadPte(th + (<u64>fmt.index(cur, level) << 3));
     const kind = virt ? KIND_INVALID : fmt.entryKind(pte, level);
     if (kind == KIND_LEAF) return ERR_EEXIST;
     if (kind == KIND_TABLE) {
       const sub = fmt.tableAddr(pte);
-      if (!inRam(sub, 4096)) return ERR_EFAULT;
-      if (!firstVisit(sub)) return ERR_EINVAL;
-      if (!frameIsAllocated(sub)) tablesAdopted++;
-      const st = mapCheck<F>(sub, false, level - 1, cur, chunkLast, out, pgsizes);
+      const sh = tableHpa<G>(sub);
+      if (sh == NO_PAGE) return ERR_EFAULT;
+      if (!firstVisit(sh)) return ERR_EINVAL;
+      if (!isNested<G>() && !frameIsAllocated(sub)) tablesAdopted++;
+      const st = mapCheck<F, G>(sub, false, level - 1, cur, chunkLast, out, pgsizes);
       if (st != ST_OK) return st;
     } else if (!overBudget) {
       if (!fitsLeaf<F>(level, cur, chunkLast, out, pgsizes)) {
         tablesNeeded++;
-        if (<u64>tablesNeeded + tablesAdopted > <u64>framesFree()) overBudget = true;
-        else mapCheck<F>(0, true, level - 1, cur, chunkLast, out, pgsizes);
+        // A guest build counts every table it needs (so the caller can offer
+        // that many), up to a bound that keeps a huge request from counting forever.
+        if (isNested<G>() ? tablesNeeded > GUEST_TABLES_MAX : <u64>tablesNeeded + tablesAdopted > budget<G>()) overBudget = true;
+        else mapCheck<F, G>(0, true, level - 1, cur, chunkLast, out, pgsizes);
       } else if (freshLeaves) {
         tablesNeeded++; // the page's own frame
-        if (<u64>tablesNeeded + tablesAdopted > <u64>framesFree()) overBudget = true;
+        if (<u64>tablesNeeded + tablesAdopted > budget<G>()) overBudget = true;
       }
     }
     if (overBudget && virt) return ST_OK;
@@ -118,21 +152,22 @@ function adoptTables<F>(table: u64, level: u32, iova: u64, last: u64): void {
   }
 }
 
-function mapApply<F>(table: u64, level: u32, iova: u64, last: u64, hpa: u64, prot: u32, flags: u32, pgsizes: u64): void {
+function mapApply<F, G>(table: u64, level: u32, iova: u64, last: u64, hpa: u64, prot: u32, flags: u32, pgsizes: u64): void {
   const fmt = changetype<F>(0);
   const shift = fmt.levelShift(level);
+  const th = tableHpa<G>(table);
   let cur = iova, out = hpa;
   while (true) {
     const end = slotLast(cur, shift);
     const chunkLast = end < last ? end : last;
-    const pteAddr = table + (<u64>fmt.index(cur, level) << 3);
+    const pteAddr = th + (<u64>fmt.index(cur, level) << 3);
     const pte = loadPte(pteAddr);
     const kind = fmt.entryKind(pte, level);
     // The check pass saw every table here exactly once and no leaf, and every
     // table on the path is held by the allocator, so no new frame aliases one.
     // Only tables are descended into: nothing can take the walk below level 0.
     if (kind == KIND_TABLE) {
-      mapApply<F>(fmt.tableAddr(pte), level - 1, cur, chunkLast, out, prot, flags, pgsizes);
+      mapApply<F, G>(fmt.tableAddr(pte), level - 1, cur, chunkLast, out, prot, flags, pgsizes);
     } else if (kind == KIND_LEAF) {
       // unreachable after the check pass; leave the entry alone
     } else if (fitsLeaf<F>(level, cur, chunkLast, out, pgsizes)) {
@@ -140,7 +175,10 @@ function mapApply<F>(table: u64, level: u32, iova: u64, last: u64, hpa: u64, pro
       if (freshLeaves) { page = allocFrames(1); markOwned(page); }
       storePte(pteAddr, fmt.makeLeaf(page, level, prot, flags));
     } else {
-      const sub = allocFrames(1);
+      // A new table: a host frame, or the next guest page offered (the caller zeroed it).
+      let sub: u64;
+      if (isNested<G>()) { sub = load<u64>(poolAt + (<usize>poolUsed << 3)); poolUsed++; }
+      else sub = allocFrames(1);
       storePte(pteAddr, fmt.makeTable(sub));
       if (undoActive) {
         const rec = undoLog + (<usize>undoCount << 4);
@@ -148,7 +186,7 @@ function mapApply<F>(table: u64, level: u32, iova: u64, last: u64, hpa: u64, pro
         store<u64>(rec, sub, 8);
         undoCount++;
       }
-      mapApply<F>(sub, level - 1, cur, chunkLast, out, prot, flags, pgsizes);
+      mapApply<F, G>(sub, level - 1, cur, chunkLast, out, prot, flags, pgsizes);
     }
     if (chunkLast == last) return;
     out += chunkLast - cur + 1;
@@ -157,49 +195,67 @@ function mapApply<F>(table: u64, level: u32, iova: u64, last: u64, hpa: u64, pro
 }
 
 export function buildMap<F>(ctx: usize, iova: u64, last: u64, hpa: u64, prot: u32): u32 {
+  return buildMapIn<F, NoStage2>(ctx, iova, last, hpa, prot);
+}
+
+function buildMapIn<F, G>(ctx: usize, iova: u64, last: u64, hpa: u64, prot: u32): u32 {
   const levels = ctxLevels(ctx);
   const root = changetype<F>(0).rootAddr(ctxRoot(ctx));
   const pgsizes = ctxPgsizes(ctx);
-  if (!inRam(root, 4096)) return ERR_EFAULT;
+  const rootHpa = tableHpa<G>(root);
+  if (rootHpa == NO_PAGE) return ERR_EFAULT;
   tablesNeeded = 0;
   tablesAdopted = 0;
   overBudget = false;
   beginVisits();
-  firstVisit(root);
-  // The root too must be held, or a new table could be handed its frame.
-  const adoptRoot = !frameIsAllocated(root);
+  firstVisit(rootHpa);
+  // The root too must be held, or a new table could be handed its frame (host tables).
+  const adoptRoot = !isNested<G>() && !frameIsAllocated(root);
   if (adoptRoot) tablesAdopted++;
-  const st = mapCheck<F>(root, false, levels - 1, iova, last, hpa, pgsizes);
+  const st = mapCheck<F, G>(root, false, levels - 1, iova, last, hpa, pgsizes);
   if (st != ST_OK) return st;
   if (overBudget) return ERR_ENOMEM;
+  if (isNested<G>()) {
+    guestTablesNeeded = tablesNeeded;
+    if (<u64>tablesNeeded > budget<G>()) return ERR_ENOMEM;
+  }
   if (undoActive && <u64>undoCount + tablesNeeded > <u64>UNDO_LOG_ENTRIES) return ERR_ENOMEM;
   if (adoptRoot) claimFrame(root);
   if (tablesAdopted > <u32>adoptRoot) adoptTables<F>(root, levels - 1, iova, last);
-  mapApply<F>(root, levels - 1, iova, last, hpa, prot, ctxFlags(ctx), pgsizes);
+  mapApply<F, G>(root, levels - 1, iova, last, hpa, prot, ctxFlags(ctx), pgsizes);
   return ST_OK;
 }
 
-function unmapRange<F>(table: u64, level: u32, iova: u64, last: u64): u64 {
+function unmapRange<F, G>(table: u64, level: u32, iova: u64, last: u64): u64 {
   const fmt = changetype<F>(0);
   const shift = fmt.levelShift(level);
+  const th = tableHpa<G>(table);
+  if (th == NO_PAGE) return 0;
   let bytes: u64 = 0;
   let cur = iova;
   while (true) {
     const end = slotLast(cur, shift);
     const chunkLast = end < last ? end : last;
     const whole = chunkLast == end && (cur & ((<u64>1 << shift) - 1)) == 0;
-    const pteAddr = table + (<u64>fmt.index(cur, level) << 3);
+    const pteAddr = th + (<u64>fmt.index(cur, level) << 3);
     const pte = loadPte(pteAddr);
     const kind = fmt.entryKind(pte, level);
     if (kind == KIND_LEAF) {
       if (whole) { storePte(pteAddr, 0); bytes += <u64>1 << shift; }
     } else if (kind == KIND_TABLE) {
       const sub = fmt.tableAddr(pte);
-      const first = inRam(sub, 4096) && firstVisit(sub);
-      if (first) bytes += unmapRange<F>(sub, level - 1, cur, chunkLast);
+      const sh = tableHpa<G>(sub);
+      const first = sh != NO_PAGE && firstVisit(sh);
+      if (first) bytes += unmapRange<F, G>(sub, level - 1, cur, chunkLast);
       if (whole && !keepTables) {
         storePte(pteAddr, 0);
-        if (first && !keepTables && frameIsAllocated(sub)) freeFrames(sub, 1);
+        if (first) {
+          if (isNested<G>()) {
+            // The guest's page goes back to the guest.
+            if (releasedCount < releasedCap) store<u64>(releasedAt + (<usize>releasedCount << 3), sub);
+            releasedCount++;
+          } else if (frameIsAllocated(sub)) freeFrames(sub, 1);
+        }
       }
     }
     if (chunkLast == last) return bytes;
@@ -208,12 +264,38 @@ function unmapRange<F>(table: u64, level: u32, iova: u64, last: u64): u64 {
 }
 
 export function buildUnmap<F>(ctx: usize, iova: u64, last: u64): u64 {
-  const root = changetype<F>(0).rootAddr(ctxRoot(ctx));
-  if (!inRam(root, 4096)) return 0;
-  beginVisits();
-  firstVisit(root);
-  return unmapRange<F>(root, ctxLevels(ctx) - 1, iova, last);
+  return buildUnmapIn<F, NoStage2>(ctx, iova, last);
 }
+
+function buildUnmapIn<F, G>(ctx: usize, iova: u64, last: u64): u64 {
+  const root = changetype<F>(0).rootAddr(ctxRoot(ctx));
+  const rootHpa = tableHpa<G>(root);
+  if (rootHpa == NO_PAGE) return 0;
+  beginVisits();
+  firstVisit(rootHpa);
+  return unmapRange<F, G>(root, ctxLevels(ctx) - 1, iova, last);
+}
+
+// ---- guest tables: a stage-1 context whose stage 2 is its s2 link
+
+// Maps [iova, last] → gpa.. in the guest table of nested context ctx; new
+// tables from `count` GPAs at `pool` (ENOMEM with guestTablesNeeded set when
+// short: nothing changed). Returns the status; guest pages used: poolUsed.
+export function buildGuestMap<F, G>(ctx: usize, iova: u64, last: u64, gpa: u64, prot: u32, pool: usize, count: u32): u32 {
+  guestS2 = ctxPtr(ctxS2Id(ctx));
+  poolAt = pool; poolCount = count; poolUsed = 0;
+  return buildMapIn<F, G>(ctx, iova, last, gpa, prot);
+}
+
+// Unmaps [iova, last] in the guest table; the GPAs of tables it empties are
+// written at `released` (up to cap; releasedCount says how many there were).
+export function buildGuestUnmap<F, G>(ctx: usize, iova: u64, last: u64, released: usize, cap: u32): u64 {
+  guestS2 = ctxPtr(ctxS2Id(ctx));
+  releasedAt = released; releasedCap = cap; releasedCount = 0;
+  return buildUnmapIn<F, G>(ctx, iova, last);
+}
+
+export function guestPagesUsed(): u32 { return poolUsed; }
 
 // ---- modes for process memory and pinned maps
 

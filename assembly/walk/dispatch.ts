@@ -3,7 +3,7 @@
 // Processes always use x86-64 tables (they model a Linux process on x86).
 import { ctxPtr, ctxFormat, ctxFlags, ctxS2Id } from "./context";
 import { walk, walkIn, noWalk } from "./walker";
-import { buildMap, buildUnmap, buildMapFresh, beginUndo, endUndo, rollbackMap } from "./builder";
+import { buildMap, buildUnmap, buildMapFresh, beginUndo, endUndo, rollbackMap, buildGuestMap, buildGuestUnmap } from "./builder";
 import { visitRange, setVisitNeed, setDirtyScan, beginRuns, flushRun, pinnedEnd, mappedEnd, dirtyFound,
   LEAF_CHECK, LEAF_PIN, LEAF_UNPIN, LEAF_DISOWN, LEAF_DIRTY } from "./leaves";
 import { X86Format } from "../fmt/x86_64";
@@ -56,6 +56,44 @@ export function unmapRange(ctx: usize, iova: u64, last: u64): u64 {
     case FORMAT_ARM64_S1: return buildUnmap<Arm64S1Format>(ctx, iova, last);
     case FORMAT_VTD_SL: return buildUnmap<VtdSlFormat>(ctx, iova, last);
     case FORMAT_ARM64_S2: return buildUnmap<Arm64S2Format>(ctx, iova, last);
+    default: return 0;
+  }
+}
+
+// ---- guest tables: stage 1 (x86-64 or Arm stage 1) in guest memory, over stage 2
+
+function guestMapOver<F>(ctx: usize, s2: usize, iova: u64, last: u64, gpa: u64, prot: u32, pool: usize, count: u32): u32 {
+  switch (ctxFormat(s2)) {
+    case FORMAT_VTD_SL: return buildGuestMap<F, VtdSlFormat>(ctx, iova, last, gpa, prot, pool, count);
+    case FORMAT_ARM64_S2: return buildGuestMap<F, Arm64S2Format>(ctx, iova, last, gpa, prot, pool, count);
+    default: return ERR_EINVAL;
+  }
+}
+
+export function guestMap(ctx: usize, iova: u64, last: u64, gpa: u64, prot: u32, pool: usize, count: u32): u32 {
+  const s2 = ctxS2Id(ctx);
+  if (s2 == 0) return ERR_EINVAL;
+  switch (ctxFormat(ctx)) {
+    case FORMAT_X86_64: return guestMapOver<X86Format>(ctx, ctxPtr(s2), iova, last, gpa, prot, pool, count);
+    case FORMAT_ARM64_S1: return guestMapOver<Arm64S1Format>(ctx, ctxPtr(s2), iova, last, gpa, prot, pool, count);
+    default: return ERR_EINVAL;
+  }
+}
+
+function guestUnmapOver<F>(ctx: usize, s2: usize, iova: u64, last: u64, released: usize, cap: u32): u64 {
+  switch (ctxFormat(s2)) {
+    case FORMAT_VTD_SL: return buildGuestUnmap<F, VtdSlFormat>(ctx, iova, last, released, cap);
+    case FORMAT_ARM64_S2: return buildGuestUnmap<F, Arm64S2Format>(ctx, iova, last, released, cap);
+    default: return 0;
+  }
+}
+
+export function guestUnmap(ctx: usize, iova: u64, last: u64, released: usize, cap: u32): u64 {
+  const s2 = ctxS2Id(ctx);
+  if (s2 == 0) return 0;
+  switch (ctxFormat(ctx)) {
+    case FORMAT_X86_64: return guestUnmapOver<X86Format>(ctx, ctxPtr(s2), iova, last, released, cap);
+    case FORMAT_ARM64_S1: return guestUnmapOver<Arm64S1Format>(ctx, ctxPtr(s2), iova, last, released, cap);
     default: return 0;
   }
 }

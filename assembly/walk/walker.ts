@@ -39,7 +39,7 @@ export class NoStage2 {
 export const WALK_UPDATE_AD: u32 = 1; // set accessed/dirty as hardware would
 export const WALK_TRACE: u32 = 2;     // record every entry read (probe)
 
-@inline function isNested<G>(): bool {
+@inline export function isNested<G>(): bool {
   // A format class has no nested() method; only NoStage2 does.
   return !isDefined(changetype<G>(0).nested);
 }

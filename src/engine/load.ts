@@ -19,6 +19,10 @@ export interface EngineExports {
   setMsiDoorbell(start: bigint, end: bigint): void;
   ptMap(id: number, iova: bigint, last: bigint, hpa: bigint, prot: number): number;
   procMap(id: number, vaddr: bigint, last: bigint, prot: number): number;
+  ptGuestMap(id: number, iova: bigint, last: bigint, gpa: bigint, prot: number, pool: number, count: number): number;
+  ptGuestUnmap(id: number, iova: bigint, last: bigint, released: number, cap: number): bigint;
+  guestTablesNeeded(): number;
+  guestTablesReleased(): number;
   procUnmap(id: number, vaddr: bigint, last: bigint): bigint;
   dmaPinMap(procId: number, domId: number, vaddr: bigint, last: bigint, iova: bigint, access: number, prot: number): number;
   dmaUnpinUnmap(domId: number, iova: bigint, last: bigint): bigint;

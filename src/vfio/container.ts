@@ -12,6 +12,7 @@ import type { Process } from "./process.js";
 import type { Topology } from "./topology.js";
 import { isRelaxable, overlaps, subtractRanges, type IovaRange, type ReservedRegion } from "./reserved.js";
 import { placeDoorbell, DOORBELL_HPA } from "./msi.js";
+import { GuestPageTable, type GuestPageTableOptions, type GuestTableContext } from "./guest.js";
 import type { ContainerPasids, PasidSpace, PasidTable } from "./pasid.js";
 
 /** type1 v2, or nesting: the mappings are stage 2 and devices bind guest stage-1 tables to PASIDs. */
@@ -46,6 +47,8 @@ export interface GuestMemory {
   write(gpa: Address, bytes: Uint8Array): void;
   readU64(gpa: Address): bigint;
   writeU64(gpa: Address, value: Address): void;
+  /** A page table the guest builds in its memory (the builder, over stage 2). */
+  pageTable(options: GuestPageTableOptions): GuestPageTable;
 }
 
 /** A device as a binding sees it. */
@@ -309,6 +312,7 @@ export class Container {
     return {
       read,
       write,
+      pageTable: (options) => this.guestPageTable(options, write),
       readU64: (gpa) => new DataView(read(gpa, 8).buffer).getBigUint64(0, true),
       writeU64: (gpa, value) => {
         const b = new Uint8Array(8);
@@ -316,6 +320,27 @@ export class Container {
         write(gpa, b);
       },
     };
+  }
+
+  private guestPageTable(options: GuestPageTableOptions, write: (gpa: bigint, bytes: Uint8Array) => void): GuestPageTable {
+    const domain = this.requireIommu();
+    if (typeof options?.allocTable !== "function") fail("EINVAL", "a guest page table needs allocTable()");
+    const zero = (gpa: bigint) => write(gpa, new Uint8Array(Number(PAGE_SIZE)));
+    let root: bigint;
+    if (options.root !== undefined) root = toU64(options.root, "root");
+    else {
+      root = toU64(options.allocTable(), "allocTable() result");
+      zero(root);
+    }
+    const stage1 = this.stage1Options(options.format, options.addressWidth ?? 48);
+    const ctx = this.host.createDomain({ ...stage1, stage2: domain, root } as unknown as PageTableOptions) as unknown as GuestTableContext;
+    return new GuestPageTable(this.host.plane, ctx, zero, options);
+  }
+
+  private stage1Options(format: string, width: number): Record<string, unknown> {
+    if (format === "x86-64") return { format, levels: width === 57 ? 5 : width === 48 ? 4 : fail("EINVAL", `x86-64 address width is 48 or 57, got ${width}`) };
+    if (format === "arm64") return { format, inputBits: width };
+    fail("EINVAL", `stage-1 format must be x86-64 or arm64, got ${String(format)}`);
   }
 
   // ------------------------------------------------------------------ nesting: stage-1 bindings
@@ -328,10 +353,7 @@ export class Container {
     if (!Number.isInteger(pasid) || pasid < 1 || pasid > 0xfffff) fail("EINVAL", `pasid must be 1..0xfffff, got ${String(pasid)}`);
     if (!this.pasid.held().includes(pasid)) fail("EINVAL", `PASID ${pasid} is not allocated by this container`);
     if (device.pasidTable?.lookup(pasid) !== undefined) fail("EBUSY", `${device.bdf}: PASID ${pasid} is already bound`);
-    const width = options.addressWidth ?? 48;
-    const stage1: Record<string, unknown> = options.format === "x86-64"
-      ? { format: "x86-64", levels: width === 57 ? 5 : width === 48 ? 4 : fail("EINVAL", `x86-64 address width is 48 or 57, got ${width}`) }
-      : options.format === "arm64" ? { format: "arm64", inputBits: width } : fail("EINVAL", `stage-1 format must be x86-64 or arm64, got ${String(options.format)}`);
+    const stage1 = this.stage1Options(options.format, options.addressWidth ?? 48);
     const nested = this.host.createDomain({ ...stage1, stage2: domain, root: options.root, sre: options.flags?.sre, wpe: options.flags?.wpe } as unknown as PageTableOptions);
     try {
       device.pasidTable ??= this.host.pasids.createTable();

@@ -21,6 +21,14 @@ export interface DataPlane {
   /** An IOVA window whose device writes are interrupt requests (start > end: none). */
   setMsiWindow(domCtx: number, start: bigint, end: bigint): void;
   flushDomain(domCtx: number): void;
+  /**
+   * Maps [iova, last] → gpa.. in the guest stage-1 table of nested context
+   * ctx, taking new tables from `pool` (GPAs, zeroed by the caller). When the
+   * pool is short: ERR_ENOMEM and `needed` (nothing changed).
+   */
+  guestMap(ctx: number, iova: bigint, last: bigint, gpa: bigint, prot: number, pool: readonly bigint[]): { status: number; needed: number; used: number };
+  /** Unmaps [iova, last] in the guest table; the GPAs of tables it emptied. */
+  guestUnmap(ctx: number, iova: bigint, last: bigint): { bytes: bigint; released: bigint[] };
 }
 
 export class EnginePlane implements DataPlane {
@@ -63,6 +71,22 @@ export class EnginePlane implements DataPlane {
     e.bytes[e.staging] = 0;
     e.wasm.dirtyBitmap(domCtx, iova, last, 63, e.staging, 1);
     return out;
+  }
+
+  guestMap(ctx: number, iova: bigint, last: bigint, gpa: bigint, prot: number, pool: readonly bigint[]): { status: number; needed: number; used: number } {
+    const e = this.engine;
+    if (pool.length * 8 > e.stagingSize) return { status: abi.ERR_ENOMEM, needed: pool.length, used: 0 };
+    new BigUint64Array(e.buffer, e.staging, pool.length).set(pool);
+    const status = e.wasm.ptGuestMap(ctx, iova, last, gpa, prot, e.staging, pool.length);
+    return { status, needed: e.wasm.guestTablesNeeded(), used: status === abi.ST_OK ? e.wasm.guestTablesNeeded() : 0 };
+  }
+
+  guestUnmap(ctx: number, iova: bigint, last: bigint): { bytes: bigint; released: bigint[] } {
+    const e = this.engine;
+    const cap = e.stagingSize / 8;
+    const bytes = BigInt.asUintN(64, e.wasm.ptGuestUnmap(ctx, iova, last, e.staging, cap));
+    const n = Math.min(e.wasm.guestTablesReleased(), cap);
+    return { bytes, released: [...new BigUint64Array(e.buffer, e.staging, n)] };
   }
 
   setDomainFlags(domCtx: number, flags: number): void { this.engine.wasm.contextSetFlags(domCtx, flags); }

@@ -1,0 +1,90 @@
+// A page table a guest builds in its own memory: the io-pgtable operations
+// (the engine's one builder) on a stage-1 table whose pages are guest pages,
+// reached through the container's stage 2. The guest's allocator hands out
+// the pages for new tables and takes back those an unmap empties.
+import { toU64, requireAligned, hex, PAGE_SIZE, type Address } from "../addr.js";
+import { protBits, type Prot } from "../access.js";
+import { fail } from "../errors.js";
+import { mapSpans, unmapSpan } from "../mapargs.js";
+import * as abi from "../engine/abi.js";
+import type { ResolvedFormat } from "../format.js";
+import type { DataPlane } from "./plane.js";
+
+export interface GuestPageTableOptions {
+  format: "x86-64" | "arm64";
+  /** x86-64: 48 or 57; arm64: 25..48. Default 48. */
+  addressWidth?: number;
+  /** The root table's GPA; default: a page from allocTable. */
+  root?: Address;
+  /** The guest's allocator of 4 KiB pages for tables: returns a GPA. */
+  allocTable: () => Address;
+  /** Takes back a table page an unmap emptied. */
+  freeTable?: (gpa: bigint) => void;
+}
+
+/** A nested context over the container's stage 2 (the facade's Domain, or the twin's). */
+export interface GuestTableContext {
+  readonly id: number;
+  readonly format: ResolvedFormat;
+  readonly root: bigint;
+  destroy(): void;
+}
+
+export class GuestPageTable {
+  private destroyed = false;
+
+  /** @internal */
+  constructor(private readonly plane: DataPlane, private readonly ctx: GuestTableContext,
+    private readonly zero: (gpa: bigint) => void, private readonly options: GuestPageTableOptions) {}
+
+  get root(): bigint { return this.ctx.root; }
+
+  private live(): number {
+    if (this.destroyed) fail("ENODEV", "guest page table was destroyed");
+    return this.ctx.id;
+  }
+
+  private page(): bigint {
+    const gpa = toU64(this.options.allocTable(), "allocTable() result");
+    requireAligned(gpa, PAGE_SIZE, "allocTable() result");
+    this.zero(gpa);
+    return gpa;
+  }
+
+  /** Maps [gva, gva + size) to [gpa, gpa + size) with the largest pages that fit. All or nothing. */
+  map(gva: Address, gpa: Address, size: Address, prot: Prot = {}): void {
+    const id = this.live();
+    // prot first: with several faults in one request, the errno reported stays the one the twin reports.
+    const bits = protBits(prot);
+    const { input: { first: v, last }, output: { first: p } } = mapSpans(this.ctx.format, gva, gpa, size, "gva", "gpa");
+    // Ask first: the builder says how many new tables it needs; the guest allocates them.
+    let r = this.plane.guestMap(id, v, last, p, bits, []);
+    if (r.status === abi.ERR_ENOMEM && r.needed > 0) {
+      const pool: bigint[] = [];
+      for (let i = 0; i < r.needed; i++) pool.push(this.page());
+      r = this.plane.guestMap(id, v, last, p, bits, pool);
+      for (const gpaPage of pool.slice(r.used)) this.options.freeTable?.(gpaPage);
+    }
+    if (r.status === abi.ST_OK) return;
+    if (r.status === abi.ERR_EEXIST) fail("EEXIST", `map: [${hex(v)}, ${hex(last)}] overlaps an existing mapping`);
+    if (r.status === abi.ERR_EFAULT) fail("EFAULT", "map: a table of the guest's is not reachable through stage 2");
+    if (r.status === abi.ERR_ENOMEM) fail("ENOMEM", "map: the range needs more tables than a guest table may have");
+    fail("EINVAL", `map: a table on the path of [${hex(v)}, ${hex(last)}] is reached twice (aliased, or in a cycle)`);
+  }
+
+  /** Removes every leaf wholly inside [gva, gva + size); emptied tables go back to freeTable. Returns the bytes unmapped. */
+  unmap(gva: Address, size: Address): bigint {
+    const id = this.live();
+    const { first: v, last } = unmapSpan(this.ctx.format, gva, size, "gva");
+    const r = this.plane.guestUnmap(id, v, last);
+    for (const gpaPage of r.released) this.options.freeTable?.(gpaPage);
+    return r.bytes;
+  }
+
+  /** Forgets the table (its pages stay in guest memory, the guest's to reuse). */
+  destroy(): void {
+    if (this.destroyed) return;
+    this.ctx.destroy();
+    this.destroyed = true;
+  }
+}
