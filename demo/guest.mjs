@@ -1,5 +1,5 @@
 // The guest story (npm start, or npm run demo -- guest): a guest builds its
-// own x86-64 stage-1 tables in guest RAM, the VMM binds them to a PASID of a
+// own x86-64 stage-1 tables in guest RAM (by hand, then with the builder), the VMM binds them to a PASID of a
 // device in a nesting container, the device DMAs with guest virtual
 // addresses, the guest remaps and invalidates, and a fault is reported with
 // its stage.
@@ -55,6 +55,17 @@ export async function guestStory() {
   container.invalidate([{ pasid, addr: gva + 0x1000n, npages: 1 }]);
   const s2 = nic.dma.read(gva + 0x1000n, 8, { pasid });
   console.log(`after the guest points it at GPA 0x4000000 (beyond its RAM): ${s2.fault.reason}, stage ${s2.fault.stage}`);
+
+  // A second address space, built the way a guest kernel would: the library's builder writes the
+  // table into guest RAM (through stage 2), taking table pages from the guest's own allocator.
+  let nextTablePage = 0x10000n;
+  const gpt = gpa.pageTable({ format: "x86-64", allocTable: () => (nextTablePage += 0x1000n) });
+  gpt.map(0x40000000n, 0x1000000n, 2n * MiB, { write: true });
+  const pasid2 = container.pasid.alloc({ min: 1, max: 0xfffff });
+  nic.bindPgtbl({ pasid: pasid2, format: "x86-64", root: gpt.root });
+  nic.dma.write(0x40000010n, new TextEncoder().encode("written by the device"), { pasid: pasid2 });
+  console.log(`guest builds a table with gpa.pageTable (root ${hex(gpt.root)}, ${(nextTablePage - 0x10000n) / 0x1000n} table pages): ` +
+    `GVA 0x40000000 → GPA 0x1000000 (2 MiB); device writes with PASID ${pasid2}, guest reads "${new TextDecoder().decode(gpa.read(0x1000010n, 21))}"`);
   for (const f of host.faults.drain()) {
     console.log(`  fault record: device ${hex(f.source)} PASID ${f.pasid} ${hex(f.address)} ${f.reason} (stage ${f.stage})`);
   }
