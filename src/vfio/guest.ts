@@ -47,7 +47,12 @@ export class GuestPageTable {
   private page(): bigint {
     const gpa = toU64(this.options.allocTable(), "allocTable() result");
     requireAligned(gpa, PAGE_SIZE, "allocTable() result");
-    this.zero(gpa);
+    try {
+      this.zero(gpa);
+    } catch (e) {
+      this.options.freeTable?.(gpa);
+      throw e;
+    }
     return gpa;
   }
 
@@ -61,7 +66,13 @@ export class GuestPageTable {
     let r = this.plane.guestMap(id, v, last, p, bits, []);
     if (r.status === abi.ERR_ENOMEM && r.needed > 0) {
       const pool: bigint[] = [];
-      for (let i = 0; i < r.needed; i++) pool.push(this.page());
+      try {
+        for (let i = 0; i < r.needed; i++) pool.push(this.page());
+      } catch (e) {
+        // The allocator gave out, or gave a bad page: the pages it did give go back, the table is unchanged.
+        for (const gpaPage of pool) this.options.freeTable?.(gpaPage);
+        throw e;
+      }
       r = this.plane.guestMap(id, v, last, p, bits, pool);
       for (const gpaPage of pool.slice(r.used)) this.options.freeTable?.(gpaPage);
     }
