@@ -29,7 +29,7 @@ export class PageTable {
   private readonly ownsRoot: boolean;
   private destroyed = false;
 
-  constructor(private readonly engine: Engine, private readonly ram: PhysicalMemory, options: PageTableOptions, flags: DomainFlags = {}) {
+  constructor(private readonly engine: Engine, ram: PhysicalMemory, options: PageTableOptions, flags: DomainFlags = {}) {
     this.format = resolveFormat(options);
     if (options.root !== undefined) {
       const root = toU64(options.root, "root");

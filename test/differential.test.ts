@@ -13,11 +13,12 @@
 //
 // FC_SEED=<n> replays a seed, FC_RUNS=<n> changes the number of runs.
 import fc from "fast-check";
-import { isDeepStrictEqual } from "node:util";
 import { describe, expect, it } from "vitest";
-import { createHost, IommuError, PAGE_1G, PAGE_2M, PAGE_4K } from "../src/index.js";
+import { createHost, PAGE_1G, PAGE_2M, PAGE_4K } from "../src/index.js";
 import { createNaiveHost } from "../bench/naive/index.js";
 import { pasidSlot } from "../bench/naive/iotlb.js";
+import { attempt } from "./support/outcome.js";
+import { expectSame, show } from "./support/compare.js";
 
 const SEED = process.env.FC_SEED !== undefined ? Number(process.env.FC_SEED) : undefined;
 const RUNS = process.env.FC_RUNS !== undefined ? Number(process.env.FC_RUNS) : undefined;
@@ -56,17 +57,7 @@ interface Side {
   frames: bigint[];
 }
 
-type Outcome = { ok: unknown } | { error: string };
 
-/** Runs fn; an IommuError becomes its errno, anything else (a trap) propagates. */
-function attempt(fn: () => unknown): Outcome {
-  try {
-    return { ok: fn() };
-  } catch (e) {
-    if (e instanceof IommuError) return { error: e.code };
-    throw e;
-  }
-}
 
 // ---------------------------------------------------------------- operations
 type AccessArg = "read" | "write" | "exec" | { read?: boolean; write?: boolean; exec?: boolean; privileged?: boolean };
@@ -270,35 +261,8 @@ function apply(side: Side, specs: DomainSpec[], op: Op): unknown {
   }
 }
 
-/** JSON with bigints in hex and byte arrays summarised, for failure messages. */
-function show(value: unknown): string {
-  return JSON.stringify(value, (_k, v) => {
-    if (typeof v === "bigint") return "0x" + v.toString(16);
-    if (v instanceof Uint8Array) return v.length <= 32 ? `bytes[${Array.from(v).join(",")}]` : `bytes(${v.length})[${Array.from(v.subarray(0, 16)).join(",")},…]`;
-    return v === undefined ? "undefined" : v;
-  });
-}
 
-function firstDifference(a: unknown, b: unknown, path = ""): string {
-  if (a instanceof Uint8Array && b instanceof Uint8Array) {
-    let i = 0;
-    while (i < a.length && a[i] === b[i]) i++;
-    return `${path}: byte ${i} differs (twin ${a[i]}, engine ${b[i]}, lengths ${a.length}/${b.length})`;
-  }
-  if (a && b && typeof a === "object" && typeof b === "object") {
-    for (const k of new Set([...Object.keys(a), ...Object.keys(b)])) {
-      const x = (a as Record<string, unknown>)[k], y = (b as Record<string, unknown>)[k];
-      if (!isDeepStrictEqual(x, y)) return firstDifference(x, y, `${path}.${k}`);
-    }
-  }
-  return `${path}: twin ${show(a)}, engine ${show(b)}`;
-}
 
-/** Deep, strict (class, bigint, undefined keys) comparison; a cheap message on failure. */
-function expectSame(twin: unknown, engine: unknown, where: string): void {
-  if (isDeepStrictEqual(twin, engine)) return;
-  expect.fail(`${where}\n  ${firstDifference(twin, engine)}\n  twin:   ${show(twin).slice(0, 2000)}\n  engine: ${show(engine).slice(0, 2000)}`);
-}
 
 /** What a side looks like after every step, besides the step's own result. */
 function observe(side: Side): unknown {

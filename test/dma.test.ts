@@ -3,7 +3,8 @@
 // page) and compared with host.ram; "nothing else changed" is checked against
 // a snapshot of all of RAM.
 import { describe, expect, it } from "vitest";
-import { createHost, IommuError, PAGE_2M, PAGE_4K, type DmaResult, type Domain, type Host, type SgSegments } from "../src/index.js";
+import { createHost, PAGE_2M, PAGE_4K, type DmaResult, type Domain, type Host, type SgSegments } from "../src/index.js";
+import { errno as errnoOf } from "./support/outcome.js";
 
 const MiB = 1024 * 1024;
 const RAM = 32 * MiB;
@@ -20,15 +21,6 @@ const SCRATCH = 0x1c00000;
 
 interface Mapping { iova: bigint; hpa: bigint; size: bigint }
 
-function errnoOf(fn: () => unknown): string {
-  try {
-    fn();
-  } catch (e) {
-    expect(e).toBeInstanceOf(IommuError);
-    return (e as IommuError).code;
-  }
-  throw new Error("expected an IommuError, nothing was thrown");
-}
 
 /** Index of the first differing byte (or the shorter length), -1 when equal. */
 function firstDiff(a: Uint8Array, b: Uint8Array): number {

@@ -8,6 +8,7 @@
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { createHost, IommuError } from "../src/index.js";
+import { attempt } from "./support/outcome.js";
 
 const MiB = 1n << 20n;
 const PAGE = 0x1000n;
@@ -57,9 +58,6 @@ const opArb: fc.Arbitrary<Op> = fc.oneof(
   { weight: 2, arbitrary: fc.record({ t: fc.constant("unmap" as const), gva: gvaArb, size: fc.oneof(sizeArb, fc.constant(1n << 39n)) }) },
 );
 
-function errno(fn: () => unknown): { ok: unknown } | { error: string } {
-  try { return { ok: fn() }; } catch (e) { if (e instanceof IommuError) return { error: e.code }; throw e; }
-}
 
 async function scenario(format: "x86-64" | "arm64", ops: Op[]): Promise<void> {
   const h = await createHost({ ramSize: 32 * 1024 * 1024 });
@@ -99,10 +97,10 @@ async function scenario(format: "x86-64" | "arm64", ops: Op[]): Promise<void> {
     const where = `step ${n} ${JSON.stringify(op, (_k, v) => (typeof v === "bigint" ? "0x" + v.toString(16) : v))}`;
     if (op.t === "map") {
       const want = model.map(op.gva, op.gpa, op.size, op.write);
-      const got = errno(() => pt.map(op.gva, op.gpa, op.size, { write: op.write }));
+      const got = attempt(() => pt.map(op.gva, op.gpa, op.size, { write: op.write }));
       expect(got, where).toEqual(want ? { error: want } : { ok: undefined });
     } else {
-      expect(errno(() => pt.unmap(op.gva, op.size)), where).toEqual({ ok: model.unmap(op.gva, op.size) });
+      expect(attempt(() => pt.unmap(op.gva, op.size)), where).toEqual({ ok: model.unmap(op.gva, op.size) });
     }
     c.invalidate([{ pasid, addr: 0n, npages: (1n << 64n) - 1n }]);
     // Every leaf's first and last page, and the page just past it, as the device sees them.

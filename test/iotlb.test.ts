@@ -2,14 +2,11 @@
 // gone after it, at every granularity; entries are tagged by domain and
 // PASID; the cache is bounded with FIFO replacement per set.
 import { describe, expect, it } from "vitest";
-import { createHost, IommuError, PAGE_2M, PAGE_4K, type Domain, type Host } from "../src/index.js";
+import { createHost, PAGE_2M, PAGE_4K, type Domain, type Host } from "../src/index.js";
+import { errno as code } from "./support/outcome.js";
 
 const MiB = 1024 * 1024;
 
-function code(fn: () => unknown): string {
-  try { fn(); } catch (e) { if (e instanceof IommuError) return e.code; throw e; }
-  return "no error";
-}
 
 async function setup(options: Parameters<typeof createHost>[0] = {}): Promise<{ h: Host; d: Domain }> {
   const h = await createHost({ ramSize: 16 * MiB, ...options });

@@ -3,21 +3,12 @@
 // allocator and the buffer arena. Every failed call must leave RAM as it was.
 import { describe, expect, it } from "vitest";
 import { createHost, IommuError, type Host, type HostOptions } from "../src/index.js";
+import { errno as errnoOf } from "./support/outcome.js";
 
 const MiB = 1024 * 1024;
 const PAGE = 4096;
 const U64_MAX = (1n << 64n) - 1n;
 
-/** The errno of the IommuError fn throws; fails the test when it throws anything else or nothing. */
-function errnoOf(fn: () => unknown): string {
-  try {
-    fn();
-  } catch (e) {
-    expect(e).toBeInstanceOf(IommuError);
-    return (e as IommuError).code;
-  }
-  throw new Error("expected an IommuError, nothing was thrown");
-}
 
 async function hostErrno(options: HostOptions): Promise<string> {
   try {

@@ -5,8 +5,9 @@
 // give the same results, fault records, IOTLB counters and RAM image.
 import { describe, expect, it } from "vitest";
 import fc from "fast-check";
-import { createHost, IommuError, PAGE_2M, PAGE_4K } from "../src/index.js";
+import { createHost, PAGE_2M, PAGE_4K } from "../src/index.js";
 import { createNaiveHost } from "../bench/naive/index.js";
+import { attempt as outcome } from "./support/outcome.js";
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
 type Any = any;
@@ -57,14 +58,6 @@ async function setUp(make: (o: Any) => Promise<Any>, arm: boolean): Promise<Side
   return { host, s2, nested, base };
 }
 
-function outcome(fn: () => unknown): unknown {
-  try {
-    return { ok: fn() };
-  } catch (e) {
-    if (e instanceof IommuError) return { error: e.code };
-    throw e;
-  }
-}
 
 function apply(side: Side, op: Op): unknown {
   const { host, s2, nested, base } = side;

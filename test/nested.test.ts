@@ -4,14 +4,11 @@
 // combined IOTLB entries never outlive a stage-2 change.
 import { describe, expect, it } from "vitest";
 import { createHost, IommuError, PAGE_2M, PAGE_4K, type Domain, type Host, type Translation } from "../src/index.js";
+import { errno as code } from "./support/outcome.js";
 
 const MiB = 1n << 20n;
 const GUEST_RAM = 16n * MiB;
 
-function code(fn: () => unknown): string {
-  try { fn(); } catch (e) { if (e instanceof IommuError) return e.code; throw e; }
-  return "no error";
-}
 
 /** The success branch of a translation (a fault fails the test). */
 function ok(t: Translation): Extract<Translation, { fault?: undefined }> {

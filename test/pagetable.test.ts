@@ -1,7 +1,8 @@
 // The io-pgtable selftest pattern (STYLE.md) for every format × levels × page
 // size, plus the builder's all-or-nothing rules and the walker's fault cases.
 import { describe, expect, it } from "vitest";
-import { createHost, IommuError, PAGE_1G, PAGE_2M, PAGE_4K, type Host, type PageTableOptions } from "../src/index.js";
+import { createHost, PAGE_1G, PAGE_2M, PAGE_4K, type Host, type PageTableOptions } from "../src/index.js";
+import { errno as code } from "./support/outcome.js";
 
 const MiB = 1024 * 1024;
 
@@ -12,15 +13,6 @@ const configs: { name: string; options: PageTableOptions; lastPage: bigint }[] =
   { name: "arm64 39-bit", options: { format: "arm64", inputBits: 39 }, lastPage: (1n << 39n) - PAGE_4K },
 ];
 
-function code(fn: () => unknown): string {
-  try {
-    fn();
-  } catch (e) {
-    if (e instanceof IommuError) return e.code;
-    throw e;
-  }
-  return "no error";
-}
 
 const sameBytes = (a: Uint8Array, b: Uint8Array): boolean => Buffer.from(a.buffer, a.byteOffset, a.byteLength).equals(Buffer.from(b.buffer, b.byteOffset, b.byteLength));
 

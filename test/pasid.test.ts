@@ -7,9 +7,10 @@
 // FC_SEED=<n> replays a seed, FC_RUNS=<n> changes the number of runs.
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { createHost, IommuError, type Container, type Host } from "../src/index.js";
+import { createHost, type Container, type Host } from "../src/index.js";
 import { createNaiveHost } from "../bench/naive/index.js";
 import type { PasidTable } from "../src/vfio/pasid.js";
+import { attempt, errno, type Outcome } from "./support/outcome.js";
 
 const SEED = process.env.FC_SEED !== undefined ? Number(process.env.FC_SEED) : undefined;
 const RUNS = process.env.FC_RUNS !== undefined ? Number(process.env.FC_RUNS) : undefined;
@@ -19,15 +20,6 @@ const PASID_MAX = 0xfffff;
 const ALL = { min: 0, max: 0xffffffff };
 const small = (options: Parameters<typeof createHost>[0] = {}): Promise<Host> => createHost({ ramSize: 1 << 20, ...options });
 
-function errno(fn: () => unknown): string {
-  try {
-    fn();
-  } catch (e) {
-    if (e instanceof IommuError) return e.code;
-    throw e;
-  }
-  return "ok";
-}
 
 const allocMany = (c: Container, n: number, range = { min: 0, max: PASID_MAX }): number[] => Array.from({ length: n }, () => c.pasid.alloc(range));
 const range = (first: number, last: number): number[] => Array.from({ length: last - first + 1 }, (_, i) => first + i);
@@ -466,16 +458,7 @@ const tableOp: fc.Arbitrary<TableOp> = fc.oneof(
 );
 
 type Any = any; // eslint-disable-line @typescript-eslint/no-explicit-any
-type Outcome = { ok: unknown } | { error: string };
 
-function attempt(fn: () => unknown): Outcome {
-  try {
-    return { ok: fn() };
-  } catch (e) {
-    if (e instanceof IommuError) return { error: e.code };
-    throw e;
-  }
-}
 
 function stepAlloc(host: Any, containers: Any[], op: AllocOp): Outcome {
   if (op.t === "open") return attempt(() => { containers.push(host.openContainer(op.quota === undefined ? {} : { pasidQuota: op.quota })); return containers.length; });

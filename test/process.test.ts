@@ -5,21 +5,15 @@
 import { Buffer } from "node:buffer";
 import { describe, expect, it } from "vitest";
 import {
-  createHost, IommuError, PAGE_4K,
+  createHost, PAGE_4K,
   type Container, type Domain, type Host, type PageTable, type Process, type ProcessOptions, type VfioDevice,
 } from "../src/index.js";
+import { errno } from "./support/outcome.js";
 
 const RAM = 16 * 1024 * 1024;
 const BDF = "0000:01:00.0";
 const MMAP_BASE = 0x1000_0000n;
 
-function errno(fn: () => unknown): string {
-  try { fn(); } catch (e) {
-    expect(e).toBeInstanceOf(IommuError);
-    return (e as IommuError).code;
-  }
-  return "no error";
-}
 
 const bytes = (s: string) => new TextEncoder().encode(s);
 const text = (b: Uint8Array) => new TextDecoder().decode(b);

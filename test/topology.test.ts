@@ -4,7 +4,6 @@
 // region; every bad input is refused with the errno Linux would use.
 import { describe, expect, it } from "vitest";
 import fc from "fast-check";
-import { IommuError } from "../src/errors.js";
 import { U64_MAX } from "../src/addr.js";
 import { archPreset, type Arch } from "../src/vfio/arch.js";
 import {
@@ -12,17 +11,11 @@ import {
   type IovaRange, type ReservedRegion, type ReservedRegionSpec, type ReservedType,
 } from "../src/vfio/reserved.js";
 import { Topology, type Driver } from "../src/vfio/topology.js";
+import { errno } from "./support/outcome.js";
 
 const MiB = 0x100000n;
 const GiB = 0x40000000n;
 
-function errno(fn: () => unknown): string {
-  try { fn(); } catch (e) {
-    expect(e).toBeInstanceOf(IommuError);
-    return (e as IommuError).code;
-  }
-  return "no error";
-}
 
 const r = (start: bigint, end: bigint, type: ReservedType): ReservedRegion => ({ start, end, type });
 const range = (start: bigint, end: bigint): IovaRange => ({ start, end });

@@ -5,14 +5,11 @@
 // leaves no stale combined entry.
 import { describe, expect, it } from "vitest";
 import { createHost, IommuError, type Container, type Process, type VfioDevice } from "../src/index.js";
+import { errno } from "./support/outcome.js";
 
 const MiB = 1n << 20n;
 const P = 1n, RW = 2n, US = 4n, PS = 1n << 7n;
 
-function errno(fn: () => unknown): string | undefined {
-  try { fn(); } catch (e) { if (e instanceof IommuError) return e.code; throw e; }
-  return undefined;
-}
 
 interface Vm { c: Container; vmm: Process; gram: bigint; nic: VfioDevice; other: VfioDevice; pasid: number; put(gpa: bigint, v: bigint): void }
 

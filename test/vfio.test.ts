@@ -8,10 +8,11 @@
 import { Buffer } from "node:buffer";
 import { describe, expect, it } from "vitest";
 import {
-  createHost, IommuError, PAGE_1G, PAGE_2M, PAGE_4K,
+  createHost, PAGE_1G, PAGE_2M, PAGE_4K,
   type Arch, type Container, type DeviceSpec, type Domain, type Host, type HostOptions, type Interrupt,
   type Process, type VfioDevice, type VfioGroup,
 } from "../src/index.js";
+import { errno } from "./support/outcome.js";
 
 const RAM = 16 * 1024 * 1024;
 const U64_MAX = (1n << 64n) - 1n;
@@ -23,13 +24,6 @@ const SW_MSI = { start: 0x800_0000n, end: 0x80f_ffffn };
 const PGSIZES = PAGE_4K | PAGE_2M | PAGE_1G;
 const ARCHES: Arch[] = ["vtd", "smmuv3"];
 
-function errno(fn: () => unknown): string {
-  try { fn(); } catch (e) {
-    expect(e).toBeInstanceOf(IommuError);
-    return (e as IommuError).code;
-  }
-  return "no error";
-}
 
 /** The valid IOVA list of a lone group of each arch (aperture minus its hardware MSI window). */
 const soleGroupList = (arch: Arch) => arch === "vtd"
