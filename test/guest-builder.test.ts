@@ -8,7 +8,7 @@
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { createHost, IommuError } from "../src/index.js";
-import { attempt } from "./support/outcome.js";
+import { attempt, errno } from "./support/outcome.js";
 
 const MiB = 1n << 20n;
 const PAGE = 0x1000n;
@@ -59,7 +59,8 @@ const opArb: fc.Arbitrary<Op> = fc.oneof(
 );
 
 
-async function scenario(format: "x86-64" | "arm64", ops: Op[]): Promise<void> {
+/** A VMM with GUEST_RAM at GPA 0 in a nesting container with one device; stage 2 maps its last `readOnlyTail` bytes read-only. */
+async function nestingVm(readOnlyTail = 0n) {
   const h = await createHost({ ramSize: 32 * 1024 * 1024 });
   h.addDevice({ bdf: "0000:01:00.0" });
   const vmm = h.createProcess();
@@ -68,7 +69,14 @@ async function scenario(format: "x86-64" | "arm64", ops: Op[]): Promise<void> {
   const g = h.openGroup(0);
   g.setContainer(c);
   c.setIommu("nesting");
-  c.mapDma({ vaddr: gram, iova: 0n, size: GUEST_RAM, read: true, write: true });
+  const rw = GUEST_RAM - readOnlyTail;
+  c.mapDma({ vaddr: gram, iova: 0n, size: rw, read: true, write: true });
+  if (readOnlyTail > 0n) c.mapDma({ vaddr: gram + rw, iova: rw, size: readOnlyTail, read: true, write: false });
+  return { h, vmm, gram, c, g };
+}
+
+async function scenario(format: "x86-64" | "arm64", ops: Op[]): Promise<void> {
+  const { h, vmm, gram, c, g } = await nestingVm();
   const pattern = new Uint8Array(Number(TABLES_AT));
   for (let page = 0; page < pattern.length / 4096; page++) new DataView(pattern.buffer).setUint32(page * 4096, page, true);
   vmm.write(gram, pattern);
@@ -134,15 +142,35 @@ describe("the guest page-table builder agrees with a model of its leaves", () =>
     });
   }
 
+  it("refuses pages for new tables that stage 2 does not let it write, or that are tables already", async () => {
+    // Guest RAM at GPA 0 is read-write, except its last MiB, which stage 2 maps read-only.
+    const { c } = await nestingVm(MiB);
+    const offered: bigint[] = [];
+    const freed: bigint[] = [];
+    let next = TABLES_AT;
+    let give = (): bigint => { next += PAGE; return next - PAGE; };
+    const pt = c.gpa.pageTable({ format: "x86-64", allocTable: () => { const p = give(); offered.push(p); return p; }, freeTable: (p) => { freed.push(p); } });
+    const root = pt.root;
+    offered.length = 0;
+    // One of the three new tables would land on a read-only page: EFAULT, all three come back.
+    let n = 0;
+    give = () => (n++ === 1 ? GUEST_RAM - PAGE : (next += PAGE) - PAGE);
+    expect(errno(() => pt.map(0x40000000n, 0x200000n, PAGE))).toBe("EFAULT");
+    expect([...freed].sort()).toEqual([...offered].sort());
+    // The root offered again as a new table: EINVAL, nothing kept.
+    freed.length = 0; offered.length = 0; n = 0;
+    give = () => (n++ === 2 ? root : (next += PAGE) - PAGE);
+    expect(errno(() => pt.map(0x40000000n, 0x200000n, PAGE))).toBe("EINVAL");
+    expect([...freed].sort()).toEqual([...offered].sort());
+    // Nothing was written: the root is still empty, and a good allocator now succeeds.
+    expect(c.gpa.read(root, 4096).every((b) => b === 0)).toBe(true);
+    give = () => (next += PAGE) - PAGE;
+    pt.map(0x40000000n, 0x200000n, PAGE);
+    expect(pt.unmap(0n, 1n << 47n)).toBe(PAGE);
+  });
+
   it("an allocator that gives out mid-map gets back the pages it gave; the table is unchanged", async () => {
-    const h = await createHost({ ramSize: 32 * 1024 * 1024 });
-    const vmm = h.createProcess();
-    const gram = vmm.mmap(GUEST_RAM);
-    const c = h.openContainer({ process: vmm });
-    h.addDevice({ bdf: "0000:01:00.0" });
-    h.openGroup(0).setContainer(c);
-    c.setIommu("nesting");
-    c.mapDma({ vaddr: gram, iova: 0n, size: GUEST_RAM, read: true, write: true });
+    const { c } = await nestingVm();
     let next = TABLES_AT, budget = 3;
     const freed: bigint[] = [];
     const pt = c.gpa.pageTable({

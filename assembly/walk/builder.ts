@@ -21,7 +21,7 @@ import { tableStamps, frameCount, undoLog } from "../layout";
 import { markOwned } from "../mem/pins";
 import { inRam, loadPte, storePte } from "../mem/phys";
 import { allocFrames, freeFrames, framesFree, frameIsAllocated, claimFrame } from "../mem/frames";
-import { ctxRoot, ctxLevels, ctxFlags, ctxPgsizes, ctxPtr, ctxS2Id } from "./context";
+import { ctxRoot, ctxLevels, ctxFlags, ctxPgsizes } from "./context";
 import { walkIn, walkHpa, isNested, NoStage2 } from "./walker";
 import { ST_OK, ERR_EINVAL, ERR_EEXIST, ERR_ENOMEM, ERR_EFAULT, KIND_INVALID, KIND_LEAF, KIND_TABLE, UNDO_LOG_ENTRIES, ACCESS_READ, ACCESS_WRITE } from "../abi";
 
@@ -218,6 +218,13 @@ function buildMapIn<F, G>(ctx: usize, iova: u64, last: u64, hpa: u64, prot: u32)
   if (isNested<G>()) {
     guestTablesNeeded = tablesNeeded;
     if (<u64>tablesNeeded > budget<G>()) return ERR_ENOMEM;
+    // The pages offered for new tables must be guest RAM that stage 2 lets the
+    // builder write, and none may be a table already on the path or offered twice.
+    for (let i: u32 = 0; i < tablesNeeded; i++) {
+      const h = tableHpa<G>(load<u64>(poolAt + (<usize>i << 3)));
+      if (h == NO_PAGE) return ERR_EFAULT;
+      if (!firstVisit(h)) return ERR_EINVAL;
+    }
   }
   if (undoActive && <u64>undoCount + tablesNeeded > <u64>UNDO_LOG_ENTRIES) return ERR_ENOMEM;
   if (adoptRoot) claimFrame(root);
@@ -280,22 +287,22 @@ function buildUnmapIn<F, G>(ctx: usize, iova: u64, last: u64): u64 {
 
 // Maps [iova, last] → gpa.. in the guest table of nested context ctx; new
 // tables from `count` GPAs at `pool` (ENOMEM with guestTablesNeeded set when
-// short: nothing changed). Returns the status; guest pages used: poolUsed.
-export function buildGuestMap<F, G>(ctx: usize, iova: u64, last: u64, gpa: u64, prot: u32, pool: usize, count: u32): u32 {
-  guestS2 = ctxPtr(ctxS2Id(ctx));
+// short: nothing changed). Returns the status; on success the pages used are
+// the first guestTablesNeeded of the pool.
+export function buildGuestMap<F, G>(ctx: usize, s2: usize, iova: u64, last: u64, gpa: u64, prot: u32, pool: usize, count: u32): u32 {
+  guestS2 = s2;
   poolAt = pool; poolCount = count; poolUsed = 0;
+  guestTablesNeeded = 0;
   return buildMapIn<F, G>(ctx, iova, last, gpa, prot);
 }
 
 // Unmaps [iova, last] in the guest table; the GPAs of tables it empties are
 // written at `released` (up to cap; releasedCount says how many there were).
-export function buildGuestUnmap<F, G>(ctx: usize, iova: u64, last: u64, released: usize, cap: u32): u64 {
-  guestS2 = ctxPtr(ctxS2Id(ctx));
+export function buildGuestUnmap<F, G>(ctx: usize, s2: usize, iova: u64, last: u64, released: usize, cap: u32): u64 {
+  guestS2 = s2;
   releasedAt = released; releasedCap = cap; releasedCount = 0;
   return buildUnmapIn<F, G>(ctx, iova, last);
 }
-
-export function guestPagesUsed(): u32 { return poolUsed; }
 
 // ---- modes for process memory and pinned maps
 

@@ -64,8 +64,8 @@ export function unmapRange(ctx: usize, iova: u64, last: u64): u64 {
 
 function guestMapOver<F>(ctx: usize, s2: usize, iova: u64, last: u64, gpa: u64, prot: u32, pool: usize, count: u32): u32 {
   switch (ctxFormat(s2)) {
-    case FORMAT_VTD_SL: return buildGuestMap<F, VtdSlFormat>(ctx, iova, last, gpa, prot, pool, count);
-    case FORMAT_ARM64_S2: return buildGuestMap<F, Arm64S2Format>(ctx, iova, last, gpa, prot, pool, count);
+    case FORMAT_VTD_SL: return buildGuestMap<F, VtdSlFormat>(ctx, s2, iova, last, gpa, prot, pool, count);
+    case FORMAT_ARM64_S2: return buildGuestMap<F, Arm64S2Format>(ctx, s2, iova, last, gpa, prot, pool, count);
     default: return ERR_EINVAL;
   }
 }
@@ -82,8 +82,8 @@ export function guestMap(ctx: usize, iova: u64, last: u64, gpa: u64, prot: u32, 
 
 function guestUnmapOver<F>(ctx: usize, s2: usize, iova: u64, last: u64, released: usize, cap: u32): u64 {
   switch (ctxFormat(s2)) {
-    case FORMAT_VTD_SL: return buildGuestUnmap<F, VtdSlFormat>(ctx, iova, last, released, cap);
-    case FORMAT_ARM64_S2: return buildGuestUnmap<F, Arm64S2Format>(ctx, iova, last, released, cap);
+    case FORMAT_VTD_SL: return buildGuestUnmap<F, VtdSlFormat>(ctx, s2, iova, last, released, cap);
+    case FORMAT_ARM64_S2: return buildGuestUnmap<F, Arm64S2Format>(ctx, s2, iova, last, released, cap);
     default: return 0;
   }
 }

@@ -78,9 +78,9 @@ export class GuestPageTable {
     }
     if (r.status === abi.ST_OK) return;
     if (r.status === abi.ERR_EEXIST) fail("EEXIST", `map: [${hex(v)}, ${hex(last)}] overlaps an existing mapping`);
-    if (r.status === abi.ERR_EFAULT) fail("EFAULT", "map: a table of the guest's is not reachable through stage 2");
+    if (r.status === abi.ERR_EFAULT) fail("EFAULT", "map: a table of the guest's, or a page offered for one, is not guest RAM that stage 2 lets the IOMMU read and write");
     if (r.status === abi.ERR_ENOMEM) fail("ENOMEM", "map: the range needs more tables than a guest table may have");
-    fail("EINVAL", `map: a table on the path of [${hex(v)}, ${hex(last)}] is reached twice (aliased, or in a cycle)`);
+    fail("EINVAL", `map: a table on the path of [${hex(v)}, ${hex(last)}] is reached twice (aliased, in a cycle, or offered again as a new table)`);
   }
 
   /** Removes every leaf wholly inside [gva, gva + size); emptied tables go back to freeTable. Returns the bytes unmapped. */
