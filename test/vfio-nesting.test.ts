@@ -198,5 +198,13 @@ describe("the page-table builder writing into guest memory (c.gpa.pageTable)", (
     const lost = c.gpa.pageTable({ format: "x86-64", root: 16n * MiB, allocTable: () => 0x200000n });
     expect(() => lost.map(0x1000n, 0x1000n, 0x1000n)).toThrow(expect.objectContaining({ code: "EFAULT" }));
     expect(() => c.gpa.pageTable({ format: "x86-64", root: 0x1000n } as never)).toThrow(expect.objectContaining({ code: "EINVAL" }));
+    // Operands are checked before anything is built: alignment, the input address space, a destroyed table.
+    expect(errno(() => pt.map(0x40000800n, 0x200000n, 0x1000n))).toBe("EINVAL");
+    expect(errno(() => pt.map(0x40001000n, 0x200000n, 0x1000n, { read: false }))).toBe("EINVAL");
+    expect(errno(() => pt.unmap(0n, 1n << 49n))).toBe("EINVAL");
+    expect(errno(() => pt.map(0xfffffffffffff000n, 0n, 0x2000n))).toBe("EOVERFLOW");
+    pt.destroy();
+    expect(errno(() => pt.map(0x40001000n, 0x201000n, 0x1000n))).toBe("ENODEV");
+    expect(errno(() => pt.unmap(0n, 0x1000n))).toBe("ENODEV");
   });
 });
