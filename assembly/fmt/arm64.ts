@@ -29,11 +29,6 @@ export const LPAE_APTABLE_NO_EL0: u64 = <u64>1 << 61;
 export const LPAE_APTABLE_RDONLY: u64 = <u64>1 << 62;
 export const LPAE_ADDR_MASK: u64 = 0x0000FFFFFFFFF000;
 
-// Both stages: AF = 0 faults unless the hardware manages it (TCR.HA / VTCR.HA, our CTX_AD).
-@inline function accessFlagFault(pte: u64, flags: u32): u32 {
-  return (pte & LPAE_AF) == 0 && (flags & CTX_AD) == 0 ? FAULT_ACCESS_FLAG : 0;
-}
-
 @final @unmanaged
 export class Arm64S1Format {
   @inline levelShift(level: u32): u32 { return 12 + 9 * level; }
@@ -83,7 +78,10 @@ export class Arm64S1Format {
 
   @inline fullPerms(): u32 { return PERM_R | PERM_W | PERM_X | PERM_U; }
 
-  @inline leafFault(pte: u64, flags: u32): u32 { return accessFlagFault(pte, flags); }
+  // AF = 0 faults unless the hardware manages it (TCR.HA, our CTX_AD).
+  @inline leafFault(pte: u64, flags: u32): u32 {
+    return (pte & LPAE_AF) == 0 && (flags & CTX_AD) == 0 ? FAULT_ACCESS_FLAG : 0;
+  }
 
   // With HA the walker sets AF in leaves (table descriptors have none: bit 10
   // is ignored there); dirty state (DBM) is not modelled, so a leaf counts as dirty.
@@ -142,7 +140,9 @@ export class Arm64S2Format {
     return p;
   }
   @inline fullPerms(): u32 { return PERM_R | PERM_W | PERM_X | PERM_U; }
-  @inline leafFault(pte: u64, flags: u32): u32 { return accessFlagFault(pte, flags); }
+  @inline leafFault(pte: u64, flags: u32): u32 {
+    return (pte & LPAE_AF) == 0 && (flags & CTX_AD) == 0 ? FAULT_ACCESS_FLAG : 0;
+  }
 
   @inline accessed(pte: u64): u64 { return pte | LPAE_AF; }
   @inline tableAccessed(pte: u64): u64 { return pte; }
