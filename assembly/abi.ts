@@ -57,6 +57,12 @@ export const CTX_SRE: u32 = 1;
 export const CTX_WPE: u32 = 2;
 export const CTX_AD: u32 = 4;
 export const CTX_NX: u32 = 8;
+// VT-d first level, PASID-entry EAFE: a walk that sets A also sets the
+// extended-accessed bit (10), so software can tell device use from CPU use.
+export const CTX_EAFE: u32 = 16;
+// Arm TCR.HD: a write to a writable-clean leaf (DBM set, AP[2] read-only)
+// makes it writable-dirty (clears AP[2]) instead of faulting. Needs HA (CTX_AD).
+export const CTX_HD: u32 = 32;
 export const CTX_LIVE: u32 = 128;
 
 // ---- Context record (CTX_SIZE bytes each, MAX_CONTEXTS of them; slot 0 is never used).

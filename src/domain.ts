@@ -4,7 +4,7 @@
 import { toU64, lastOf, requireAligned, hex, PAGE_SIZE, type Address } from "./addr.js";
 import { accessBits, permsOf, reasonName, type Access, type FaultReason, type Perms } from "./access.js";
 import { fail } from "./errors.js";
-import { resolveFormat, setContext, type DomainFlags, type PageTableOptions, type ResolvedFormat } from "./format.js";
+import { contextFlags, resolveFormat, setContext, type DomainFlags, type PageTableOptions, type ResolvedFormat } from "./format.js";
 import { DmaPort, checkPasid } from "./dma.js";
 import { PageTable, probeWalk, type WalkResult } from "./pagetable.js";
 import * as abi from "./engine/abi.js";
@@ -82,13 +82,15 @@ export class Domain {
       this.root = this.table.root;
       this.stage2 = undefined;
     }
+    let contextBits: number;
     try {
+      contextBits = contextFlags(this.format, options);
       this.id = engine.allocContextId();
     } catch (e) {
       if (this.ownsTable) this.table!.destroy();
       throw e;
     }
-    setContext(engine.wasm, this.id, this.format, options, this.root);
+    setContext(engine.wasm, this.id, this.format, contextBits, this.root);
     if (this.stage2) engine.wasm.contextSetNested(this.id, this.stage2.id);
     this.dma = new DmaPort(engine, () => this.liveId(), 0);
   }

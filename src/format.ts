@@ -32,14 +32,22 @@ export interface PageTableOptions {
   root?: bigint | number;
 }
 
-/** Request-side switches of a domain (VT-d first level: SRE, WPE, A/D update; Arm: TCR.HA). */
+/** Request-side switches of a domain (VT-d first level: SRE, WPE, A/D update, EAFE; Arm: TCR.HA, TCR.HD). */
 export interface DomainFlags {
   /** Supervisor (privileged) requests allowed. Default true. */
   sre?: boolean;
   /** Write protect: privileged writes need write permission. Default true. */
   wpe?: boolean;
-  /** Set accessed/dirty bits as the hardware walks. Default true for x86-64, false for arm64 (AF = 0 faults). */
+  /** Set accessed/dirty bits as the hardware walks (Arm: TCR.HA). Default true for x86-64, false for arm64 (AF = 0 faults). */
   accessedDirty?: boolean;
+  /** x86-64 (VT-d first level): EAFE, set the extended-accessed bit (10) along with A. Needs accessedDirty. Default false. */
+  eafe?: boolean;
+  /**
+   * arm64 stage 1: TCR.HD, hardware dirty state. A leaf with DBM (bit 51) and
+   * AP[2] read-only is writable-clean: a write clears AP[2] instead of
+   * faulting. Needs accessedDirty (TCR.HA). Default false.
+   */
+  hd?: boolean;
 }
 
 export interface ResolvedFormat {
@@ -111,17 +119,29 @@ export function resolveFormat(options: PageTableOptions): ResolvedFormat {
   };
 }
 
+/** The engine's CTX_* bits for a format and its switches; EINVAL for a switch the format lacks. */
 export function contextFlags(format: ResolvedFormat, flags: DomainFlags): number {
   let bits = 0;
   if (flags.sre ?? true) bits |= abi.CTX_SRE;
   if (flags.wpe ?? true) bits |= abi.CTX_WPE;
-  if (flags.accessedDirty ?? format.defaultAccessedDirty) bits |= abi.CTX_AD;
+  const ad = flags.accessedDirty ?? format.defaultAccessedDirty;
+  if (ad) bits |= abi.CTX_AD;
+  if (flags.eafe) {
+    if (format.id !== abi.FORMAT_X86_64) fail("EINVAL", `eafe is a VT-d first-level (x86-64) switch, not ${format.name}'s`);
+    if (!ad) fail("EINVAL", "eafe needs accessedDirty: EA is set along with A");
+    bits |= abi.CTX_EAFE;
+  }
+  if (flags.hd) {
+    if (format.id !== abi.FORMAT_ARM64_S1) fail("EINVAL", `hd (TCR.HD) is an arm64 stage-1 switch, not ${format.name}'s`);
+    if (!ad) fail("EINVAL", "hd (TCR.HD) needs accessedDirty (TCR.HA)");
+    bits |= abi.CTX_HD;
+  }
   if (format.nx) bits |= abi.CTX_NX;
   return bits;
 }
 
-/** Writes a context for a page table or domain into the engine. */
+/** Writes a context for a page table or domain into the engine; flags from contextFlags. */
 export function setContext(wasm: { contextSet(id: number, format: number, levels: number, inputBits: number, flags: number, paWidth: number, root: bigint, pgsizes: bigint): void },
-  id: number, f: ResolvedFormat, flags: DomainFlags, root: bigint): void {
-  wasm.contextSet(id, f.id, f.levels, f.inputBits, contextFlags(f, flags), f.physAddrWidth, root, f.pageSizeMask);
+  id: number, f: ResolvedFormat, flags: number, root: bigint): void {
+  wasm.contextSet(id, f.id, f.levels, f.inputBits, flags, f.physAddrWidth, root, f.pageSizeMask);
 }

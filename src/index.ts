@@ -2,6 +2,7 @@
 export { createHost, Host, type HostOptions, type ContainerOptions, type TranslationBatch } from "./host.js";
 export { Process, type ProcessOptions, type MmapOptions } from "./vfio/process.js";
 export { Container, type IommuType, type MapDmaRequest, type UnmapDmaRequest, type ContainerInfo, type DirtyBitmapRequest, type BindPgtblOptions, type InvalidateEntry, type GuestMemory } from "./vfio/container.js";
+export { VTD_S1_SRE, VTD_S1_EAFE, VTD_S1_WPE, type VtdStage1Flags, type ArmStage1Flags, type Stage1Description } from "./vfio/bind.js";
 export { VfioGroup, VfioDevice, type Interrupt } from "./vfio/group.js";
 export { HostDevice, type DeviceSpec, type Conflict, type Driver } from "./vfio/topology.js";
 export type { Arch } from "./vfio/arch.js";

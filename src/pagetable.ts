@@ -4,7 +4,7 @@ import { toU64, requireAligned, hex, PAGE_SIZE, type Address } from "./addr.js";
 import { accessBits, permsOf, protBits, reasonName, type Access, type FaultReason, type Perms, type Prot } from "./access.js";
 import { fail } from "./errors.js";
 import { mapSpans, unmapSpan } from "./mapargs.js";
-import { resolveFormat, setContext, type DomainFlags, type PageTableOptions, type ResolvedFormat } from "./format.js";
+import { contextFlags, resolveFormat, setContext, type DomainFlags, type PageTableOptions, type ResolvedFormat } from "./format.js";
 import * as abi from "./engine/abi.js";
 import type { Engine } from "./engine/engine.js";
 import type { PhysicalMemory } from "./memory.js";
@@ -31,6 +31,7 @@ export class PageTable {
 
   constructor(private readonly engine: Engine, ram: PhysicalMemory, options: PageTableOptions, flags: DomainFlags = {}) {
     this.format = resolveFormat(options);
+    const contextBits = contextFlags(this.format, flags);
     if (options.root !== undefined) {
       const root = toU64(options.root, "root");
       requireAligned(root, PAGE_SIZE, "root");
@@ -49,7 +50,7 @@ export class PageTable {
       if (this.ownsRoot) ram.freeFrames(this.root);
       throw e;
     }
-    setContext(engine.wasm, this.contextId, this.format, flags, this.root);
+    setContext(engine.wasm, this.contextId, this.format, contextBits, this.root);
   }
 
   private live(): void {

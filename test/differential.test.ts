@@ -47,6 +47,10 @@ interface DomainSpec {
   sre?: boolean;
   wpe?: boolean;
   accessedDirty?: boolean;
+  /** x86-64: EAFE (extended-accessed bit with A); only drawn with A/D on. */
+  eafe?: boolean;
+  /** arm64 stage 1: TCR.HD (DBM leaves); only drawn with accessedDirty. */
+  hd?: boolean;
   /** Share the page table of an earlier domain (index) instead of creating one. */
   shareWith?: number;
 }
@@ -339,20 +343,20 @@ const x86Spec: fc.Arbitrary<DomainSpec> = fc.record({
   physAddrWidth: fc.constantFrom(52, 46, 39, 36, 32),
   pageSizes: pageSizesArb,
   nx: fc.boolean(),
-  sre: maybeBool, wpe: maybeBool, accessedDirty: maybeBool,
+  sre: maybeBool, wpe: maybeBool, accessedDirty: maybeBool, eafe: fc.boolean(),
   shareWith: fc.option(fc.nat(5), { nil: undefined, freq: 4 }),
-});
+}).map((spec) => ({ ...spec, eafe: spec.eafe && spec.accessedDirty !== false }));
 
 const armSpec: fc.Arbitrary<DomainSpec> = fc.record({
   format: fc.constant("arm64" as const),
   inputBits: fc.constantFrom(48, 42, 39, 36, 30, 25),
   physAddrWidth: fc.constantFrom(48, 44, 40, 36, 32),
   pageSizes: pageSizesArb,
-  sre: maybeBool, wpe: maybeBool, accessedDirty: maybeBool,
+  sre: maybeBool, wpe: maybeBool, accessedDirty: maybeBool, hd: fc.boolean(),
   shareWith: fc.option(fc.nat(5), { nil: undefined, freq: 4 }),
-});
+}).map((spec) => ({ ...spec, hd: spec.hd && spec.accessedDirty === true }));
 
-const armS2Spec: fc.Arbitrary<DomainSpec> = armSpec.map((spec) => ({ ...spec, stage: 2 as const }));
+const armS2Spec: fc.Arbitrary<DomainSpec> = armSpec.map(({ hd: _hd, ...spec }) => ({ ...spec, stage: 2 as const }));
 
 const vtdSlSpec: fc.Arbitrary<DomainSpec> = fc.record({
   format: fc.constant("vtd-sl" as const),
@@ -431,7 +435,7 @@ const pasidArb = fc.oneof(
 
 const frameArb = fc.oneof({ weight: 3, arbitrary: fc.nat(15) }, { weight: 1, arbitrary: fc.nat(80) });
 const indexArb = fc.oneof(fc.constantFrom(0, 1, 255, 256, 511), fc.nat(511));
-const FLAG_BITS = [0, 1, 2, 5, 6, 7, 8, 9, 10, 11, 52, 53, 54, 55, 59, 60, 61, 62, 63];
+const FLAG_BITS = [0, 1, 2, 5, 6, 7, 8, 9, 10, 11, 51, 52, 53, 54, 55, 59, 60, 61, 62, 63];
 const entryArb = fc.oneof(
   { weight: 6, arbitrary: fc.tuple(
     fc.oneof(fc.nat(40).map((f) => BigInt(f) << 12n), fc.constantFrom(RAM, RAM - 4096n, 1n << 36n, 1n << 40n, 1n << 47n, 1n << 51n, 0x40000000n)),
@@ -533,8 +537,8 @@ describe("engine and naive twin agree", () => {
     // Only well-formed tables with every page size, so most translations succeed and compete for ways.
     const x86Plain = fc.record({
       format: fc.constant("x86-64" as const), levels: fc.constantFrom(4 as const, 5 as const), physAddrWidth: fc.constant(52),
-      pageSizes: fc.constant([PAGE_4K, PAGE_2M, PAGE_1G]), nx: fc.boolean(), sre: maybeBool, wpe: maybeBool, accessedDirty: maybeBool,
-    });
+      pageSizes: fc.constant([PAGE_4K, PAGE_2M, PAGE_1G]), nx: fc.boolean(), sre: maybeBool, wpe: maybeBool, accessedDirty: maybeBool, eafe: fc.boolean(),
+    }).map((spec) => ({ ...spec, eafe: spec.eafe && spec.accessedDirty !== false }));
     const armPlain = fc.record({
       format: fc.constant("arm64" as const), inputBits: fc.constant(48), stage: fc.constantFrom(1 as const, 2 as const), physAddrWidth: fc.constant(48),
       pageSizes: fc.constant([PAGE_4K, PAGE_2M, PAGE_1G]), sre: maybeBool, wpe: maybeBool, accessedDirty: maybeBool,

@@ -1,8 +1,10 @@
 // Nested translation, engine against the naive twin: the same guest (a
 // stage-2 domain, a stage-1 table written into guest memory) and the same
 // random operations — guest table writes (real entries and garbage), stage-2
-// map / unmap, invalidations of either stage, translations and DMA — must
-// give the same results, fault records, IOTLB counters and RAM image.
+// map / unmap (table pages read-only too), invalidations of either stage,
+// translations and DMA — under random switches (stage-1 A/D, EAFE, Arm HA
+// and HD, stage-2 dirty tracking) must give the same results, fault records,
+// IOTLB counters and RAM image (so every A/D bit either stage wrote).
 import { describe, expect, it } from "vitest";
 import fc from "fast-check";
 import { createHost, PAGE_2M, PAGE_4K } from "../src/index.js";
@@ -27,11 +29,14 @@ type Op =
 
 interface Side { host: Any; s2: Any; nested: Any; base: bigint }
 
-async function setUp(make: (o: Any) => Promise<Any>, arm: boolean): Promise<Side> {
+/** The switches of one scenario: stage 1's A/D (x86 with EAFE, Arm HA with HD) and stage 2's dirty tracking. */
+interface Switches { s1ad: boolean; extra: boolean; s2ad: boolean }
+
+async function setUp(make: (o: Any) => Promise<Any>, arm: boolean, sw: Switches): Promise<Side> {
   const host = await make({ ramSize: RAM, iotlb: { sets: 16, ways: 2 }, faultRingSize: 16 });
   const s2 = host.createDomain(arm
-    ? { format: "arm64", stage: 2, inputBits: 40, physAddrWidth: 40, pageSizes: [PAGE_4K, PAGE_2M] }
-    : { format: "vtd-sl", inputBits: 48, pageSizes: [PAGE_4K, PAGE_2M] });
+    ? { format: "arm64", stage: 2, inputBits: 40, physAddrWidth: 40, pageSizes: [PAGE_4K, PAGE_2M], accessedDirty: sw.s2ad }
+    : { format: "vtd-sl", inputBits: 48, pageSizes: [PAGE_4K, PAGE_2M], accessedDirty: sw.s2ad });
   const run = host.ram.allocFrames(Number(PAGE_2M * 3n / PAGE_4K));
   const base = (run + PAGE_2M - 1n) & ~(PAGE_2M - 1n);
   s2.pageTable.map(0n, base, GUEST_PAGES * PAGE_4K, { read: true, write: true });
@@ -45,7 +50,8 @@ async function setUp(make: (o: Any) => Promise<Any>, arm: boolean): Promise<Side
     put(0x1008n, 0x3000n | 0x3n);
     put(0x3000n, 0x4000n | 0x3n);
     put(0x3008n, PAGE_2M | 0x441n);
-    for (let i = 0n; i < 16n; i++) put(0x4000n + i * 8n, ((16n + i) * PAGE_4K) | 0x443n);
+    // Every fourth page writable-clean (DBM, AP[2] read-only): writable only under HD.
+    for (let i = 0n; i < 16n; i++) put(0x4000n + i * 8n, ((16n + i) * PAGE_4K) | (i % 4n === 3n ? 0x80000000004c3n : 0x443n));
   } else {
     put(0x1000n, 0x2000n | 0x7n);
     put(0x2000n, 0x3000n | 0x7n);
@@ -54,7 +60,10 @@ async function setUp(make: (o: Any) => Promise<Any>, arm: boolean): Promise<Side
     put(0x3008n, PAGE_2M | 0x87n);
     for (let i = 0n; i < 16n; i++) put(0x4000n + i * 8n, ((16n + i) * PAGE_4K) | 0x7n);
   }
-  const nested = host.createDomain(arm ? { stage2: s2, format: "arm64", inputBits: 39, root: 0x1000n } : { stage2: s2, format: "x86-64", root: 0x1000n });
+  const extra = sw.s1ad && sw.extra;
+  const nested = host.createDomain(arm
+    ? { stage2: s2, format: "arm64", inputBits: 39, root: 0x1000n, accessedDirty: sw.s1ad, hd: extra }
+    : { stage2: s2, format: "x86-64", root: 0x1000n, accessedDirty: sw.s1ad, eafe: extra });
   return { host, s2, nested, base };
 }
 
@@ -87,8 +96,9 @@ function apply(side: Side, op: Op): unknown {
 
 // Entries: table pointers and leaves at guest pages, with x86 or Arm bits, and garbage.
 const pageGpa = fc.integer({ min: 0, max: Number(GUEST_PAGES) + 8 }).map((p) => BigInt(p) * PAGE_4K);
-const x86Bits = fc.constantFrom(0x7n, 0x5n, 0x3n, 0x1n, 0x87n, 0x85n, 0x0n, 0x8000000000000007n);
-const armBits = fc.constantFrom(0x403n, 0x443n, 0x4c3n, 0x401n, 0x441n, 0x3n, 0x1n, 0x0n, 0x20000000000403n);
+// x86: with A, A/D, EA set already or not. Arm: with DBM (bit 51) over AP[2] read-only, with AF or without.
+const x86Bits = fc.constantFrom(0x7n, 0x5n, 0x3n, 0x1n, 0x87n, 0x85n, 0x0n, 0x8000000000000007n, 0x67n, 0x427n, 0xa5n);
+const armBits = fc.constantFrom(0x403n, 0x443n, 0x4c3n, 0x401n, 0x441n, 0x3n, 0x1n, 0x0n, 0x20000000000403n, 0x80000000004c3n, 0x80000000000c3n, 0x80000000004c1n);
 const entry = (arm: boolean) => fc.oneof(
   { weight: 6, arbitrary: fc.tuple(pageGpa, arm ? armBits : x86Bits).map(([gpa, bits]) => gpa | bits) },
   { weight: 1, arbitrary: fc.constant(PAGE_2M | (arm ? 0x401n : 0x87n)) },
@@ -104,7 +114,8 @@ const gva = fc.oneof(
 const opArb = (arm: boolean): fc.Arbitrary<Op> => fc.oneof(
   { weight: 8, arbitrary: fc.record({ t: fc.constant("put" as const), page: fc.integer({ min: 1, max: 8 }), slot: fc.integer({ min: 0, max: 3 }), value: entry(arm) }) },
   { weight: 1, arbitrary: fc.record({ t: fc.constant("s2unmap" as const), page: fc.integer({ min: 0, max: Number(GUEST_PAGES) - 1 }) }) },
-  { weight: 2, arbitrary: fc.record({ t: fc.constant("s2map" as const), page: fc.integer({ min: 16, max: 31 }), write: fc.boolean() }) },
+  // Data pages 16..31 and table pages 1..4 (read-only: no stage-1 A/D write there).
+  { weight: 2, arbitrary: fc.record({ t: fc.constant("s2map" as const), page: fc.oneof(fc.integer({ min: 16, max: 31 }), fc.integer({ min: 1, max: 4 })), write: fc.boolean() }) },
   { weight: 1, arbitrary: fc.record({ t: fc.constant("s2inval" as const), all: fc.boolean(), page: fc.integer({ min: 0, max: Number(GUEST_PAGES) - 1 }) }) },
   { weight: 1, arbitrary: fc.record({ t: fc.constant("s1inval" as const), all: fc.boolean(), gva }) },
   { weight: 8, arbitrary: fc.record({ t: fc.constant("translate" as const), gva, access: fc.constantFrom("read" as const, "write" as const) }) },
@@ -113,9 +124,9 @@ const opArb = (arm: boolean): fc.Arbitrary<Op> => fc.oneof(
 
 const seen = new Set<string>();
 
-async function scenario(arm: boolean, ops: Op[]): Promise<void> {
-  const engine = await setUp(createHost, arm);
-  const twin = await setUp(createNaiveHost, arm);
+async function scenario(arm: boolean, sw: Switches, ops: Op[]): Promise<void> {
+  const engine = await setUp(createHost, arm, sw);
+  const twin = await setUp(createNaiveHost, arm, sw);
   for (const [n, op] of ops.entries()) {
     const a = apply(engine, op), b = apply(twin, op);
     expect(a, `step ${n} ${JSON.stringify(op, (_, v) => (typeof v === "bigint" ? `0x${v.toString(16)}` : v))}`).toEqual(b);
@@ -131,7 +142,8 @@ async function scenario(arm: boolean, ops: Op[]): Promise<void> {
 describe("nested translation, engine vs twin", () => {
   for (const arm of [false, true]) {
     it(`${arm ? "arm64 stage 1 over stage 2" : "x86-64 over VT-d second level"}: random guest tables, stage-2 changes, invalidations, translations and DMA`, async () => {
-      await fc.assert(fc.asyncProperty(fc.array(opArb(arm), { minLength: 10, maxLength: 60 }), (ops) => scenario(arm, ops)), { numRuns: runs, seed });
+      const switches = fc.record({ s1ad: fc.boolean(), extra: fc.boolean(), s2ad: fc.boolean() });
+      await fc.assert(fc.asyncProperty(switches, fc.array(opArb(arm), { minLength: 10, maxLength: 60 }), (sw, ops) => scenario(arm, sw, ops)), { numRuns: runs, seed });
     }, 60_000);
   }
 

@@ -3,60 +3,11 @@
 // stage 2; results combine both stages; faults say which stage failed; the
 // combined IOTLB entries never outlive a stage-2 change.
 import { describe, expect, it } from "vitest";
-import { createHost, IommuError, PAGE_2M, PAGE_4K, type Domain, type Host, type Translation } from "../src/index.js";
+import { IommuError, PAGE_2M, PAGE_4K } from "../src/index.js";
 import { errno as code } from "./support/outcome.js";
+import { guest, ok, x86Stage1, P, RW, US, VALID, TABLE, AF, AP_EL0, AP_RO } from "./support/guest.js";
 
 const MiB = 1n << 20n;
-const GUEST_RAM = 16n * MiB;
-
-
-/** The success branch of a translation (a fault fails the test). */
-function ok(t: Translation): Extract<Translation, { fault?: undefined }> {
-  if (t.fault) throw new Error(`unexpected fault: ${JSON.stringify(t.fault, (_, v) => (typeof v === "bigint" ? v.toString(16) : v))}`);
-  return t;
-}
-
-/** x86-64 entry bits. */
-const P = 1n, RW = 2n, US = 4n, PS = 1n << 7n;
-/** Arm descriptor bits. */
-const VALID = 1n, TABLE = 2n, AF = 1n << 10n, AP_EL0 = 1n << 6n, AP_RO = 1n << 7n;
-
-interface Guest {
-  h: Host;
-  s2: Domain;
-  /** HPA of guest RAM's GPA 0 (guest RAM is contiguous in host memory). */
-  base: bigint;
-  /** Writes a 64-bit entry at a GPA, the way the guest would. */
-  put(gpa: bigint, value: bigint): void;
-}
-
-/** A host, a stage-2 domain mapping 16 MiB of guest RAM at GPA 0, and a way to write guest memory. */
-async function guest(s2format: "vtd-sl" | "arm64" = "vtd-sl", s2pages: bigint[] = [PAGE_4K, PAGE_2M]): Promise<Guest> {
-  const h = await createHost({ ramSize: 64 * 1024 * 1024 });
-  const s2 = h.createDomain(s2format === "vtd-sl"
-    ? { format: "vtd-sl", inputBits: 48, pageSizes: s2pages }
-    : { format: "arm64", stage: 2, inputBits: 40, physAddrWidth: 40, pageSizes: s2pages });
-  // 2 MiB aligned so stage 2 can use 2 MiB leaves when it may.
-  const run = h.ram.allocFrames(Number((GUEST_RAM + PAGE_2M) / PAGE_4K));
-  const base = (run + PAGE_2M - 1n) & ~(PAGE_2M - 1n);
-  s2.pageTable.map(0n, base, GUEST_RAM, { read: true, write: true });
-  const put = (gpa: bigint, value: bigint) => h.ram.writeU64(s2.pageTable.iovaToPhys(gpa)!, value);
-  return { h, s2, base, put };
-}
-
-/**
- * A 4-level x86-64 stage 1 in guest RAM: root at GPA 0x1000, PDPT 0x2000,
- * PD 0x3000, PT 0x4000. Maps GVA 0x40000000 → GPA 0x200000 (4 KiB, rw) and
- * GVA 0x40200000 → GPA 0x400000 (2 MiB, read-only).
- */
-function x86Stage1(g: Guest): bigint {
-  g.put(0x1000n, 0x2000n | P | RW | US);
-  g.put(0x2000n + 1n * 8n, 0x3000n | P | RW | US);
-  g.put(0x3000n, 0x4000n | P | RW | US);
-  g.put(0x4000n, 0x200000n | P | RW | US);
-  g.put(0x3000n + 8n, 0x400000n | P | US | PS);
-  return 0x1000n;
-}
 
 describe("nested translation: x86-64 stage 1 over VT-d second level", () => {
   it("translates GVA → GPA → HPA, and a stage-1 2 MiB page over 4 KiB stage-2 pages gives 4 KiB", async () => {

@@ -5,13 +5,16 @@
 // sets how many levels are walked, and va above it must be zero.
 //
 // Table:  63 NSTable | 62:61 APTable | 60 UXNTable | 59 PXNTable | 47:12 next table | 1:0 = 11
-// Block/page: 54 UXN | 53 PXN | 52 Contig | 11 nG | 10 AF | 9:8 SH | 7:6 AP[2:1] | 5 NS | 4:2 AttrIndx
+// Block/page: 54 UXN | 53 PXN | 52 Contig | 51 DBM | 11 nG | 10 AF | 9:8 SH | 7:6 AP[2:1] | 5 NS | 4:2 AttrIndx
 //             | 47:12 output (blocks: low bits RES0) | 1:0 = 01 block (L1, L2) or 11 page (L3)
 // AP[1] (bit 6) grants EL0 access, AP[2] (bit 7) makes it read-only.
 // APTable[0] (bit 61) removes EL0 access below, APTable[1] (bit 62) removes write.
 // Output or table addresses at or above the IPS width are address-size faults.
+// Hardware management (FEAT_HAFDBS): TCR.HA (our CTX_AD) sets AF instead of
+// faulting; TCR.HD (CTX_HD) with a leaf's DBM makes AP[2] the dirty state:
+// read-only + DBM is writable-clean, and a write clears AP[2].
 import {
-  PERM_R, PERM_W, PERM_X, PERM_U, KIND_INVALID, KIND_TABLE, KIND_LEAF, CTX_AD,
+  PERM_R, PERM_W, PERM_X, PERM_U, KIND_INVALID, KIND_TABLE, KIND_LEAF, CTX_AD, CTX_HD,
   FAULT_ADDRESS_SIZE, FAULT_ACCESS_FLAG, FAULT_INPUT_RANGE,
 } from "../abi";
 
@@ -21,6 +24,7 @@ export const LPAE_AP1_EL0: u64 = 1 << 6;
 export const LPAE_AP2_RDONLY: u64 = 1 << 7;
 export const LPAE_SH_INNER: u64 = 3 << 8;
 export const LPAE_AF: u64 = 1 << 10;
+export const LPAE_DBM: u64 = <u64>1 << 51;
 export const LPAE_PXN: u64 = <u64>1 << 53;
 export const LPAE_UXN: u64 = <u64>1 << 54;
 export const LPAE_PXN_TABLE: u64 = <u64>1 << 59;
@@ -71,7 +75,7 @@ export class Arm64S1Format {
   @inline narrowLeaf(perms: u32, pte: u64, flags: u32): u32 {
     let p = perms;
     if ((pte & LPAE_AP1_EL0) == 0) p &= ~PERM_U;
-    if ((pte & LPAE_AP2_RDONLY) != 0) p &= ~PERM_W;
+    if ((pte & LPAE_AP2_RDONLY) != 0 && !this.dirtyManaged(pte, flags)) p &= ~PERM_W;
     if ((pte & (LPAE_UXN | LPAE_PXN)) != 0) p &= ~PERM_X;
     return p;
   }
@@ -83,12 +87,18 @@ export class Arm64S1Format {
     return (pte & LPAE_AF) == 0 && (flags & CTX_AD) == 0 ? FAULT_ACCESS_FLAG : 0;
   }
 
+  // A leaf whose AP[2] is its dirty state rather than a write ban.
+  @inline dirtyManaged(pte: u64, flags: u32): bool { return (pte & LPAE_DBM) != 0 && (flags & CTX_HD) != 0; }
+
   // With HA the walker sets AF in leaves (table descriptors have none: bit 10
-  // is ignored there); dirty state (DBM) is not modelled, so a leaf counts as dirty.
-  @inline accessed(pte: u64): u64 { return pte | LPAE_AF; }
-  @inline tableAccessed(pte: u64): u64 { return pte; }
-  @inline dirtied(pte: u64): u64 { return pte | LPAE_AF; }
-  @inline isDirty(pte: u64): bool { return true; }
+  // is ignored there). With HD a written DBM leaf loses AP[2]; a leaf without
+  // DBM has no dirty state to set, so it counts as dirty.
+  @inline accessed(pte: u64, flags: u32): u64 { return pte | LPAE_AF; }
+  @inline tableAccessed(pte: u64, flags: u32): u64 { return pte; }
+  @inline dirtied(pte: u64, flags: u32): u64 {
+    return this.dirtyManaged(pte, flags) ? (pte | LPAE_AF) & ~LPAE_AP2_RDONLY : pte | LPAE_AF;
+  }
+  @inline isDirty(pte: u64, flags: u32): bool { return !this.dirtyManaged(pte, flags) || (pte & LPAE_AP2_RDONLY) == 0; }
   @inline cleaned(pte: u64): u64 { return pte; }
 
   @inline makeTable(addr: u64): u64 { return addr | LPAE_VALID | LPAE_TYPE_TABLE; }
@@ -144,10 +154,10 @@ export class Arm64S2Format {
     return (pte & LPAE_AF) == 0 && (flags & CTX_AD) == 0 ? FAULT_ACCESS_FLAG : 0;
   }
 
-  @inline accessed(pte: u64): u64 { return pte | LPAE_AF; }
-  @inline tableAccessed(pte: u64): u64 { return pte; }
-  @inline dirtied(pte: u64): u64 { return pte | LPAE_AF | S2_DIRTY; }
-  @inline isDirty(pte: u64): bool { return (pte & S2_DIRTY) != 0; }
+  @inline accessed(pte: u64, flags: u32): u64 { return pte | LPAE_AF; }
+  @inline tableAccessed(pte: u64, flags: u32): u64 { return pte; }
+  @inline dirtied(pte: u64, flags: u32): u64 { return pte | LPAE_AF | S2_DIRTY; }
+  @inline isDirty(pte: u64, flags: u32): bool { return (pte & S2_DIRTY) != 0; }
   @inline cleaned(pte: u64): u64 { return pte & ~S2_DIRTY; }
 
   @inline makeTable(addr: u64): u64 { return addr | LPAE_VALID | LPAE_TYPE_TABLE; }

@@ -60,10 +60,10 @@ export class VtdSlFormat {
   @inline fullPerms(): u32 { return PERM_R | PERM_W | PERM_X | PERM_U; }
   @inline leafFault(pte: u64, flags: u32): u32 { return 0; }
 
-  @inline accessed(pte: u64): u64 { return pte | VTDSL_A; }
-  @inline tableAccessed(pte: u64): u64 { return pte | VTDSL_A; }
-  @inline dirtied(pte: u64): u64 { return pte | VTDSL_A | VTDSL_D; }
-  @inline isDirty(pte: u64): bool { return (pte & VTDSL_D) != 0; }
+  @inline accessed(pte: u64, flags: u32): u64 { return pte | VTDSL_A; }
+  @inline tableAccessed(pte: u64, flags: u32): u64 { return pte | VTDSL_A; }
+  @inline dirtied(pte: u64, flags: u32): u64 { return pte | VTDSL_A | VTDSL_D; }
+  @inline isDirty(pte: u64, flags: u32): bool { return (pte & VTDSL_D) != 0; }
   @inline cleaned(pte: u64): u64 { return pte & ~VTDSL_D; }
 
   @inline makeTable(addr: u64): u64 { return addr | VTDSL_R | VTDSL_W; }

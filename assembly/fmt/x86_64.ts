@@ -10,7 +10,7 @@
 //   29:13 (1 GiB) or 20:13 (2 MiB) are reserved; PS is reserved at levels 3-4.
 //   Input addresses are canonical: sign-extended from bit 47 (or 56).
 import {
-  CTX_NX, PERM_R, PERM_W, PERM_X, PERM_U, KIND_INVALID, KIND_TABLE, KIND_LEAF,
+  CTX_NX, CTX_EAFE, PERM_R, PERM_W, PERM_X, PERM_U, KIND_INVALID, KIND_TABLE, KIND_LEAF,
   FAULT_RESERVED_BIT, FAULT_NON_CANONICAL,
 } from "../abi";
 
@@ -20,6 +20,8 @@ export const X86_PTE_US: u64 = 1 << 2;
 export const X86_PTE_A: u64 = 1 << 5;
 export const X86_PTE_D: u64 = 1 << 6;
 export const X86_PTE_PS: u64 = 1 << 7;
+// VT-d first level: extended-accessed, set with A when the PASID entry has EAFE (else ignored).
+export const X86_PTE_EA: u64 = 1 << 10;
 export const X86_PTE_XD: u64 = 1 << 63;
 export const X86_ADDR_MASK: u64 = 0x000FFFFFFFFFF000;
 // Low address bits of large leaves that must be zero (bit 12 is PAT).
@@ -75,11 +77,11 @@ export class X86Format {
   @inline leafFault(pte: u64, flags: u32): u32 { return 0; }
 
   // Hardware-managed accessed/dirty bits (VT-d first level sets A on each
-  // entry it uses and D on a written leaf).
-  @inline accessed(pte: u64): u64 { return pte | X86_PTE_A; }
-  @inline tableAccessed(pte: u64): u64 { return pte | X86_PTE_A; }
-  @inline dirtied(pte: u64): u64 { return pte | X86_PTE_A | X86_PTE_D; }
-  @inline isDirty(pte: u64): bool { return (pte & X86_PTE_D) != 0; }
+  // entry it uses and D on a written leaf; with EAFE, EA along with A).
+  @inline accessed(pte: u64, flags: u32): u64 { return pte | X86_PTE_A | ((flags & CTX_EAFE) != 0 ? X86_PTE_EA : 0); }
+  @inline tableAccessed(pte: u64, flags: u32): u64 { return this.accessed(pte, flags); }
+  @inline dirtied(pte: u64, flags: u32): u64 { return this.accessed(pte, flags) | X86_PTE_D; }
+  @inline isDirty(pte: u64, flags: u32): bool { return (pte & X86_PTE_D) != 0; }
   @inline cleaned(pte: u64): u64 { return pte & ~X86_PTE_D; }
 
   // Builder encodings: tables allow everything so the leaf decides.

@@ -112,7 +112,7 @@ export function visitLeaves<F, G>(table: u64, level: u32, iova: u64, last: u64, 
           runIova = cur; runHpa = hpa; runBytes = bytes;
         }
       } else if (op == LEAF_DIRTY) {
-        if (fmt.isDirty(pte)) {
+        if (fmt.isDirty(pte, flags)) {
           markDirty(cur, chunkLast);
           if (dirtyClear) storePte(pteAddr, fmt.cleaned(pte));
         }

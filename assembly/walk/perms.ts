@@ -7,10 +7,9 @@
 // A read needs R (always granted by formats without a read bit: x86-64, Arm
 // stage 1; stage-2 formats can map write-only). A privileged request needs
 // SRE; with WPE (CR0.WP) a privileged write needs W. An unprivileged request
-// needs U, and W to write. Fetch needs X. With
-// hardware A/D a write also needs the leaf's dirty bit already set (else the
-// walk must set it), which only the IOTLB path asks for.
-import { CTX_SRE, CTX_WPE, CTX_AD, ACCESS_READ, ACCESS_WRITE, ACCESS_EXEC, ACCESS_PRIV, PERM_R, PERM_W, PERM_X, PERM_U, PERM_DIRTY } from "../abi";
+// needs U, and W to write. Fetch needs X. An IOTLB hit for a write also
+// needs PERM_DIRTY (else the walk must set a dirty bit).
+import { CTX_SRE, CTX_WPE, ACCESS_READ, ACCESS_WRITE, ACCESS_EXEC, ACCESS_PRIV, PERM_R, PERM_W, PERM_X, PERM_U, PERM_DIRTY } from "../abi";
 
 // No entry ever has this bit: a request that can never be allowed.
 export const PERM_NEVER: u32 = 1 << 31;
@@ -29,10 +28,14 @@ export const PERM_NEVER: u32 = 1 << 31;
   return need;
 }
 
-// What an IOTLB hit must carry: the permissions, and the dirty bit for a write under hardware A/D.
+// What an IOTLB hit must carry: the permissions, and for a write the dirty
+// bit. A walk grants PERM_DIRTY whenever a write has nothing left to set, so
+// this costs no extra walks; asking it whatever the context's flags say keeps
+// a nested context right, whose stage 2 may track dirty pages while its
+// stage 1 sets no dirty bits at all.
 @inline export function hitNeed(access: u32, flags: u32): u32 {
   let need = accessNeed(access, flags);
-  if ((access & ACCESS_WRITE) != 0 && (flags & CTX_AD) != 0) need |= PERM_DIRTY;
+  if ((access & ACCESS_WRITE) != 0) need |= PERM_DIRTY;
   return need;
 }
 

@@ -12,8 +12,11 @@
 // over a stage-2 context. Every stage-1 table read is itself translated
 // through stage 2; the stage-1 output is translated with the access asked
 // for; the result has both stages' permissions and the smaller page size.
-// Stage-1 accessed/dirty bits are not updated in nested walks (writing them
-// would be a stage-2 write of its own); stage 2's are, as configured.
+// Stage-1 accessed/dirty updates are guest-memory writes: each one is its
+// own stage-2 translation with write access, so a table page that stage 2
+// maps read-only faults (stage 2) instead of being written, and stage 2's
+// own A/D marks the table page written. Entries already up to date cost no
+// stage-2 write, so a warm walk reads only.
 import { ctrl } from "../layout";
 import { inRam, loadPte, storePte } from "../mem/phys";
 import { permsAllow, accessNeed } from "./perms";
@@ -63,7 +66,7 @@ export function walkIn<F, G>(ctx: usize, iova: u64, access: u32, mode: u32, s2: 
   const levels = ctxLevels(ctx);
   const flags = ctxFlags(ctx);
   const rsvdMask = ctxRsvdMask(ctx);
-  const updateAd = !nested && (mode & WALK_UPDATE_AD) != 0 && (flags & CTX_AD) != 0;
+  const updateAd = (mode & WALK_UPDATE_AD) != 0 && (flags & CTX_AD) != 0;
   const tracing = (mode & WALK_TRACE) != 0;
   if (tracing) store<u32>(ctrl + RES_TRACE_COUNT, 0);
   let level = levels - 1;
@@ -100,11 +103,15 @@ export function walkIn<F, G>(ctx: usize, iova: u64, access: u32, mode: u32, s2: 
       if (!permsAllow(perms, accessNeed(access, flags))) return FAULT_PERMISSION;
       const sizeLog = fmt.levelShift(level);
       if (updateAd) {
-        const next = (access & ACCESS_WRITE) != 0 ? fmt.dirtied(pte) : fmt.accessed(pte);
-        if (next != pte) { storePte(pteHpa, next); pte = next; }
+        const next = (access & ACCESS_WRITE) != 0 ? fmt.dirtied(pte, flags) : fmt.accessed(pte, flags);
+        if (next != pte) {
+          const st = storeEntry<G>(s2, pteAddr, pteHpa, next, mode);
+          if (st != ST_OK) return st;
+          pte = next;
+        }
       }
       // Without hardware A/D there is nothing to set on a write, so writes may hit in the IOTLB.
-      if (!updateAd || fmt.isDirty(pte)) perms |= PERM_DIRTY;
+      if (!updateAd || fmt.isDirty(pte, flags)) perms |= PERM_DIRTY;
       const gpa = fmt.leafAddr(pte, level) | (iova & ((<u64>1 << sizeLog) - 1));
       if (nested) {
         const st = walkIn<G, NoStage2>(s2, gpa, access, mode & WALK_UPDATE_AD, 0);
@@ -122,8 +129,12 @@ export function walkIn<F, G>(ctx: usize, iova: u64, access: u32, mode: u32, s2: 
     }
     perms = fmt.narrowTable(perms, pte, flags);
     if (updateAd) {
-      const next = fmt.tableAccessed(pte);
-      if (next != pte) storePte(pteAddr, next);
+      const next = fmt.tableAccessed(pte, flags);
+      if (next != pte) {
+        const st = storeEntry<G>(s2, pteAddr, pteHpa, next, mode);
+        if (st != ST_OK) return st;
+        walkLevel = level;
+      }
     }
     table = fmt.tableAddr(pte);
     depth++;
@@ -131,6 +142,17 @@ export function walkIn<F, G>(ctx: usize, iova: u64, access: u32, mode: u32, s2: 
     if (depth == 1) seen1 = table; else if (depth == 2) seen2 = table; else if (depth == 3) seen3 = table;
     level--;
   }
+}
+
+// Stores an updated stage-1 entry. Nested, it is a write to guest memory at
+// pteAddr (a GPA): stage 2 must allow the write, and sets its own A/D.
+@inline function storeEntry<G>(s2: usize, pteAddr: u64, pteHpa: u64, next: u64, mode: u32): u32 {
+  if (isNested<G>()) {
+    const st = walkIn<G, NoStage2>(s2, pteAddr, ACCESS_WRITE, mode & WALK_UPDATE_AD, 0);
+    if (st != ST_OK) { walkStage = 2; return st; }
+  }
+  storePte(pteHpa, next);
+  return ST_OK;
 }
 
 // For a context whose format is unknown: the fault is reported at level 0.

@@ -3,7 +3,6 @@
 // last in, first out, at most MAX_CONTEXTS - 1 live at once. Ids are part of
 // fault records and of IOTLB tags, so they are handed out as the facade does.
 import * as abi from "../../src/engine/abi.js";
-import type { DomainFlags } from "../../src/index.js";
 import type { ResolvedFormat } from "../../src/format.js";
 import { fail } from "./args.js";
 import { formatById, type Format } from "./formats.js";
@@ -29,14 +28,6 @@ export interface Context {
   s2: number;
 }
 
-export function contextFlags(format: ResolvedFormat, flags: DomainFlags): number {
-  let bits = 0;
-  if (flags.sre ?? true) bits |= abi.CTX_SRE;
-  if (flags.wpe ?? true) bits |= abi.CTX_WPE;
-  if (flags.accessedDirty ?? format.defaultAccessedDirty) bits |= abi.CTX_AD;
-  if (format.nx) bits |= abi.CTX_NX;
-  return bits;
-}
 
 // Address bits from the physical-address width up to bit 51, and XD without NX.
 function rsvdMaskFor(paWidth: number, flags: number): bigint {
@@ -62,8 +53,8 @@ export class Contexts {
     return id;
   }
 
-  set(id: number, format: ResolvedFormat, flags: DomainFlags, root: bigint): void {
-    const ctxFlags = contextFlags(format, flags);
+  /** flags: the facade's contextFlags for the domain's switches. */
+  set(id: number, format: ResolvedFormat, ctxFlags: number, root: bigint): void {
     this.records.set(id, {
       fmt: formatById(format.id),
       levels: format.levels,

@@ -5,7 +5,7 @@ import type { Access, Address, DomainFlags, InvalidateOptions, PageTableOptions,
 import { accessBits, checkPasid, fail, hex, lastOf, PAGE_SIZE, permsOf, reasonName, requireAligned, toU64 } from "./args.js";
 import { NaiveDmaPort } from "./dma.js";
 import { NaivePageTable, probeWalk, releaseContext, type NaiveCore } from "./pagetable.js";
-import { resolveFormat, type ResolvedFormat } from "../../src/format.js";
+import { contextFlags, resolveFormat, type ResolvedFormat } from "../../src/format.js";
 import type { Translator } from "./translate.js";
 
 /** A nested domain of the twin: a stage-1 table in guest memory over a stage-2 domain (see the facade's Domain). */
@@ -49,13 +49,15 @@ export class NaiveDomain {
       this.root = this.table.root;
       this.stage2 = undefined;
     }
+    let contextBits: number;
     try {
+      contextBits = contextFlags(this.format, options);
       this.id = core.contexts.alloc();
     } catch (e) {
       if (this.ownsTable) this.table!.destroy();
       throw e;
     }
-    core.contexts.set(this.id, this.format, options, this.root);
+    core.contexts.set(this.id, this.format, contextBits, this.root);
     if (this.stage2) core.contexts.setNested(this.id, this.stage2.id);
     this.dma = new NaiveDmaPort(translator, isDirect, () => this.liveId(), 0, core.doorbell);
   }

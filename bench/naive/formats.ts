@@ -3,11 +3,11 @@
 //
 // x86-64 IA-32e (Intel SDM vol. 3A §4.5), 4 or 5 levels:
 //   level 4 PML5E  3 PML4E  2 PDPTE (PS → 1 GiB)  1 PDE (PS → 2 MiB)  0 PTE
-//   63 XD | 51..12 address | 7 PS | 6 D | 5 A | 2 U/S | 1 R/W | 0 P
+//   63 XD | 51..12 address | 10 EA (VT-d, with EAFE) | 7 PS | 6 D | 5 A | 2 U/S | 1 R/W | 0 P
 // Arm VMSAv8-64 stage 1, 4 KiB granule (Arm ARM D8.3):
 //   level 3 = L0  2 = L1 (block → 1 GiB)  1 = L2 (block → 2 MiB)  0 = L3 (page)
 //   table: 62 APTable[1] | 61 APTable[0] | 60 UXNTable | 59 PXNTable | 47..12 next | 1:0 = 11
-//   block/page: 54 UXN | 53 PXN | 10 AF | 9:8 SH | 7 AP[2] | 6 AP[1] | 47..12 out | 1:0 = 01 / 11 (L3)
+//   block/page: 54 UXN | 53 PXN | 51 DBM (with TCR.HD: AP[2] is the dirty state) | 10 AF | 9:8 SH | 7 AP[2] | 6 AP[1] | 47..12 out | 1:0 = 01 / 11 (L3)
 // Arm VMSAv8-64 stage 2 (IPA → PA): the stage-1 shapes and level map; tables
 //   carry no access controls; leaf 55 dirty (software bit) | 54:53 XN | 10 AF
 //   | 7 S2AP write | 6 S2AP read.
@@ -36,11 +36,12 @@ export interface Format {
   fullPerms(): number;
   /** 0, or a fault a valid leaf raises before the permission check. */
   leafFault(pte: bigint, flags: number): number;
-  accessed(pte: bigint): bigint;
+  /** A leaf the walk used (flags: the context's, e.g. EAFE or HD). */
+  accessed(pte: bigint, flags: number): bigint;
   /** A table entry the walk passed through (x86 sets A; Arm table descriptors have no AF). */
-  tableAccessed(pte: bigint): bigint;
-  dirtied(pte: bigint): bigint;
-  isDirty(pte: bigint): boolean;
+  tableAccessed(pte: bigint, flags: number): bigint;
+  dirtied(pte: bigint, flags: number): bigint;
+  isDirty(pte: bigint, flags: number): boolean;
   /** The leaf with its dirty state cleared (a dirty-bitmap read that clears). */
   cleaned(pte: bigint): bigint;
   makeTable(addr: bigint): bigint;
@@ -60,6 +61,7 @@ export const X86_PTE_A = bit(5);
 export const X86_PTE_D = bit(6);
 export const X86_PTE_PS = bit(7);
 export const X86_PTE_XD = bit(63);
+export const X86_PTE_EA = bit(10);
 export const X86_ADDR_MASK = 0x000ffffffffff000n;
 const X86_RSVD_1G = 0x3fffe000n;
 const X86_RSVD_2M = 0x001fe000n;
@@ -70,6 +72,11 @@ function x86Narrow(perms: number, pte: bigint, flags: number): number {
   if ((pte & X86_PTE_US) === 0n) p &= ~abi.PERM_U;
   if ((flags & abi.CTX_NX) !== 0 && (pte & X86_PTE_XD) !== 0n) p &= ~abi.PERM_X;
   return p;
+}
+
+/** A, and EA too when the PASID entry has EAFE. */
+function x86Accessed(pte: bigint, flags: number): bigint {
+  return (flags & abi.CTX_EAFE) !== 0 ? pte | X86_PTE_A | X86_PTE_EA : pte | X86_PTE_A;
 }
 
 export const x86Format: Format = {
@@ -96,9 +103,9 @@ export const x86Format: Format = {
   narrowLeaf: x86Narrow,
   fullPerms: () => ALL_PERMS,
   leafFault: () => 0,
-  accessed: (pte) => pte | X86_PTE_A,
-  tableAccessed: (pte) => pte | X86_PTE_A,
-  dirtied: (pte) => pte | X86_PTE_A | X86_PTE_D,
+  accessed: (pte, flags) => x86Accessed(pte, flags),
+  tableAccessed: (pte, flags) => x86Accessed(pte, flags),
+  dirtied: (pte, flags) => x86Accessed(pte, flags) | X86_PTE_D,
   isDirty: (pte) => (pte & X86_PTE_D) !== 0n,
   cleaned: (pte) => pte & ~X86_PTE_D,
   makeTable: (addr) => addr | X86_PTE_P | X86_PTE_RW | X86_PTE_US,
@@ -119,6 +126,7 @@ export const LPAE_AP1_EL0 = bit(6);
 export const LPAE_AP2_RDONLY = bit(7);
 export const LPAE_SH_INNER = 3n << 8n;
 export const LPAE_AF = bit(10);
+export const LPAE_DBM = bit(51);
 export const LPAE_PXN = bit(53);
 export const LPAE_UXN = bit(54);
 export const LPAE_PXN_TABLE = bit(59);
@@ -126,6 +134,11 @@ export const LPAE_UXN_TABLE = bit(60);
 export const LPAE_APTABLE_NO_EL0 = bit(61);
 export const LPAE_APTABLE_RDONLY = bit(62);
 export const LPAE_ADDR_MASK = 0x0000fffffffff000n;
+
+/** TCR.HD and the leaf's DBM: AP[2] says clean (1) or dirty (0) rather than read-only. */
+function hdManaged(pte: bigint, flags: number): boolean {
+  return (flags & abi.CTX_HD) !== 0 && (pte & LPAE_DBM) !== 0n;
+}
 
 export const arm64Format: Format = {
   levelShift: (level) => 12 + 9 * level,
@@ -150,21 +163,22 @@ export const arm64Format: Format = {
     if ((pte & (LPAE_UXN_TABLE | LPAE_PXN_TABLE)) !== 0n) p &= ~abi.PERM_X;
     return p;
   },
-  narrowLeaf(perms, pte) {
+  narrowLeaf(perms, pte, flags) {
     let p = perms;
     if ((pte & LPAE_AP1_EL0) === 0n) p &= ~abi.PERM_U;
-    if ((pte & LPAE_AP2_RDONLY) !== 0n) p &= ~abi.PERM_W;
+    // Read-only unless AP[2] is only the dirty state (writable-clean).
+    if ((pte & LPAE_AP2_RDONLY) !== 0n && !hdManaged(pte, flags)) p &= ~abi.PERM_W;
     if ((pte & (LPAE_UXN | LPAE_PXN)) !== 0n) p &= ~abi.PERM_X;
     return p;
   },
   fullPerms: () => ALL_PERMS,
   // AF = 0 faults unless the hardware manages it (TCR.HA, the context's A/D flag).
   leafFault: (pte, flags) => ((pte & LPAE_AF) === 0n && (flags & abi.CTX_AD) === 0 ? abi.FAULT_ACCESS_FLAG : 0),
-  // Dirty state (DBM) is not modelled: a leaf counts as dirty.
   accessed: (pte) => pte | LPAE_AF,
   tableAccessed: (pte) => pte,
-  dirtied: (pte) => pte | LPAE_AF,
-  isDirty: () => true,
+  // With HD a written DBM leaf becomes writable-dirty; other leaves have no dirty state to set.
+  dirtied: (pte, flags) => (hdManaged(pte, flags) ? (pte | LPAE_AF) & ~LPAE_AP2_RDONLY : pte | LPAE_AF),
+  isDirty: (pte, flags) => !hdManaged(pte, flags) || (pte & LPAE_AP2_RDONLY) === 0n,
   cleaned: (pte) => pte,
   makeTable: (addr) => addr | LPAE_VALID | LPAE_TYPE_TABLE,
   makeLeaf(addr, level, prot) {
@@ -186,6 +200,7 @@ export const S2_DIRTY = bit(55);
 export const arm64S2Format: Format = {
   ...arm64Format,
   narrowTable: (perms) => perms,
+  accessed: (pte) => pte | LPAE_AF,
   narrowLeaf(perms, pte) {
     let p = perms;
     if ((pte & S2_AP_READ) === 0n) p &= ~abi.PERM_R;

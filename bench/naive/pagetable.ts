@@ -2,7 +2,7 @@
 // Like the facade's PageTable it is a context (root + format + switches), and
 // the builder works on the context its id names.
 import * as abi from "../../src/engine/abi.js";
-import { resolveFormat, type ResolvedFormat } from "../../src/format.js";
+import { contextFlags, resolveFormat, type ResolvedFormat } from "../../src/format.js";
 import type { Access, Address, DomainFlags, PageTableOptions, Prot, WalkResult, WalkStep } from "../../src/index.js";
 import { accessBits, fail, hex, lastOf, PAGE_SIZE, permsOf, protBits, reasonName, requireAligned, toU64 } from "./args.js";
 import type { Builder } from "./builder.js";
@@ -49,6 +49,7 @@ export class NaivePageTable {
 
   constructor(private readonly core: NaiveCore, options: PageTableOptions, flags: DomainFlags = {}) {
     this.format = resolveFormat(options);
+    const contextBits = contextFlags(this.format, flags);
     if (options.root !== undefined) {
       const root = toU64(options.root, "root");
       requireAligned(root, PAGE_SIZE, "root");
@@ -66,7 +67,7 @@ export class NaivePageTable {
       if (this.ownsRoot) core.memory.freeFrames(this.root);
       throw e;
     }
-    core.contexts.set(this.contextId, this.format, flags, this.root);
+    core.contexts.set(this.contextId, this.format, contextBits, this.root);
   }
 
   private live(): void {

@@ -16,8 +16,11 @@ export function permsAllow(perms: number, access: number, flags: number): boolea
   return (access & abi.ACCESS_EXEC) === 0 || (perms & abi.PERM_X) !== 0;
 }
 
-/** Under hardware A/D an IOTLB hit also needs PERM_DIRTY for a write: else the walk must set the dirty bit. */
+/**
+ * An IOTLB hit for a write also needs PERM_DIRTY: else a walk has a dirty bit
+ * to set (in either stage of a nested entry; walks without A/D grant it).
+ */
 export function hitAllows(perms: number, access: number, flags: number): boolean {
-  if ((access & abi.ACCESS_WRITE) !== 0 && (flags & abi.CTX_AD) !== 0 && (perms & abi.PERM_DIRTY) === 0) return false;
+  if ((access & abi.ACCESS_WRITE) !== 0 && (perms & abi.PERM_DIRTY) === 0) return false;
   return permsAllow(perms, access, flags);
 }

@@ -83,7 +83,7 @@ export class NaivePlane implements DataPlane {
     const pages = ((last - iova) >> 12n) + 1n;
     const out = new Uint8Array(Number((pages + 7n) / 8n));
     visitLeaves(this.core.ram, dom, iova, last, ({ cur, chunkLast, pte, pteAddr, fmt }) => {
-      if (!fmt.isDirty(pte)) return abi.ST_OK;
+      if (!fmt.isDirty(pte, dom.flags)) return abi.ST_OK;
       for (let page = (cur - iova) >> 12n; page <= (chunkLast - iova) >> 12n; page++) out[Number(page >> 3n)] |= 1 << Number(page & 7n);
       this.core.ram.storePte(pteAddr, fmt.cleaned(pte));
       return abi.ST_OK;

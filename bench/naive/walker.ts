@@ -4,7 +4,7 @@
 // one already on the walk's path (a cycle), is a fault; accessed/dirty bits
 // are set as the hardware would only when asked (the IOTLB path of an A/D
 // domain). A nested context's table reads and output go through its stage-2
-// context; stage-1 A/D is not updated then.
+// context, and so does each stage-1 A/D update, as a write.
 import * as abi from "../../src/engine/abi.js";
 import type { Context, Contexts } from "./context.js";
 import { KIND_INVALID, KIND_LEAF } from "./formats.js";
@@ -31,11 +31,20 @@ export function walk(ram: Ram, ctx: Context, iova: bigint, access: number, mode:
   if (!fmt) return { status: abi.FAULT_NO_CONTEXT, level: 0 };
   const flags = ctx.flags;
   const s2 = ctx.s2 !== 0 ? mode.contexts!.get(ctx.s2) : undefined;
-  const updateAd = s2 === undefined && mode.updateAd === true && (flags & abi.CTX_AD) !== 0;
+  const updateAd = mode.updateAd === true && (flags & abi.CTX_AD) !== 0;
   // Stage 2 of a nested walk: the address a stage-1 GPA reaches, or the stage-2 fault.
   const stage2 = (gpa: bigint, acc: number): WalkOutcome => {
     const r = walk(ram, s2!, gpa, acc, { updateAd: mode.updateAd });
     return "hpa" in r ? r : { status: r.status, level: r.level, stage: 2 };
+  };
+  // An A/D update of a stage-1 entry: a guest-memory write when nested, so stage 2 must allow writing there.
+  const store = (entryAddr: bigint, pteAddr: bigint, value: bigint): WalkOutcome | undefined => {
+    if (s2) {
+      const r = stage2(entryAddr, abi.ACCESS_WRITE);
+      if (!("hpa" in r)) return r;
+    }
+    ram.storePte(pteAddr, value);
+    return undefined;
   };
   let level = ctx.levels - 1;
   const inputFault = fmt.inputFault(iova, ctx.inputBits);
@@ -64,11 +73,15 @@ export function walk(ram: Ram, ctx: Context, iova: bigint, access: number, mode:
       if (leafBad !== 0) return { status: leafBad, level };
       if (!permsAllow(perms, access, flags)) return { status: abi.FAULT_PERMISSION, level };
       if (updateAd) {
-        const next = (access & abi.ACCESS_WRITE) !== 0 ? fmt.dirtied(pte) : fmt.accessed(pte);
-        if (next !== pte) { ram.storePte(pteAddr, next); pte = next; }
+        const next = (access & abi.ACCESS_WRITE) !== 0 ? fmt.dirtied(pte, flags) : fmt.accessed(pte, flags);
+        if (next !== pte) {
+          const failed = store(entryAddr, pteAddr, next);
+          if (failed) return failed;
+          pte = next;
+        }
       }
       // Without hardware A/D nothing is left to set on a write: writes may hit in the IOTLB.
-      if (!updateAd || fmt.isDirty(pte)) perms |= abi.PERM_DIRTY;
+      if (!updateAd || fmt.isDirty(pte, flags)) perms |= abi.PERM_DIRTY;
       const sizeLog = fmt.levelShift(level);
       const offset = iova & ((1n << BigInt(sizeLog)) - 1n);
       const out = fmt.leafAddr(pte, level) | offset;
@@ -81,8 +94,11 @@ export function walk(ram: Ram, ctx: Context, iova: bigint, access: number, mode:
     }
     perms = fmt.narrowTable(perms, pte, flags);
     if (updateAd) {
-      const next = fmt.tableAccessed(pte);
-      if (next !== pte) ram.storePte(pteAddr, next);
+      const next = fmt.tableAccessed(pte, flags);
+      if (next !== pte) {
+        const failed = store(entryAddr, pteAddr, next);
+        if (failed) return failed;
+      }
     }
     table = fmt.tableAddr(pte);
     if (path.includes(table)) return { status: abi.FAULT_TABLE_CYCLE, level };

@@ -12,22 +12,18 @@ import type { Process } from "./process.js";
 import type { Topology } from "./topology.js";
 import { isRelaxable, overlaps, subtractRanges, type IovaRange, type ReservedRegion } from "./reserved.js";
 import { placeDoorbell, DOORBELL_HPA } from "./msi.js";
+import { stage1Domain, type Stage1Description } from "./bind.js";
 import { GuestPageTable, type GuestPageTableOptions, type GuestTableContext } from "./guest.js";
 import type { ContainerPasids, PasidSpace, PasidTable } from "./pasid.js";
 
 /** type1 v2, or nesting: the mappings are stage 2 and devices bind guest stage-1 tables to PASIDs. */
 export type IommuType = "type1v2" | "nesting";
 
-export interface BindPgtblOptions {
+export interface BindPgtblOptions extends Stage1Description {
   /** A PASID this container allocated (c.pasid.alloc). */
   pasid: number;
-  format: "x86-64" | "arm64";
   /** The stage-1 root table: a GPA. */
   root: Address;
-  /** Input address width: x86-64 48 or 57; arm64 25..48. Default 48. */
-  addressWidth?: number;
-  /** VT-d: sre (supervisor requests), wpe (write protect). Arm: none modelled. */
-  flags?: { sre?: boolean; wpe?: boolean };
 }
 
 /** One entry of c.invalidate: a PASID's (or every bound PASID's) stage-1 entries over [addr, addr + npages·4 KiB). */
@@ -332,15 +328,9 @@ export class Container {
       root = toU64(options.allocTable(), "allocTable() result");
       zero(root);
     }
-    const stage1 = this.stage1Options(options.format, options.addressWidth ?? 48);
+    const stage1 = stage1Domain({ format: options.format, addressWidth: options.addressWidth });
     const ctx = this.host.createDomain({ ...stage1, stage2: domain, root } as unknown as PageTableOptions) as unknown as GuestTableContext;
     return new GuestPageTable(this.host.plane, ctx, zero, options);
-  }
-
-  private stage1Options(format: string, width: number): Record<string, unknown> {
-    if (format === "x86-64") return { format, levels: width === 57 ? 5 : width === 48 ? 4 : fail("EINVAL", `x86-64 address width is 48 or 57, got ${width}`) };
-    if (format === "arm64") return { format, inputBits: width };
-    fail("EINVAL", `stage-1 format must be x86-64 or arm64, got ${String(format)}`);
   }
 
   // ------------------------------------------------------------------ nesting: stage-1 bindings
@@ -349,12 +339,13 @@ export class Container {
   bindStage1(device: Stage1Device, options: BindPgtblOptions): void {
     const domain = this.requireIommu();
     if (this.iommu !== "nesting") fail("EINVAL", "binding a stage-1 table needs a nesting container (setIommu('nesting'))");
+    // The table's description first, as iommufd allocates the nested HWPT before attaching it.
+    const stage1 = stage1Domain(options);
     const pasid = options.pasid;
     if (!Number.isInteger(pasid) || pasid < 1 || pasid > 0xfffff) fail("EINVAL", `pasid must be 1..0xfffff, got ${String(pasid)}`);
     if (!this.pasid.held().includes(pasid)) fail("EINVAL", `PASID ${pasid} is not allocated by this container`);
     if (device.pasidTable?.lookup(pasid) !== undefined) fail("EBUSY", `${device.bdf}: PASID ${pasid} is already bound`);
-    const stage1 = this.stage1Options(options.format, options.addressWidth ?? 48);
-    const nested = this.host.createDomain({ ...stage1, stage2: domain, root: options.root, sre: options.flags?.sre, wpe: options.flags?.wpe } as unknown as PageTableOptions);
+    const nested = this.host.createDomain({ ...stage1, stage2: domain, root: options.root } as unknown as PageTableOptions);
     try {
       device.pasidTable ??= this.host.pasids.createTable();
       device.pasidTable.attach(pasid, nested.id);
