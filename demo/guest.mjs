@@ -7,7 +7,7 @@ import { createHost } from "../dist/iommu-wasm.js";
 
 const hex = (v) => "0x" + v.toString(16);
 const MiB = 1n << 20n;
-const P = 1n, RW = 2n, US = 4n;
+const P = 1n, RW = 2n, US = 4n, A = 1n << 5n, D = 1n << 6n, EA = 1n << 10n;
 
 export async function guestStory() {
   const host = await createHost({ ramSize: 128 * 1024 * 1024 });
@@ -35,11 +35,16 @@ export async function guestStory() {
   // The VMM binds it to a PASID of the device.
   const pasid = container.pasid.alloc({ min: 1, max: 0xfffff });
   const nic = group.device("0000:05:00.0");
-  nic.bindPgtbl({ pasid, format: "x86-64", root: 0x1000n });
-  console.log(`VMM: PASID ${pasid} of 0000:05:00.0 bound to that table`);
+  // EAFE, as the guest's PASID entry asks: the IOMMU sets the extended-accessed bit along with A.
+  nic.bindPgtbl({ pasid, format: "x86-64", root: 0x1000n, flags: { eafe: true } });
+  console.log(`VMM: PASID ${pasid} of 0000:05:00.0 bound to that table (EAFE on)`);
 
   const read = nic.dma.read(gva, 28, { pasid });
   console.log(`device DMA at GVA ${hex(gva)} with PASID ${pasid}: "${new TextDecoder().decode(read.data)}"`);
+  nic.dma.write(gva + 0x100n, new Uint8Array([1]), { pasid });
+  const leaf = gpa.readU64(0x4000n + idx(0) * 8n);
+  const bits = [[A, "A"], [D, "D"], [EA, "EA"]].filter(([b]) => (leaf & b) !== 0n).map(([, n]) => n).join(" ");
+  console.log(`after a read and a write the guest's leaf has ${bits} set: written back through stage 2, as the IOMMU would`);
 
   // The guest remaps its buffer to another page; the device sees the old one until the guest invalidates.
   gpa.write(0x900000n, new TextEncoder().encode("the buffer after the remap"));

@@ -4,18 +4,19 @@
 // can use them. The guest's invalidations reach the IOTLB; a stage-2 change
 // leaves no stale combined entry.
 import { describe, expect, it } from "vitest";
-import { createHost, IommuError, type Container, type Process, type VfioDevice } from "../src/index.js";
+import { createHost, IommuError, VTD_S1_EAFE, VTD_S1_SRE, VTD_S1_WPE, type Container, type Process, type VfioDevice } from "../src/index.js";
 import { errno } from "./support/outcome.js";
 
 const MiB = 1n << 20n;
-const P = 1n, RW = 2n, US = 4n, PS = 1n << 7n;
+const P = 1n, RW = 2n, US = 4n, A = 1n << 5n, PS = 1n << 7n, EA = 1n << 10n;
+const VALID = 1n, TABLE = 2n, AF = 1n << 10n, AP_EL0 = 1n << 6n, AP_RO = 1n << 7n, DBM = 1n << 51n;
 
 
 interface Vm { c: Container; vmm: Process; gram: bigint; nic: VfioDevice; other: VfioDevice; pasid: number; put(gpa: bigint, v: bigint): void }
 
 /** A VMM with 8 MiB of guest RAM at GPA 0, two devices in one nesting container, and a guest stage-1 table. */
-async function vm(iommu: "nesting" | "type1v2" = "nesting"): Promise<Vm> {
-  const h = await createHost({ ramSize: 64 * 1024 * 1024 });
+async function vm(iommu: "nesting" | "type1v2" = "nesting", arch: "vtd" | "smmuv3" = "vtd"): Promise<Vm> {
+  const h = await createHost({ ramSize: 64 * 1024 * 1024, arch });
   h.addDevice({ bdf: "0000:01:00.0" });
   h.addDevice({ bdf: "0000:02:00.0" });
   const vmm = h.createProcess();
@@ -103,6 +104,24 @@ describe("binding guest page tables to a device's PASID", () => {
     nic.bindPgtbl({ pasid, format: "x86-64", root: 0x1000n });
     nic.unbindPgtbl(pasid);
     expect(nic.dma.read(0x40000000n, 8, { pasid }).fault?.reason).toBe("no-context");
+    nic.bindPgtbl({ pasid, format: "x86-64", root: 0x1000n });
+    expect(nic.dma.read(0x40000000n, 8, { pasid }).bytes).toBe(8);
+  });
+
+  it("freeing a bound PASID unbinds it first: no device keeps walking a table for a PASID handed out again", async () => {
+    const { c, nic, other, pasid } = await vm();
+    const kept = c.pasid.alloc({ min: 1, max: 100 });
+    nic.bindPgtbl({ pasid, format: "x86-64", root: 0x1000n });
+    other.bindPgtbl({ pasid, format: "x86-64", root: 0x1000n });
+    nic.bindPgtbl({ pasid: kept, format: "x86-64", root: 0x1000n });
+    expect(c.pasid.free({ min: pasid, max: pasid })).toBe(1);
+    expect(nic.dma.read(0x40000000n, 8, { pasid }).fault?.reason).toBe("no-context");
+    expect(other.dma.read(0x40000000n, 8, { pasid }).fault?.reason).toBe("no-context");
+    expect(errno(() => nic.unbindPgtbl(pasid))).toBe("EINVAL");
+    // Outside the freed range the binding stays.
+    expect(nic.dma.read(0x40000000n, 8, { pasid: kept }).bytes).toBe(8);
+    // Allocated again, the PASID binds afresh (no EBUSY from the old binding).
+    expect(c.pasid.alloc({ min: pasid, max: pasid })).toBe(pasid);
     nic.bindPgtbl({ pasid, format: "x86-64", root: 0x1000n });
     expect(nic.dma.read(0x40000000n, 8, { pasid }).bytes).toBe(8);
   });
@@ -206,5 +225,107 @@ describe("the page-table builder writing into guest memory (c.gpa.pageTable)", (
     pt.destroy();
     expect(errno(() => pt.map(0x40001000n, 0x201000n, 0x1000n))).toBe("ENODEV");
     expect(errno(() => pt.unmap(0n, 0x1000n))).toBe("ENODEV");
+  });
+});
+
+describe("bind flags: VT-d's SRE, WPE and EAFE; Arm's TCR-like fields", () => {
+  it("VT-d: omitted flags are all off, as the kernel's zeroed flags: supervisor requests are refused", async () => {
+    const { nic, pasid } = await vm();
+    nic.bindPgtbl({ pasid, format: "x86-64", root: 0x1000n });
+    expect(nic.dma.read(0x40000000n, 4, { pasid }).bytes).toBe(4);
+    expect(nic.dma.read(0x40000000n, 4, { pasid, privileged: true }).fault).toMatchObject({ reason: "permission", stage: 1 });
+    nic.unbindPgtbl(pasid);
+    nic.bindPgtbl({ pasid, format: "x86-64", root: 0x1000n, flags: { sre: true } });
+    expect(nic.dma.read(0x40000000n, 4, { pasid, privileged: true }).bytes).toBe(4);
+  });
+
+  it("VT-d: WPE makes supervisor writes obey R/W; the uapi bits (SRE 1, EAFE 2, WPE 4) work as the object does", async () => {
+    const { nic, other, pasid, c } = await vm();
+    const o = c.pasid.alloc({ min: 1, max: 100 });
+    nic.bindPgtbl({ pasid, format: "x86-64", root: 0x1000n, flags: { sre: true } });
+    other.bindPgtbl({ pasid: o, format: "x86-64", root: 0x1000n, flags: VTD_S1_SRE | VTD_S1_WPE });
+    // The 2 MiB page at GVA 0x40200000 is read-only.
+    expect(nic.dma.write(0x40200000n, new Uint8Array(4), { pasid, privileged: true }).bytes).toBe(4);
+    expect(other.dma.write(0x40200000n, new Uint8Array(4), { pasid: o, privileged: true }).fault).toMatchObject({ reason: "permission", stage: 1 });
+  });
+
+  it("VT-d: EAFE sets EA along with A in the guest's entries; without it EA stays clear", async () => {
+    const { c, nic, other, pasid } = await vm();
+    nic.bindPgtbl({ pasid, format: "x86-64", root: 0x1000n });
+    nic.dma.read(0x40000000n, 4, { pasid });
+    expect(c.gpa.readU64(0x4000n) & (A | EA)).toBe(A);
+    // The guest clears A on its leaf (as an OS scanning for use does) and invalidates.
+    c.gpa.writeU64(0x4000n, 0x200000n | P | RW | US);
+    c.invalidate([{ pasid, addr: 0x40000000n, npages: 1 }]);
+    const o = c.pasid.alloc({ min: 1, max: 100 });
+    other.bindPgtbl({ pasid: o, format: "x86-64", root: 0x1000n, flags: VTD_S1_EAFE });
+    other.dma.read(0x40000000n, 4, { pasid: o });
+    for (const gpa of [0x1000n, 0x2008n, 0x3000n, 0x4000n]) expect(c.gpa.readU64(gpa) & (A | EA)).toBe(A | EA);
+  });
+
+  it("VT-d: undefined bits and unknown or mistyped switches are EINVAL, and leave the PASID free to bind", async () => {
+    const { nic, pasid } = await vm();
+    const refused = [8, -1, 1.5, { sre: true, ha: true }, { sre: "yes" }, { t0sz: 16 }];
+    for (const flags of refused) expect(errno(() => nic.bindPgtbl({ pasid, format: "x86-64", root: 0x1000n, flags: flags as never })), JSON.stringify(flags)).toBe("EINVAL");
+    nic.bindPgtbl({ pasid, format: "x86-64", root: 0x1000n, flags: 7 });
+    expect(nic.dma.read(0x40000000n, 4, { pasid, privileged: true }).bytes).toBe(4);
+  });
+
+  /** An Arm stage 1 in guest RAM: L0 0x1000 → L1 0x2000 → L2 0x3000 → L3 0x4000, VA 0x40000000 → IPA 0x200000. */
+  function armTables(put: (gpa: bigint, v: bigint) => void, leaf: bigint): void {
+    put(0x1000n, 0x2000n | VALID | TABLE);
+    put(0x2008n, 0x3000n | VALID | TABLE);
+    put(0x3000n, 0x4000n | VALID | TABLE);
+    put(0x4000n, leaf | VALID | TABLE);
+  }
+
+  it("Arm: HA sets AF instead of an access-flag fault; HD turns a writable-clean leaf writable-dirty", async () => {
+    const { c, vmm, gram, nic, other, pasid, put } = await vm("nesting", "smmuv3");
+    armTables(put, 0x200000n | AP_EL0 | AP_RO | DBM);
+    nic.bindPgtbl({ pasid, format: "arm64", root: 0x1000n });
+    expect(nic.dma.read(0x40000000n, 4, { pasid }).fault).toMatchObject({ reason: "access-flag", stage: 1 });
+    nic.unbindPgtbl(pasid);
+    nic.bindPgtbl({ pasid, format: "arm64", root: 0x1000n, flags: { ha: true } });
+    expect(nic.dma.read(0x40000000n, 4, { pasid }).bytes).toBe(4);
+    expect(c.gpa.readU64(0x4000n) & AF).toBe(AF);
+    // HA alone: AP[2] is read-only, DBM or not.
+    expect(nic.dma.write(0x40000000n, new Uint8Array(1), { pasid }).fault).toMatchObject({ reason: "permission", stage: 1 });
+    const o = c.pasid.alloc({ min: 1, max: 100 });
+    other.bindPgtbl({ pasid: o, format: "arm64", root: 0x1000n, flags: { ha: true, hd: true } });
+    expect(other.dma.write(0x40000000n, new TextEncoder().encode("dirty"), { pasid: o }).bytes).toBe(5);
+    expect(text(vmm.read(gram + 0x200000n, 5))).toBe("dirty");
+    expect(c.gpa.readU64(0x4000n) & (AP_RO | DBM | AF)).toBe(DBM | AF);
+  });
+
+  it("Arm: T0SZ sets the input size (and must agree with addressWidth); IPS the output size", async () => {
+    const { c, nic, other, pasid, put } = await vm("nesting", "smmuv3");
+    armTables(put, 0x200000n | AF | AP_EL0);
+    // 39 bits (T0SZ 25): the walk starts at L1, so the root is the L1 table.
+    nic.bindPgtbl({ pasid, format: "arm64", root: 0x2000n, flags: { t0sz: 25 } });
+    expect(nic.dma.read(0x40000000n, 4, { pasid }).bytes).toBe(4);
+    expect(nic.dma.read(1n << 39n, 4, { pasid }).fault).toMatchObject({ reason: "input-range", stage: 1 });
+    // IPS 0 (32 bits): an output IPA at 4 GiB is an address-size fault, not a stage-2 miss.
+    put(0x4008n, (1n << 32n) | VALID | TABLE | AF | AP_EL0);
+    c.invalidate([{ addr: 0n, npages: (1n << 64n) - 1n }]);
+    const o = c.pasid.alloc({ min: 1, max: 100 });
+    other.bindPgtbl({ pasid: o, format: "arm64", root: 0x1000n, addressWidth: 48, flags: { ips: 0, t0sz: 16 } });
+    expect(other.dma.read(0x40001000n, 4, { pasid: o }).fault).toMatchObject({ reason: "address-size", stage: 1 });
+    expect(nic.dma.read(0x40001000n, 4, { pasid }).fault).toMatchObject({ reason: "not-present", stage: 2 });
+  });
+
+  it("Arm: granules and sizes not modelled are EOPNOTSUPP, bad encodings and VT-d switches EINVAL; nothing is left bound", async () => {
+    const { nic, pasid, put } = await vm("nesting", "smmuv3");
+    armTables(put, 0x200000n | AF | AP_EL0);
+    const bind = (flags: unknown, addressWidth?: number) => errno(() => nic.bindPgtbl({ pasid, format: "arm64", root: 0x1000n, addressWidth, flags: flags as never }));
+    expect(bind({ tg0: 1 })).toBe("EOPNOTSUPP");
+    expect(bind({ tg0: 2 })).toBe("EOPNOTSUPP");
+    expect(bind({ ips: 6 })).toBe("EOPNOTSUPP");
+    for (const flags of [{ tg0: 3 }, { ips: 7 }, { ips: -1 }, { t0sz: 15 }, { t0sz: 40 }, { hd: true }, { sre: true }, 1, { ha: 1 }]) {
+      expect(bind(flags), JSON.stringify(flags)).toBe("EINVAL");
+    }
+    expect(bind({ t0sz: 16 }, 39)).toBe("EINVAL");
+    expect(nic.dma.read(0x40000000n, 4, { pasid }).fault?.reason).toBe("no-context");
+    expect(bind({ t0sz: 16, tg0: 0, ips: 5, ha: true, hd: true }, 48)).toBe("no error");
+    expect(nic.dma.read(0x40000000n, 4, { pasid }).bytes).toBe(4);
   });
 });

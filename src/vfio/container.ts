@@ -137,6 +137,10 @@ export class Container {
   /** @internal */
   constructor(private readonly host: ContainerHost, readonly process: Process | undefined, pasidQuota?: number) {
     this.pasid = host.pasids.open(pasidQuota);
+    // A freed PASID may be handed out again: no device may keep walking its old table.
+    this.pasid.beforeFree = (min, max) => {
+      for (let i = this.bindings.length - 1; i >= 0; i--) if (this.bindings[i].pasid >= min && this.bindings[i].pasid <= max) this.dropBinding(i);
+    };
     this.gpa = this.guestMemory();
     const self = this;
     this.dirty = {

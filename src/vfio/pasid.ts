@@ -165,6 +165,8 @@ export class ContainerPasids {
   private owner = 0;
   private heldCount = 0;
   private closed = false;
+  /** @internal Runs before a FREE with its range: the container drops the freed PASIDs' bindings first. */
+  beforeFree: (min: number, max: number) => void = () => {};
 
   /** @internal */
   constructor(private readonly plane: PasidPlane, readonly quota: number) {}
@@ -203,13 +205,14 @@ export class ContainerPasids {
 
   /**
    * FREE: frees the PASIDs in [min, max] that this container allocated (others
-   * are left alone); returns how many. Costs O(PASIDs held in the range),
-   * whatever its width.
+   * are left alone), unbinding any stage-1 table bound to them; returns how
+   * many. Costs O(PASIDs held in the range), whatever its width.
    */
   free(range: PasidRange): number {
     this.live();
     const { min, max } = checkRange(range, "free");
     if (this.owner === 0 || min > abi.PASID_MAX) return 0;
+    this.beforeFree(min, max);
     const freed = this.plane.free(this.owner, min, Math.min(max, abi.PASID_MAX));
     this.heldCount -= freed;
     if (this.heldCount === 0) this.dropOwner();
