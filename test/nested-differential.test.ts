@@ -10,6 +10,7 @@ import fc from "fast-check";
 import { createHost, PAGE_2M, PAGE_4K } from "../src/index.js";
 import { createNaiveHost } from "../bench/naive/index.js";
 import { attempt as outcome } from "./support/outcome.js";
+import { baseStage1 } from "./support/guest.js";
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
 type Any = any;
@@ -41,25 +42,7 @@ async function setUp(make: (o: Any) => Promise<Any>, arm: boolean, sw: Switches)
   const base = (run + PAGE_2M - 1n) & ~(PAGE_2M - 1n);
   s2.pageTable.map(0n, base, GUEST_PAGES * PAGE_4K, { read: true, write: true });
   s2.pageTable.map(PAGE_2M, base + PAGE_2M, PAGE_2M, { read: true, write: true });
-  // A valid stage 1 for the random operations to perturb: root 0x1000 → 0x3000
-  // (x86: via a PDPT at 0x2000) → a last-level table at 0x4000 mapping GVA
-  // pages 0..15 to GPA pages 16..31, and a 2 MiB leaf to GPA 2 MiB.
-  const put = (gpa: bigint, v: bigint) => host.ram.writeU64(base + gpa, v);
-  if (arm) {
-    put(0x1000n, 0x3000n | 0x3n);
-    put(0x1008n, 0x3000n | 0x3n);
-    put(0x3000n, 0x4000n | 0x3n);
-    put(0x3008n, PAGE_2M | 0x441n);
-    // Every fourth page writable-clean (DBM, AP[2] read-only): writable only under HD.
-    for (let i = 0n; i < 16n; i++) put(0x4000n + i * 8n, ((16n + i) * PAGE_4K) | (i % 4n === 3n ? 0x80000000004c3n : 0x443n));
-  } else {
-    put(0x1000n, 0x2000n | 0x7n);
-    put(0x2000n, 0x3000n | 0x7n);
-    put(0x2008n, 0x3000n | 0x7n);
-    put(0x3000n, 0x4000n | 0x7n);
-    put(0x3008n, PAGE_2M | 0x87n);
-    for (let i = 0n; i < 16n; i++) put(0x4000n + i * 8n, ((16n + i) * PAGE_4K) | 0x7n);
-  }
+  baseStage1((gpa, v) => host.ram.writeU64(base + gpa, v), arm);
   const extra = sw.s1ad && sw.extra;
   const nested = host.createDomain(arm
     ? { stage2: s2, format: "arm64", inputBits: 39, root: 0x1000n, accessedDirty: sw.s1ad, hd: extra }

@@ -131,5 +131,7 @@ describe("nested domains: arguments", () => {
     expect(code(() => d.pageTable)).toBe("EOPNOTSUPP");
     g.s2.destroy();
     expect(code(() => g.h.createDomain({ stage2: g.s2, format: "x86-64", root: 0x1000n }))).toBe("ENODEV");
+    // A nested domain that outlives its stage 2 translates nothing: the missing context is stage 2's.
+    expect(d.translate(0x40000000n).fault).toMatchObject({ reason: "no-context", stage: 2 });
   });
 });

@@ -2,8 +2,10 @@
 // naive twin (createNaiveHost) run the same random VFIO sequences — devices
 // with reserved regions, processes that mmap, write and munmap, containers
 // and groups joined and left, MAP_DMA / UNMAP_DMA valid and invalid, GET_INFO,
-// allowed IOVA ranges, dirty tracking, and device DMA (single, scatter-gather,
-// MSI writes, unattached groups) — and must agree on everything observable:
+// allowed IOVA ranges, dirty tracking, device DMA (single, scatter-gather,
+// MSI writes, unattached groups), and nesting (PASIDs allocated and freed,
+// guest tables written at GPAs, bound with random flags, unbound,
+// invalidated, PASID-tagged DMA) — and must agree on everything observable:
 // every result and errno, every interrupt raised, the fault records, the
 // IOTLB counters, free frames and locked bytes after each step, and at the
 // end the pin count of every frame and the whole RAM image.
@@ -16,17 +18,19 @@
 // FC_SEED=<n> replays a seed, FC_RUNS=<n> changes the number of runs.
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { createHost } from "../src/index.js";
+import { createHost, IommuError } from "../src/index.js";
 import { createNaiveHost } from "../bench/naive/index.js";
 import { ERR_ENOMEM } from "../src/engine/abi.js";
 import { attempt, type Outcome } from "./support/outcome.js";
 import { expectSame, show } from "./support/compare.js";
+import { baseStage1 } from "./support/guest.js";
 
 const SEED = process.env.FC_SEED !== undefined ? Number(process.env.FC_SEED) : undefined;
 const RUNS = process.env.FC_RUNS !== undefined ? Number(process.env.FC_RUNS) : undefined;
 const params = (numRuns: number): fc.Parameters<unknown> => ({ numRuns: RUNS ?? numRuns, ...(SEED !== undefined ? { seed: SEED } : {}) });
 
 const PAGE = 4096n;
+const PAGE_2M_ = 0x200000n;
 const MiB = 0x100000n;
 const U64_MAX = (1n << 64n) - 1n;
 
@@ -97,7 +101,15 @@ type Op =
   | { t: "dirtyBitmap"; c: number; m: number; n: number; pgsize: bigint }
   | { t: "dma"; g: number; dev: number; write: boolean; target: Target; len: number; buf: "plain" | "arena"; seed: number }
   | { t: "sg"; g: number; dev: number; write: boolean; segs: { target: Target; len: number }[]; extra: number; buf: "plain" | "arena"; pairs: "objects" | "plain" | "resident"; seed: number }
-  | { t: "drain" };
+  | { t: "drain" }
+  | { t: "baseTables"; c: number; arm: boolean }
+  | { t: "pasidAlloc"; c: number; min: number; max: number }
+  | { t: "pasidFree"; c: number; min: number; max: number }
+  | { t: "gpaPut"; c: number; page: number; slot: number; value: bigint }
+  | { t: "bindPgtbl"; g: number; dev: number; pasid: number; arm: boolean; root: bigint; flags?: unknown }
+  | { t: "unbindPgtbl"; g: number; dev: number; pasid: number }
+  | { t: "invalidate"; c: number; entries: { pasid?: number; addr: bigint; npages: bigint; flags?: number }[] }
+  | { t: "pasidDma"; g: number; dev: number; pasid: number; gva: bigint; len: number; write: boolean; privileged: boolean; seed: number };
 
 function bytesFrom(seed: number, len: number): Uint8Array {
   const out = new Uint8Array(len);
@@ -398,6 +410,31 @@ function apply(side: Side, op: Op): unknown {
       }
     }
     case "drain": return host.faults.drain();
+    case "baseTables": baseStage1((gpa, v) => container(side, op.c).gpa.writeU64(gpa, v), op.arm); return "written";
+    case "pasidAlloc": return container(side, op.c).pasid.alloc({ min: op.min, max: op.max });
+    case "pasidFree": return container(side, op.c).pasid.free({ min: op.min, max: op.max });
+    case "gpaPut": container(side, op.c).gpa.writeU64(BigInt(op.page) * PAGE + BigInt(op.slot) * 8n, op.value); return "put";
+    case "bindPgtbl": {
+      const format = op.arm ? "arm64" : "x86-64";
+      deviceOf(side, op.g, op.dev).bindPgtbl({ pasid: op.pasid, format, root: op.root, addressWidth: op.arm ? 39 : 48, flags: op.flags as never });
+      return "bound";
+    }
+    case "unbindPgtbl": deviceOf(side, op.g, op.dev).unbindPgtbl(op.pasid); return "unbound";
+    case "invalidate": {
+      try {
+        return container(side, op.c).invalidate(op.entries);
+      } catch (e) {
+        // How many entries were handled is part of the answer.
+        if (e instanceof IommuError) return { error: e.code, processed: e.processed };
+        throw e;
+      }
+    }
+    case "pasidDma": {
+      const device = deviceOf(side, op.g, op.dev);
+      const opts = { pasid: op.pasid, privileged: op.privileged };
+      if (op.write) return device.dma.write(op.gva, bytesFrom(op.seed, op.len), opts);
+      return device.dma.read(op.gva, op.len, opts);
+    }
   }
 }
 
@@ -414,7 +451,7 @@ function observe(side: Side): unknown {
     stats: h.iotlb.stats(), pending: h.faults.pending, overflow: h.faults.overflow, framesFree: h.ram.framesFree,
     locked: side.procs.map((p) => p.lockedBytes),
     containers: side.containers.map((c) => ({
-      groups: [...c.groups], domain: c.domain?.id, doorbell: c.msiDoorbellIova, tracking: c.dirty.tracking,
+      groups: [...c.groups], domain: c.domain?.id, doorbell: c.msiDoorbellIova, tracking: c.dirty.tracking, pasids: c.pasid.count,
       maps: c.domain ? c.mappings().map((m: Any) => [m.iova, m.last, m.vaddr, m.read, m.write]) : [],
     })),
   };
@@ -449,6 +486,9 @@ function tally(op: Op, out: Outcome): void {
   const r = v?.r;
   if (r?.interrupt) note(`${op.t}:interrupt`);
   if (r?.fault) note(`${op.t}:fault:${r.fault.reason}`);
+  if (op.t === "pasidDma" && v?.fault) note(`pasidDma:fault:${v.fault.reason}:${v.fault.stage}`);
+  if (op.t === "pasidDma" && !v?.fault && v?.bytes > 0) note("pasidDma:moved");
+  if (op.t === "invalidate" && v?.error) note(`invalidate:${v.error}`);
   if (op.t === "dirtyBitmap" && v.bitmap.some((b: number) => b !== 0)) note("dirtyBitmap:dirty");
   if (op.t === "map" && v.pageSize > PAGE) note("map:large-leaf");
 }
@@ -632,6 +672,25 @@ const prologueArb: fc.Arbitrary<Op[]> = fc.tuple(
   { t: "setIommu", c: 0, type: "type1v2" },
 ]);
 
+/**
+ * Two devices in one group, in container 0 with its IOMMU set, and a process
+ * whose first area has `pages` pages (after `shift` frames were taken, so it
+ * can land 2 MiB-aligned).
+ */
+function twoDevicesInContainer(iommu: string, pages: number, shift: number): Op[] {
+  return [
+    { t: "addDevice", dev: 0, reserved: [] },
+    { t: "addDevice", dev: 1, group: 0, reserved: [] },
+    ...(shift > 0 ? [{ t: "alloc", count: shift } as Op] : []),
+    { t: "createProcess" },
+    { t: "mmap", p: 0, pages, write: true },
+    { t: "openContainer", p: 0 },
+    { t: "openGroup", g: 0 },
+    { t: "setContainer", g: 0, c: 0 },
+    { t: "setIommu", c: 0, type: iommu },
+  ];
+}
+
 // ---------------------------------------------------------------- properties
 describe("VFIO on the engine and on the naive twin agree", () => {
   it("on random sequences of devices, processes, containers, groups, MAP/UNMAP, dirty tracking and device DMA", async () => {
@@ -707,15 +766,7 @@ describe("VFIO on the engine and on the naive twin agree", () => {
       fc.asyncProperty(fc.constantFrom("vtd" as const, "smmuv3" as const), mapsArb, fc.array(focusOp, { maxLength: 50, size: "max" }), (arch, maps, tail) => {
         const config: Config = { arch, addressWidth: 48, ramMiB: 8, allowUnsafeInterrupts: false, platformReserved: [], iotlb: { sets: 16, ways: 4 } };
         const ops: Op[] = [
-          { t: "addDevice", dev: 0, reserved: [] },
-          { t: "addDevice", dev: 1, group: 0, reserved: [] },
-          { t: "alloc", count: 508 },
-          { t: "createProcess" },
-          { t: "mmap", p: 0, pages: 1024, write: true },
-          { t: "openContainer", p: 0 },
-          { t: "openGroup", g: 0 },
-          { t: "setContainer", g: 0, c: 0 },
-          { t: "setIommu", c: 0, type: "type1v2" },
+          ...twoDevicesInContainer("type1v2", 1024, 508),
           ...maps.map((m): Op => ({ t: "map", c: 0, area: 0, offPages: m.offPages, pages: m.pages, fit: true, iova: { k: "fixed", iova: m.iova }, read: true, write: true, tweak: "none" })),
           { t: "dirtyStart", c: 0 },
           ...tail,
@@ -723,6 +774,49 @@ describe("VFIO on the engine and on the naive twin agree", () => {
         return runScenario(config, ops);
       }),
       params(60),
+    );
+  });
+
+  it("with nesting: PASIDs, guest tables bound with random flags, invalidations and PASID-tagged DMA", async () => {
+    const pasidArb = fc.integer({ min: 1, max: 5 });
+    const vtdFlags = fc.oneof(fc.constant(undefined), fc.integer({ min: 0, max: 8 }), fc.record({ sre: fc.boolean(), wpe: fc.boolean(), eafe: fc.boolean() }, { requiredKeys: [] }));
+    const armFlags = fc.oneof(fc.constant(undefined), fc.record({ ha: fc.boolean(), hd: fc.boolean(), t0sz: fc.constantFrom(25, 24), tg0: fc.constantFrom(0, 0, 0, 1), ips: fc.constantFrom(5, 5, 2, 0) }, { requiredKeys: [] }));
+    const gvaArb = fc.oneof({ weight: 4, arbitrary: fc.integer({ min: 0, max: 0x10fff }).map(BigInt) }, fc.constantFrom(PAGE_2M_, PAGE_2M_ + 0x1234n, 1n << 39n, 0x40000000n));
+    const entryArb = fc.record({ pasid: fc.option(pasidArb, { nil: undefined }), addr: fc.oneof(gvaArb.map((a) => a & ~0xfffn), fc.constant(0x801n)),
+      npages: fc.constantFrom(1n, 2n, 16n, 0n, U64_MAX), flags: fc.constantFrom(undefined, 0, 1, 2) }, { requiredKeys: ["addr", "npages"] })
+      .map((e) => (e.npages === U64_MAX ? { ...e, addr: 0n } : e));
+    const nestOp = (arm: boolean): fc.Arbitrary<Op> => fc.oneof(
+      { weight: 3, arbitrary: fc.record({ t: fc.constant("pasidAlloc" as const), c: fc.constant(0), min: pasidArb, max: fc.constantFrom(3, 5, 0xfffff) }) },
+      { weight: 1, arbitrary: fc.record({ t: fc.constant("pasidFree" as const), c: fc.constant(0), min: pasidArb, max: fc.constantFrom(1, 3, 0xffffffff) }) },
+      { weight: 6, arbitrary: fc.record({ t: fc.constant("gpaPut" as const), c: fc.constant(0), page: fc.integer({ min: 1, max: 4 }), slot: fc.integer({ min: 0, max: 3 }),
+        value: fc.oneof(fc.tuple(fc.integer({ min: 0, max: 70 }), arm ? fc.constantFrom(0x403n, 0x443n, 0x4c3n, 0x3n, 0x80000000000c3n) : fc.constantFrom(0x7n, 0x5n, 0x1n, 0x87n, 0x0n)).map(([pg, bits]) => BigInt(pg) * PAGE | bits), fc.bigInt({ min: 0n, max: U64_MAX })) }) },
+      { weight: 4, arbitrary: fc.record({ t: fc.constant("bindPgtbl" as const), g: fc.constant(0), dev: fc.nat(1), pasid: pasidArb, arm: fc.oneof({ weight: 5, arbitrary: fc.constant(arm) }, { weight: 1, arbitrary: fc.constant(!arm) }),
+        root: fc.constantFrom(0x1000n, 0x1000n, 0x2000n, 0x100000000n), flags: arm ? armFlags : vtdFlags }) },
+      { weight: 1, arbitrary: fc.record({ t: fc.constant("unbindPgtbl" as const), g: fc.constant(0), dev: fc.nat(1), pasid: pasidArb }) },
+      { weight: 2, arbitrary: fc.record({ t: fc.constant("invalidate" as const), c: fc.constant(0), entries: fc.array(entryArb, { maxLength: 3 }) }) },
+      { weight: 10, arbitrary: fc.record({ t: fc.constant("pasidDma" as const), g: fc.constant(0), dev: fc.nat(1), pasid: pasidArb, gva: gvaArb, len: fc.constantFrom(1, 8, 100, 4096, 5000),
+        write: fc.boolean(), privileged: fc.oneof({ weight: 4, arbitrary: fc.constant(false) }, { weight: 1, arbitrary: fc.constant(true) }), seed: fc.nat() }) },
+      { weight: 1, arbitrary: fc.record({ t: fc.constant("unmap" as const), c: fc.constant(0), how: fc.record({ k: fc.constant("raw" as const), iova: fc.constantFrom(0x4000n, 0x10000n, 0x1f000n), size: fc.constant(PAGE) }) }) },
+      { weight: 1, arbitrary: fc.constantFrom<Op>({ t: "dirtyStart", c: 0 }, { t: "dirtyStop", c: 0 }, { t: "drain" }) },
+    );
+    const scenarioArb = fc.constantFrom("vtd" as const, "smmuv3" as const).chain((arch) => fc.tuple(fc.constant(arch), fc.array(nestOp(arch === "smmuv3"), { maxLength: 60, size: "max" })));
+    await fc.assert(
+      fc.asyncProperty(scenarioArb, ([arch, tail]) => {
+        const config: Config = { arch, addressWidth: 48, ramMiB: 8, allowUnsafeInterrupts: false, platformReserved: [], iotlb: { sets: 16, ways: 2 } };
+        const arm = arch === "smmuv3";
+        const ops: Op[] = [
+          ...twoDevicesInContainer("nesting", 64, 0),
+          // Guest RAM: GPA 0..256 KiB (tables in pages 1..4, data in 16..31).
+          { t: "map", c: 0, area: 0, offPages: 0, pages: 64, fit: true, iova: { k: "fixed", iova: 0n }, read: true, write: true, tweak: "none" },
+          { t: "baseTables", c: 0, arm },
+          { t: "pasidAlloc", c: 0, min: 1, max: 5 },
+          { t: "pasidAlloc", c: 0, min: 1, max: 5 },
+          { t: "bindPgtbl", g: 0, dev: 0, pasid: 1, arm, root: 0x1000n, flags: arm ? { ha: true } : { sre: true } },
+          ...tail,
+        ];
+        return runScenario(config, ops);
+      }),
+      params(120),
     );
   });
 
@@ -735,6 +829,9 @@ describe("VFIO on the engine and on the naive twin agree", () => {
       "dma:interrupt", "sg:interrupt", "dma:fault:not-present", "dma:fault:no-context", "dma:fault:permission",
       "dirtyBitmap:ok", "dirtyBitmap:dirty", "dirtyBitmap:EINVAL", "info:ok", "allow:ok",
       "map:large-leaf", "pinMap:rollback", `pinMap:status:${ERR_ENOMEM}`,
+      "pasidAlloc:ok", "pasidAlloc:ENOSPC", "pasidFree:ok", "bindPgtbl:ok", "bindPgtbl:EBUSY", "bindPgtbl:EINVAL", "bindPgtbl:EOPNOTSUPP",
+      "unbindPgtbl:ok", "invalidate:ok", "invalidate:EINVAL", "invalidate:EOPNOTSUPP", "pasidDma:moved",
+      "pasidDma:fault:no-context:1", "pasidDma:fault:not-present:1", "pasidDma:fault:permission:1", "pasidDma:fault:not-present:2",
     ];
     expect(mustSee.filter((k) => !stats.seen.has(k))).toEqual([]);
   });

@@ -147,6 +147,13 @@ describe("binding guest page tables to a device's PASID", () => {
     expect(bad([{ pasid, addr: 0x1000n, npages: 1 }, { pasid, addr: 0x2000n, npages: 1 }, { addr: 0n, npages: 0 }])).toEqual(["EINVAL", 2]);
   });
 
+  it("a PASID with no table is a no-context fault with no stage 2 in it, even right after a stage-2 fault", async () => {
+    const { nic, pasid } = await vm();
+    nic.bindPgtbl({ pasid, format: "x86-64", root: 16n * MiB });
+    expect(nic.dma.read(0x40000000n, 4, { pasid }).fault).toMatchObject({ reason: "not-present", stage: 2 });
+    expect(nic.dma.read(0x40000000n, 4, { pasid: pasid + 1 }).fault).toMatchObject({ reason: "no-context", stage: 1 });
+  });
+
   it("faults of PASID-tagged DMA name the device, the PASID and the stage", async () => {
     const h = await createHost({ ramSize: 32 * 1024 * 1024 });
     h.addDevice({ bdf: "0000:03:00.0" });

@@ -15,7 +15,7 @@ function walkOver<F>(ctx: usize, s2: usize, iova: u64, access: u32, mode: u32): 
   switch (ctxFormat(s2)) {
     case FORMAT_VTD_SL: return walkIn<F, VtdSlFormat>(ctx, iova, access, mode, s2);
     case FORMAT_ARM64_S2: return walkIn<F, Arm64S2Format>(ctx, iova, access, mode, s2);
-    default: return noWalk(FAULT_NO_CONTEXT);
+    default: return noWalk(FAULT_NO_CONTEXT, 2);
   }
 }
 

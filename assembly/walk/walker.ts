@@ -155,5 +155,7 @@ export function walkIn<F, G>(ctx: usize, iova: u64, access: u32, mode: u32, s2: 
   return ST_OK;
 }
 
-// For a context whose format is unknown: the fault is reported at level 0.
-export function noWalk(status: u32): u32 { walkLevel = 0; return status; }
+// For a context whose format is unknown (none, or released): the fault is
+// reported at level 0 of the stage whose context is missing, never with the
+// stage an earlier walk left behind.
+export function noWalk(status: u32, stage: u32 = 1): u32 { walkLevel = 0; walkStage = stage; return status; }

@@ -68,3 +68,28 @@ export function armStage1(g: Guest, leafBits: bigint): bigint {
   g.put(0x4000n, 0x200000n | VALID | TABLE | leafBits);
   return 0x1000n;
 }
+
+/**
+ * A valid stage 1 for random operations to perturb, written with put(gpa,
+ * value): root 0x1000 → 0x3000 (x86: via a PDPT at 0x2000; Arm: a 39-bit
+ * table starting at L1) → a last-level table at 0x4000 mapping GVA pages
+ * 0..15 to GPA pages 16..31, and GVA 2 MiB to a 2 MiB leaf at GPA 2 MiB
+ * (x86 read-only). Arm: every fourth page is writable-clean (DBM, AP[2]),
+ * so writable only under TCR.HD.
+ */
+export function baseStage1(put: (gpa: bigint, value: bigint) => void, arm: boolean): void {
+  if (arm) {
+    put(0x1000n, 0x3000n | 0x3n);
+    put(0x1008n, 0x3000n | 0x3n);
+    put(0x3000n, 0x4000n | 0x3n);
+    put(0x3008n, PAGE_2M | 0x441n);
+    for (let i = 0n; i < 16n; i++) put(0x4000n + i * 8n, ((16n + i) * PAGE_4K) | (i % 4n === 3n ? 0x80000000004c3n : 0x443n));
+  } else {
+    put(0x1000n, 0x2000n | 0x7n);
+    put(0x2000n, 0x3000n | 0x7n);
+    put(0x2008n, 0x3000n | 0x7n);
+    put(0x3000n, 0x4000n | 0x7n);
+    put(0x3008n, PAGE_2M | 0x87n);
+    for (let i = 0n; i < 16n; i++) put(0x4000n + i * 8n, ((16n + i) * PAGE_4K) | 0x7n);
+  }
+}
