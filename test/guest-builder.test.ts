@@ -169,6 +169,28 @@ describe("the guest page-table builder agrees with a model of its leaves", () =>
     expect(pt.unmap(0n, 1n << 47n)).toBe(PAGE);
   });
 
+  it("once the container lets go of its stage 2, the guest table is ENODEV and hands back nothing twice", async () => {
+    const { h, c, g } = await nestingVm();
+    let next = TABLES_AT;
+    const freed: bigint[] = [];
+    const pt = c.gpa.pageTable({ format: "x86-64", allocTable: () => (next += PAGE) - PAGE, freeTable: (p) => { freed.push(p); } });
+    pt.map(0x40000000n, 0x200000n, PAGE);
+    expect(pt.unmap(0n, 1n << 47n)).toBe(PAGE);
+    expect(freed.length).toBe(3);
+    g.unsetContainer();
+    expect(errno(() => pt.unmap(0n, 1n << 47n))).toBe("ENODEV");
+    expect(errno(() => pt.map(0x40000000n, 0x200000n, PAGE))).toBe("ENODEV");
+    expect(freed.length).toBe(3);
+    // The engine too starts each guest call from nothing: a call on a context
+    // that is not a guest table reports no pages released or needed.
+    const wasm = h.engine.wasm;
+    const plain = h.createDomain({ format: "x86-64" });
+    expect(wasm.ptGuestUnmap(plain.id, 0n, (1n << 47n) - 1n, 0, 0)).toBe(0n);
+    expect(wasm.guestTablesReleased()).toBe(0);
+    expect(wasm.ptGuestMap(plain.id, 0n, PAGE - 1n, 0n, 1, 0, 0)).not.toBe(0);
+    expect(wasm.guestTablesNeeded()).toBe(0);
+  });
+
   it("an allocator that gives out mid-map gets back the pages it gave; the table is unchanged", async () => {
     const { c } = await nestingVm();
     let next = TABLES_AT, budget = 3;

@@ -47,6 +47,8 @@ interface Side {
   /** Interrupts raised since the last step. */
   irqs: unknown[];
   frames: bigint[];
+  /** Guest page tables (c.gpa.pageTable) with the pages their allocator handed out and took back. */
+  guestTables: { pt: Any; log: string[] }[];
 }
 
 
@@ -109,7 +111,10 @@ type Op =
   | { t: "bindPgtbl"; g: number; dev: number; pasid: number; arm: boolean; root: bigint; flags?: unknown }
   | { t: "unbindPgtbl"; g: number; dev: number; pasid: number }
   | { t: "invalidate"; c: number; entries: { pasid?: number; addr: bigint; npages: bigint; flags?: number }[] }
-  | { t: "pasidDma"; g: number; dev: number; pasid: number; gva: bigint; len: number; write: boolean; privileged: boolean; seed: number };
+  | { t: "pasidDma"; g: number; dev: number; pasid: number; gva: bigint; len: number; write: boolean; privileged: boolean; seed: number }
+  | { t: "guestTable"; c: number; arm: boolean; sloppy: "no" | "alias" | "outside" }
+  | { t: "guestMap"; i: number; gva: bigint; gpa: bigint; size: bigint; write: boolean }
+  | { t: "guestUnmap"; i: number; gva: bigint; size: bigint };
 
 function bytesFrom(seed: number, len: number): Uint8Array {
   const out = new Uint8Array(len);
@@ -429,6 +434,40 @@ function apply(side: Side, op: Op): unknown {
         throw e;
       }
     }
+    case "guestTable": {
+      // The guest's allocator: table pages from GPA page 32 up, freed pages reused first; GPAs past guest RAM fail in the builder.
+      // A sloppy one hands out every third page wrong: one its own table already uses, or one outside guest RAM.
+      const free: bigint[] = [];
+      let next = 32n * PAGE, calls = 0;
+      const log: string[] = [];
+      const give = (): bigint => {
+        if (op.sloppy !== "no" && ++calls % 3 === 0) return op.sloppy === "alias" ? 32n * PAGE : 1n << 32n;
+        return free.pop() ?? (next += PAGE) - PAGE;
+      };
+      const pt = container(side, op.c).gpa.pageTable({
+        format: op.arm ? "arm64" : "x86-64", addressWidth: op.arm ? 39 : 48,
+        allocTable: () => { const p = give(); log.push(`+${p.toString(16)}`); return p; },
+        freeTable: (p: bigint) => { log.push(`-${p.toString(16)}`); free.push(p); },
+      });
+      side.guestTables.push({ pt, log });
+      return { root: pt.root, log: log.splice(0) };
+    }
+    case "guestMap": {
+      const t = pick(side.guestTables, op.i);
+      if (!t) throw new NoTarget();
+      try {
+        t.pt.map(op.gva, op.gpa, op.size, { write: op.write });
+        return { log: t.log.splice(0) };
+      } catch (e) {
+        if (e instanceof IommuError) return { error: e.code, log: t.log.splice(0) };
+        throw e;
+      }
+    }
+    case "guestUnmap": {
+      const t = pick(side.guestTables, op.i);
+      if (!t) throw new NoTarget();
+      return { bytes: t.pt.unmap(op.gva, op.size), log: t.log.splice(0) };
+    }
     case "pasidDma": {
       const device = deviceOf(side, op.g, op.dev);
       const opts = { pasid: op.pasid, privileged: op.privileged };
@@ -488,7 +527,7 @@ function tally(op: Op, out: Outcome): void {
   if (r?.fault) note(`${op.t}:fault:${r.fault.reason}`);
   if (op.t === "pasidDma" && v?.fault) note(`pasidDma:fault:${v.fault.reason}:${v.fault.stage}`);
   if (op.t === "pasidDma" && !v?.fault && v?.bytes > 0) note("pasidDma:moved");
-  if (op.t === "invalidate" && v?.error) note(`invalidate:${v.error}`);
+  if ((op.t === "invalidate" || op.t === "guestMap") && v?.error) note(`${op.t}:${v.error}`);
   if (op.t === "dirtyBitmap" && v.bitmap.some((b: number) => b !== 0)) note("dirtyBitmap:dirty");
   if (op.t === "map" && v.pageSize > PAGE) note("map:large-leaf");
 }
@@ -522,7 +561,7 @@ async function runScenario(config: Config, ops: Op[]): Promise<void> {
     allowUnsafeInterrupts: config.allowUnsafeInterrupts, platformReserved: config.platformReserved,
   };
   const make = async (host: Any): Promise<Side> => {
-    const side: Side = { host, ramSize: config.ramMiB << 20, procs: [], containers: [], groups: new Map(), irqs: [], frames: [] };
+    const side: Side = { host, ramSize: config.ramMiB << 20, procs: [], containers: [], groups: new Map(), irqs: [], frames: [], guestTables: [] };
     host.onInterrupt((irq: unknown) => side.irqs.push(irq));
     return side;
   };
@@ -785,19 +824,28 @@ describe("VFIO on the engine and on the naive twin agree", () => {
     const entryArb = fc.record({ pasid: fc.option(pasidArb, { nil: undefined }), addr: fc.oneof(gvaArb.map((a) => a & ~0xfffn), fc.constant(0x801n)),
       npages: fc.constantFrom(1n, 2n, 16n, 0n, U64_MAX), flags: fc.constantFrom(undefined, 0, 1, 2) }, { requiredKeys: ["addr", "npages"] })
       .map((e) => (e.npages === U64_MAX ? { ...e, addr: 0n } : e));
+    const guestGva = fc.tuple(fc.constantFrom(0n, 1n << 30n, 0x7f000000n), fc.constantFrom(0n, PAGE, 0x1ff000n, PAGE_2M_)).map(([a, b]) => a + b);
     const nestOp = (arm: boolean): fc.Arbitrary<Op> => fc.oneof(
       { weight: 3, arbitrary: fc.record({ t: fc.constant("pasidAlloc" as const), c: fc.constant(0), min: pasidArb, max: fc.constantFrom(3, 5, 0xfffff) }) },
       { weight: 1, arbitrary: fc.record({ t: fc.constant("pasidFree" as const), c: fc.constant(0), min: pasidArb, max: fc.constantFrom(1, 3, 0xffffffff) }) },
       { weight: 6, arbitrary: fc.record({ t: fc.constant("gpaPut" as const), c: fc.constant(0), page: fc.integer({ min: 1, max: 4 }), slot: fc.integer({ min: 0, max: 3 }),
         value: fc.oneof(fc.tuple(fc.integer({ min: 0, max: 70 }), arm ? fc.constantFrom(0x403n, 0x443n, 0x4c3n, 0x3n, 0x80000000000c3n) : fc.constantFrom(0x7n, 0x5n, 0x1n, 0x87n, 0x0n)).map(([pg, bits]) => BigInt(pg) * PAGE | bits), fc.bigInt({ min: 0n, max: U64_MAX })) }) },
       { weight: 4, arbitrary: fc.record({ t: fc.constant("bindPgtbl" as const), g: fc.constant(0), dev: fc.nat(1), pasid: pasidArb, arm: fc.oneof({ weight: 5, arbitrary: fc.constant(arm) }, { weight: 1, arbitrary: fc.constant(!arm) }),
-        root: fc.constantFrom(0x1000n, 0x1000n, 0x2000n, 0x100000000n), flags: arm ? armFlags : vtdFlags }) },
+        root: fc.constantFrom(0x1000n, 0x1000n, 0x2000n, 0x20000n, 0x100000000n), flags: arm ? armFlags : vtdFlags }) },
       { weight: 1, arbitrary: fc.record({ t: fc.constant("unbindPgtbl" as const), g: fc.constant(0), dev: fc.nat(1), pasid: pasidArb }) },
       { weight: 2, arbitrary: fc.record({ t: fc.constant("invalidate" as const), c: fc.constant(0), entries: fc.array(entryArb, { maxLength: 3 }) }) },
       { weight: 10, arbitrary: fc.record({ t: fc.constant("pasidDma" as const), g: fc.constant(0), dev: fc.nat(1), pasid: pasidArb, gva: gvaArb, len: fc.constantFrom(1, 8, 100, 4096, 5000),
         write: fc.boolean(), privileged: fc.oneof({ weight: 4, arbitrary: fc.constant(false) }, { weight: 1, arbitrary: fc.constant(true) }), seed: fc.nat() }) },
       { weight: 1, arbitrary: fc.record({ t: fc.constant("unmap" as const), c: fc.constant(0), how: fc.record({ k: fc.constant("raw" as const), iova: fc.constantFrom(0x4000n, 0x10000n, 0x1f000n), size: fc.constant(PAGE) }) }) },
       { weight: 1, arbitrary: fc.constantFrom<Op>({ t: "dirtyStart", c: 0 }, { t: "dirtyStop", c: 0 }, { t: "drain" }) },
+      { weight: 1, arbitrary: fc.record({ t: fc.constant("guestTable" as const), c: fc.constant(0), arm: fc.constant(arm), sloppy: fc.constantFrom("no" as const, "no" as const, "alias" as const, "outside" as const) }) },
+      { weight: 4, arbitrary: fc.record({ t: fc.constant("guestMap" as const), i: fc.nat(1), gva: guestGva, gpa: fc.constantFrom(0x10000n, 0x11000n, 0x1f000n, 0n, PAGE_2M_, 0x100000n),
+        size: fc.constantFrom(PAGE, 2n * PAGE, PAGE_2M_), write: fc.boolean() }) },
+      { weight: 2, arbitrary: fc.record({ t: fc.constant("guestUnmap" as const), i: fc.nat(1), gva: guestGva, size: fc.constantFrom(PAGE, PAGE_2M_, 1n << 30n, 1n << 39n) }) },
+      // Stage 2 takes the guest tables' half of guest RAM away, and gives it back, maybe read-only.
+      { weight: 1, arbitrary: fc.constant<Op>({ t: "unmap", c: 0, how: { k: "raw", iova: 0x20000n, size: 32n * PAGE } }) },
+      { weight: 1, arbitrary: fc.record({ t: fc.constant("map" as const), c: fc.constant(0), area: fc.constant(0), offPages: fc.constant(32), pages: fc.constant(32), fit: fc.constant(true),
+        iova: fc.constant({ k: "fixed" as const, iova: 0x20000n }), read: fc.constant(true), write: fc.boolean(), tweak: fc.constant("none" as const) }) },
     );
     const scenarioArb = fc.constantFrom("vtd" as const, "smmuv3" as const).chain((arch) => fc.tuple(fc.constant(arch), fc.array(nestOp(arch === "smmuv3"), { maxLength: 60, size: "max" })));
     await fc.assert(
@@ -806,8 +854,9 @@ describe("VFIO on the engine and on the naive twin agree", () => {
         const arm = arch === "smmuv3";
         const ops: Op[] = [
           ...twoDevicesInContainer("nesting", 64, 0),
-          // Guest RAM: GPA 0..256 KiB (tables in pages 1..4, data in 16..31).
-          { t: "map", c: 0, area: 0, offPages: 0, pages: 64, fit: true, iova: { k: "fixed", iova: 0n }, read: true, write: true, tweak: "none" },
+          // Guest RAM: GPA 0..256 KiB (tables in pages 1..4, data in 16..31, the guest table allocator's pages in 32..63).
+          { t: "map", c: 0, area: 0, offPages: 0, pages: 32, fit: true, iova: { k: "fixed", iova: 0n }, read: true, write: true, tweak: "none" },
+          { t: "map", c: 0, area: 0, offPages: 32, pages: 32, fit: true, iova: { k: "fixed", iova: 0x20000n }, read: true, write: true, tweak: "none" },
           { t: "baseTables", c: 0, arm },
           { t: "pasidAlloc", c: 0, min: 1, max: 5 },
           { t: "pasidAlloc", c: 0, min: 1, max: 5 },
@@ -832,6 +881,7 @@ describe("VFIO on the engine and on the naive twin agree", () => {
       "pasidAlloc:ok", "pasidAlloc:ENOSPC", "pasidFree:ok", "bindPgtbl:ok", "bindPgtbl:EBUSY", "bindPgtbl:EINVAL", "bindPgtbl:EOPNOTSUPP",
       "unbindPgtbl:ok", "invalidate:ok", "invalidate:EINVAL", "invalidate:EOPNOTSUPP", "pasidDma:moved",
       "pasidDma:fault:no-context:1", "pasidDma:fault:not-present:1", "pasidDma:fault:permission:1", "pasidDma:fault:not-present:2",
+      "guestTable:ok", "guestMap:ok", "guestMap:EEXIST", "guestMap:EFAULT", "guestMap:EINVAL", "guestUnmap:ok",
     ];
     expect(mustSee.filter((k) => !stats.seen.has(k))).toEqual([]);
   });

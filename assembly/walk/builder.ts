@@ -285,6 +285,10 @@ function buildUnmapIn<F, G>(ctx: usize, iova: u64, last: u64): u64 {
 
 // ---- guest tables: a stage-1 context whose stage 2 is its s2 link
 
+// Every guest call starts from nothing, so a call that fails before the
+// builder runs (no stage 2, wrong format) reports no tables needed or released.
+export function beginGuestCall(): void { guestTablesNeeded = 0; releasedCount = 0; }
+
 // Maps [iova, last] → gpa.. in the guest table of nested context ctx; new
 // tables from `count` GPAs at `pool` (ENOMEM with guestTablesNeeded set when
 // short: nothing changed). Returns the status; on success the pages used are

@@ -3,7 +3,7 @@
 // Processes always use x86-64 tables (they model a Linux process on x86).
 import { ctxPtr, ctxFormat, ctxFlags, ctxS2Id } from "./context";
 import { walk, walkIn, noWalk } from "./walker";
-import { buildMap, buildUnmap, buildMapFresh, beginUndo, endUndo, rollbackMap, buildGuestMap, buildGuestUnmap } from "./builder";
+import { buildMap, buildUnmap, buildMapFresh, beginUndo, endUndo, rollbackMap, buildGuestMap, buildGuestUnmap, beginGuestCall } from "./builder";
 import { visitRange, setVisitNeed, setDirtyScan, beginRuns, flushRun, pinnedEnd, mappedEnd, dirtyFound,
   LEAF_CHECK, LEAF_PIN, LEAF_UNPIN, LEAF_DISOWN, LEAF_DIRTY } from "./leaves";
 import { X86Format } from "../fmt/x86_64";
@@ -71,6 +71,7 @@ function guestMapOver<F>(ctx: usize, s2: usize, iova: u64, last: u64, gpa: u64, 
 }
 
 export function guestMap(ctx: usize, iova: u64, last: u64, gpa: u64, prot: u32, pool: usize, count: u32): u32 {
+  beginGuestCall();
   const s2 = ctxS2Id(ctx);
   if (s2 == 0) return ERR_EINVAL;
   switch (ctxFormat(ctx)) {
@@ -89,6 +90,7 @@ function guestUnmapOver<F>(ctx: usize, s2: usize, iova: u64, last: u64, released
 }
 
 export function guestUnmap(ctx: usize, iova: u64, last: u64, released: usize, cap: u32): u64 {
+  beginGuestCall();
   const s2 = ctxS2Id(ctx);
   if (s2 == 0) return 0;
   switch (ctxFormat(ctx)) {

@@ -21,8 +21,16 @@
 // pass, allocated right after the tables above it); a map with an undo log
 // records every table it creates, so rollback() can remove the leaves of a
 // failed pinned map and then those tables, newest first.
+//
+// Guest tables (guestMap / guestUnmap) are the same passes over a table whose
+// addresses are GPAs: every table page is found through stage 2 (which must
+// let the builder read and write it), new tables are the pages the guest
+// offered, in order (each checked the same way, and not already a table),
+// and emptied tables are handed back instead of freed. Visits are counted by
+// the page's HPA, so two GPAs of one page are one table.
 import * as abi from "../../src/engine/abi.js";
 import type { Context } from "./context.js";
+import { walk } from "./walker.js";
 import { KIND_LEAF, KIND_TABLE, type Format } from "./formats.js";
 import type { FrameAllocator } from "./frames.js";
 import type { FramePins } from "./pins.js";
@@ -58,8 +66,67 @@ function fitsLeaf(fmt: Format, level: number, iova: bigint, chunkLast: bigint, h
 
 interface MapCheck { visited: Set<bigint>; needed: number; adopted: number; overBudget: boolean; fresh: boolean }
 
+/** The most new tables one guest map may count (the engine's bound). */
+const GUEST_TABLES_MAX = 1 << 20;
+/** Pages a guest map can be offered, and emptied tables an unmap reports: the engine's staging area, 8 bytes each. */
+export const GUEST_LIST_MAX = abi.STAGING_SIZE / 8;
+
+/**
+ * Where a builder call finds its tables: host frames (the address is the HPA)
+ * or guest pages (a GPA, through stage 2), and where new tables come from.
+ */
+interface TableSpace {
+  /** The HPA of a table page, or undefined when it is not a usable page of RAM. */
+  hpa(table: bigint): bigint | undefined;
+  guest?: { pool: readonly bigint[]; used: number; released: bigint[] };
+}
+
+export interface GuestMapResult { status: number; needed: number; used: number }
+
 export class Builder {
+  private readonly host: TableSpace = { hpa: (table) => (this.ram.inRam(table, 4096n) ? table : undefined) };
+  private space: TableSpace = this.host;
+
   constructor(private readonly ram: Ram, readonly frames: FrameAllocator, private readonly pins: FramePins) {}
+
+  /** A guest table's pages, through stage 2 s2 (read and write allowed, no A/D set). */
+  private guestSpace(s2: Context, pool: readonly bigint[]): TableSpace {
+    return {
+      hpa: (table) => {
+        const r = walk(this.ram, s2, table, abi.ACCESS_READ | abi.ACCESS_WRITE);
+        if (!("hpa" in r)) return undefined;
+        const page = r.hpa & ~0xfffn;
+        return this.ram.inRam(page, 4096n) ? page : undefined;
+      },
+      guest: { pool, used: 0, released: [] },
+    };
+  }
+
+  /** Runs fn with tables in the given space. */
+  private within<T>(space: TableSpace, fn: () => T): T {
+    this.space = space;
+    try { return fn(); } finally { this.space = this.host; }
+  }
+
+  /**
+   * Maps [iova, last] → gpa.. in a guest table (ctx, over stage 2 s2), new
+   * tables from the pool in order. ENOMEM with `needed` when the pool is
+   * short (nothing changed); on success `used` pages of the pool were taken.
+   */
+  guestMap(ctx: Context, s2: Context, iova: bigint, last: bigint, gpa: bigint, prot: number, pool: readonly bigint[]): GuestMapResult {
+    if (pool.length > GUEST_LIST_MAX) return { status: abi.ERR_ENOMEM, needed: pool.length, used: 0 };
+    const space = this.guestSpace(s2, pool);
+    let needed = 0;
+    const status = this.within(space, () => this.map(ctx, iova, last, gpa, prot, { onCounted: (n) => { needed = n; } }));
+    return { status, needed, used: status === abi.ST_OK ? needed : 0 };
+  }
+
+  /** Unmaps [iova, last] in a guest table; the GPAs of the tables it emptied, in the order they were unlinked. */
+  guestUnmap(ctx: Context, s2: Context, iova: bigint, last: bigint): { bytes: bigint; released: bigint[] } {
+    const space = this.guestSpace(s2, []);
+    const bytes = this.within(space, () => this.unmap(ctx, iova, last));
+    return { bytes, released: space.guest!.released.slice(0, GUEST_LIST_MAX) };
+  }
 
   /** mmap: every page of [iova, last] gets a fresh zeroed 4 KiB frame the process owns. */
   mapFresh(ctx: Context, iova: bigint, last: bigint, prot: number): number {
@@ -70,18 +137,32 @@ export class Builder {
    * ST_OK or ERR_EEXIST / ERR_EFAULT / ERR_EINVAL / ERR_ENOMEM, with nothing written on an error.
    * With an undo log, every table created is appended to it (ENOMEM when it would overflow).
    */
-  map(ctx: Context, iova: bigint, last: bigint, hpa: bigint, prot: number, mode: { fresh?: boolean; undo?: UndoLog } = {}): number {
+  map(ctx: Context, iova: bigint, last: bigint, hpa: bigint, prot: number,
+    mode: { fresh?: boolean; undo?: UndoLog; onCounted?: (needed: number) => void } = {}): number {
     const fmt = ctx.fmt;
     if (!fmt) return abi.ERR_EINVAL;
     const root = fmt.rootAddr(ctx.root);
-    if (!this.ram.inRam(root, 4096n)) return abi.ERR_EFAULT;
-    // The root too must be held by the allocator, or a new table could be handed its frame.
-    const adoptRoot = !this.frames.isAllocated(root);
+    const rootHpa = this.space.hpa(root);
+    if (rootHpa === undefined) return abi.ERR_EFAULT;
+    const guest = this.space.guest;
+    // The root too must be held by the allocator, or a new table could be handed its frame (host tables).
+    const adoptRoot = !guest && !this.frames.isAllocated(root);
     const fresh = mode.fresh === true;
-    const state: MapCheck = { visited: new Set([root]), needed: 0, adopted: adoptRoot ? 1 : 0, overBudget: false, fresh };
+    const state: MapCheck = { visited: new Set([rootHpa]), needed: 0, adopted: adoptRoot ? 1 : 0, overBudget: false, fresh };
     const st = this.check(fmt, root, false, ctx.levels - 1, iova, last, hpa, ctx.pgsizes, state);
     if (st !== abi.ST_OK) return st;
     if (state.overBudget) return abi.ERR_ENOMEM;
+    if (guest) {
+      mode.onCounted?.(state.needed);
+      if (state.needed > guest.pool.length) return abi.ERR_ENOMEM;
+      // The offered pages: guest RAM stage 2 lets the builder write, none a table already or offered twice.
+      for (const page of guest.pool.slice(0, state.needed)) {
+        const h = this.space.hpa(page);
+        if (h === undefined) return abi.ERR_EFAULT;
+        if (state.visited.has(h)) return abi.ERR_EINVAL;
+        state.visited.add(h);
+      }
+    }
     if (mode.undo && mode.undo.length + state.needed > UNDO_LOG_ENTRIES) return abi.ERR_ENOMEM;
     if (adoptRoot) this.frames.claim(root);
     if (state.adopted > (adoptRoot ? 1 : 0)) this.adopt(fmt, root, ctx.levels - 1, iova, last);
@@ -111,21 +192,23 @@ export class Builder {
     for (;;) {
       const end = slotLast(cur, shift);
       const chunkLast = end < last ? end : last;
-      const pte = virt ? 0n : this.ram.loadPte(table + (fmt.index(cur, level) << 3n));
+      const pte = virt ? 0n : this.ram.loadPte(this.space.hpa(table)! + (fmt.index(cur, level) << 3n));
       const kind = virt ? -1 : fmt.entryKind(pte, level);
       if (kind === KIND_LEAF) return abi.ERR_EEXIST;
       if (kind === KIND_TABLE) {
         const sub = fmt.tableAddr(pte);
-        if (!this.ram.inRam(sub, 4096n)) return abi.ERR_EFAULT;
-        if (state.visited.has(sub)) return abi.ERR_EINVAL;
-        state.visited.add(sub);
-        if (!this.frames.isAllocated(sub)) state.adopted++;
+        const subHpa = this.space.hpa(sub);
+        if (subHpa === undefined) return abi.ERR_EFAULT;
+        if (state.visited.has(subHpa)) return abi.ERR_EINVAL;
+        state.visited.add(subHpa);
+        if (!this.space.guest && !this.frames.isAllocated(sub)) state.adopted++;
         const st = this.check(fmt, sub, false, level - 1, cur, chunkLast, out, pgsizes, state);
         if (st !== abi.ST_OK) return st;
       } else if (!state.overBudget) {
         if (!fitsLeaf(fmt, level, cur, chunkLast, out, pgsizes, state.fresh)) {
           state.needed++;
-          if (state.needed + state.adopted > this.frames.free) state.overBudget = true;
+          // A guest build counts every table (the guest offers that many), up to a bound.
+          if (this.space.guest ? state.needed > GUEST_TABLES_MAX : state.needed + state.adopted > this.frames.free) state.overBudget = true;
           else this.check(fmt, 0n, true, level - 1, cur, chunkLast, out, pgsizes, state);
         } else if (state.fresh) {
           // The page's own frame.
@@ -161,13 +244,14 @@ export class Builder {
   private apply(fmt: Format, table: bigint, level: number, iova: bigint, last: bigint, hpa: bigint, prot: number, flags: number, pgsizes: bigint,
     fresh: boolean, undo: UndoLog | undefined): void {
     if (level < 0) throw new BuilderDivergence("a present entry below the leaf level");
-    if (!this.ram.inRam(table, 4096n)) throw new BuilderDivergence(`table 0x${table.toString(16)} outside RAM`);
+    const tableHpa = this.space.hpa(table);
+    if (tableHpa === undefined) throw new BuilderDivergence(`table 0x${table.toString(16)} is not a usable page`);
     const shift = fmt.levelShift(level);
     let cur = iova, out = hpa;
     for (;;) {
       const end = slotLast(cur, shift);
       const chunkLast = end < last ? end : last;
-      const pteAddr = table + (fmt.index(cur, level) << 3n);
+      const pteAddr = tableHpa + (fmt.index(cur, level) << 3n);
       const pte = this.ram.loadPte(pteAddr);
       if (fmt.entryKind(pte, level) === KIND_TABLE) {
         this.apply(fmt, fmt.tableAddr(pte), level - 1, cur, chunkLast, out, prot, flags, pgsizes, fresh, undo);
@@ -183,7 +267,9 @@ export class Builder {
         }
         this.ram.storePte(pteAddr, fmt.makeLeaf(page, level, prot, flags));
       } else {
-        const sub = this.frames.alloc(1);
+        // A new table: a host frame, or the next page the guest offered (the caller zeroed it).
+        const guest = this.space.guest;
+        const sub = guest ? guest.pool[guest.used++] : this.frames.alloc(1);
         if (sub === undefined) throw new BuilderDivergence("out of frames after the check pass counted enough");
         this.ram.storePte(pteAddr, fmt.makeTable(sub));
         undo?.push({ pteAddr, table: sub });
@@ -200,33 +286,39 @@ export class Builder {
     const fmt = ctx.fmt;
     if (!fmt) return 0n;
     const root = fmt.rootAddr(ctx.root);
-    if (!this.ram.inRam(root, 4096n)) return 0n;
-    return this.unmapRange(fmt, root, ctx.levels - 1, iova, last, new Set([root]), keepTables);
+    const rootHpa = this.space.hpa(root);
+    if (rootHpa === undefined) return 0n;
+    return this.unmapRange(fmt, root, ctx.levels - 1, iova, last, new Set([rootHpa]), keepTables);
   }
 
   private unmapRange(fmt: Format, table: bigint, level: number, iova: bigint, last: bigint, visited: Set<bigint>, keepTables: boolean): bigint {
     const shift = fmt.levelShift(level);
+    const tableHpa = this.space.hpa(table);
+    if (tableHpa === undefined) return 0n;
     let bytes = 0n;
     let cur = iova;
     for (;;) {
       const end = slotLast(cur, shift);
       const chunkLast = end < last ? end : last;
       const whole = chunkLast === end && (cur & ((1n << BigInt(shift)) - 1n)) === 0n;
-      const pteAddr = table + (fmt.index(cur, level) << 3n);
+      const pteAddr = tableHpa + (fmt.index(cur, level) << 3n);
       const pte = this.ram.loadPte(pteAddr);
       const kind = fmt.entryKind(pte, level);
       if (kind === KIND_LEAF) {
         if (whole) { this.ram.storePte(pteAddr, 0n); bytes += 1n << BigInt(shift); }
       } else if (kind === KIND_TABLE) {
         const sub = fmt.tableAddr(pte);
-        const first = this.ram.inRam(sub, 4096n) && !visited.has(sub);
+        const subHpa = this.space.hpa(sub);
+        const first = subHpa !== undefined && !visited.has(subHpa);
         if (first) {
-          visited.add(sub);
+          visited.add(subHpa);
           bytes += this.unmapRange(fmt, sub, level - 1, cur, chunkLast, visited, keepTables);
         }
         if (whole && !keepTables) {
           this.ram.storePte(pteAddr, 0n);
-          if (first && this.frames.isAllocated(sub)) this.frames.release(sub, 1);
+          // A guest's page goes back to the guest; a host frame to the allocator.
+          if (first && this.space.guest) this.space.guest.released.push(sub);
+          else if (first && this.frames.isAllocated(sub)) this.frames.release(sub, 1);
         }
       }
       if (chunkLast === last) return bytes;

@@ -4,10 +4,9 @@
 // counts. The container's and process's rules are the facade's own code,
 // run over this plane.
 import * as abi from "../../src/engine/abi.js";
-import { fail } from "../../src/errors.js";
 import type { DataPlane } from "../../src/vfio/plane.js";
-import type { UndoLog } from "./builder.js";
-import { x86Format } from "./formats.js";
+import type { GuestMapResult, UndoLog } from "./builder.js";
+import { arm64Format, arm64S2Format, vtdSlFormat, x86Format } from "./formats.js";
 import { checkRange, forEachFrame, visitLeaves } from "./leaves.js";
 import type { NaiveCore } from "./pagetable.js";
 import type { FramePins } from "./pins.js";
@@ -99,6 +98,24 @@ export class NaivePlane implements DataPlane {
   flushDomain(domCtx: number): void { this.core.iotlb.flushContext(domCtx); }
 
   // Guest-memory page-table building is not twinned yet: the engine's is tested on its own.
-  guestMap(): { status: number; needed: number; used: number } { fail("EOPNOTSUPP", "the naive twin does not build guest tables"); }
-  guestUnmap(): { bytes: bigint; released: bigint[] } { fail("EOPNOTSUPP", "the naive twin does not build guest tables"); }
+  /** A guest table of nested context ctx: the engine's checks (a stage-1 format over a stage-2 one), then the builder over guest pages. */
+  private guestTable(ctx: number) {
+    const stage1 = this.ctx(ctx);
+    const s2 = stage1.s2 === 0 ? undefined : this.ctx(stage1.s2);
+    const s1ok = stage1.fmt === x86Format || stage1.fmt === arm64Format;
+    const s2ok = s2 !== undefined && (s2.fmt === vtdSlFormat || s2.fmt === arm64S2Format);
+    return s1ok && s2ok ? { stage1, s2 } : undefined;
+  }
+
+  guestMap(ctx: number, iova: bigint, last: bigint, gpa: bigint, prot: number, pool: readonly bigint[]): GuestMapResult {
+    const t = this.guestTable(ctx);
+    if (!t) return { status: abi.ERR_EINVAL, needed: 0, used: 0 };
+    return this.core.builder.guestMap(t.stage1, t.s2, iova, last, gpa, prot, pool);
+  }
+
+  guestUnmap(ctx: number, iova: bigint, last: bigint): { bytes: bigint; released: bigint[] } {
+    const t = this.guestTable(ctx);
+    if (!t) return { bytes: 0n, released: [] };
+    return this.core.builder.guestUnmap(t.stage1, t.s2, iova, last);
+  }
 }

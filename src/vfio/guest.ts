@@ -27,6 +27,8 @@ export interface GuestTableContext {
   readonly id: number;
   readonly format: ResolvedFormat;
   readonly root: bigint;
+  /** The container's stage-2 domain; once it is gone (the last group left), the guest's memory is unreachable. */
+  readonly stage2: { liveId(): number } | undefined;
   destroy(): void;
 }
 
@@ -41,6 +43,11 @@ export class GuestPageTable {
 
   private live(): number {
     if (this.destroyed) fail("ENODEV", "guest page table was destroyed");
+    try {
+      this.ctx.stage2?.liveId();
+    } catch {
+      fail("ENODEV", "guest page table: the container let go of its stage 2 (its last group left), so guest memory is out of reach");
+    }
     return this.ctx.id;
   }
 
