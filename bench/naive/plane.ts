@@ -97,7 +97,6 @@ export class NaivePlane implements DataPlane {
   setMsiWindow(domCtx: number, start: bigint, end: bigint): void { this.core.contexts.setMsiWindow(domCtx, start, end); }
   flushDomain(domCtx: number): void { this.core.iotlb.flushContext(domCtx); }
 
-  // Guest-memory page-table building is not twinned yet: the engine's is tested on its own.
   /** A guest table of nested context ctx: the engine's checks (a stage-1 format over a stage-2 one), then the builder over guest pages. */
   private guestTable(ctx: number) {
     const stage1 = this.ctx(ctx);
