@@ -78,6 +78,8 @@ function transfer(ctxId: u32, pasid: u32, access: u32, need: u32, minStamp: u32,
 // names (table != 0); no binding, or no table (PASID_TABLE_NONE), is context
 // 0, which faults (no-context). Table 0: the PASID only tags IOTLB entries.
 @inline function resolveContext(ctxId: u32, pasid: u32, table: u32): u32 {
+  // Context 0 walks nothing, so no walk sets the stage its fault reports: start at 1.
+  walkStage = 1;
   if (pasid == 0 || table == 0) return ctxId;
   return table == PASID_TABLE_NONE ? 0 : tableLookup(table, pasid);
 }

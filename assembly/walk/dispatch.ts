@@ -2,7 +2,7 @@
 // generic code: every operation switches here once per call, never per entry.
 // Processes always use x86-64 tables (they model a Linux process on x86).
 import { ctxPtr, ctxFormat, ctxFlags, ctxS2Id } from "./context";
-import { walk, walkIn, noWalk } from "./walker";
+import { walk, walkIn, noWalk, walkStage } from "./walker";
 import { buildMap, buildUnmap, buildMapFresh, beginUndo, endUndo, rollbackMap, buildGuestMap, buildGuestUnmap, beginGuestCall } from "./builder";
 import { visitRange, setVisitNeed, setDirtyScan, beginRuns, flushRun, pinnedEnd, mappedEnd, dirtyFound,
   LEAF_CHECK, LEAF_PIN, LEAF_UNPIN, LEAF_DISOWN, LEAF_DIRTY } from "./leaves";
@@ -15,7 +15,7 @@ function walkOver<F>(ctx: usize, s2: usize, iova: u64, access: u32, mode: u32): 
   switch (ctxFormat(s2)) {
     case FORMAT_VTD_SL: return walkIn<F, VtdSlFormat>(ctx, iova, access, mode, s2);
     case FORMAT_ARM64_S2: return walkIn<F, Arm64S2Format>(ctx, iova, access, mode, s2);
-    default: return noWalk(FAULT_NO_CONTEXT, 2);
+    default: walkStage = 2; return noWalk(FAULT_NO_CONTEXT);
   }
 }
 
