@@ -64,17 +64,16 @@ export function checkPasid(pasid: number | undefined): number {
 
 const iovaOf = (iova: Address): bigint => (typeof iova === "bigint" && iova >= 0n && iova <= U64_MAX ? iova : toU64(iova, "iova"));
 
-interface Piece { iova: bigint; length: number; segment: number }
+/** One segment of an sg request, checked: its place in the list is `segment`. */
+export interface Piece { iova: bigint; length: number; segment: number }
 
-export class DmaPort {
-  private readonly stageData: number;
-  private readonly stageDataSize: number;
-
-  constructor(private readonly engine: Engine, private readonly contextId: () => number, private readonly sourceId: number,
-    private readonly raise?: (interrupt: DmaInterrupt) => void, private readonly pasidTable?: () => number) {
-    this.stageData = engine.staging + STAGE_SEGS * abi.SEG_SIZE;
-    this.stageDataSize = engine.stagingSize - STAGE_SEGS * abi.SEG_SIZE;
-  }
+/**
+ * The calls every DMA port offers, written once over the port's own single
+ * transfer (the engine's DmaPort, and the twin's). `sgAccess` reads the
+ * direction and privilege of a scatter-gather request the same way for both.
+ */
+export abstract class DmaCalls {
+  protected abstract single(iova: Address, buffer: Uint8Array, base: number, opts?: DmaOptions): DmaResult;
 
   /** Device reads len bytes at iova (memory → a new buffer). */
   read(iova: Address, len: number, opts?: DmaOptions): DmaReadResult {
@@ -92,12 +91,29 @@ export class DmaPort {
   write(iova: Address, bytes: Uint8Array, opts?: DmaOptions): DmaResult {
     return this.single(iova, bytes, abi.ACCESS_WRITE, opts);
   }
+}
+
+/** The access bits of an sg request: its direction (EINVAL unless "read" or "write") and privilege. */
+export function sgAccess(opts: SgOptions): number {
+  const base = opts?.direction === "write" ? abi.ACCESS_WRITE : opts?.direction === "read" ? abi.ACCESS_READ : -1;
+  if (base < 0) fail("EINVAL", 'sg: direction must be "read" or "write"');
+  return base | (opts.privileged ? abi.ACCESS_PRIV : 0);
+}
+
+export class DmaPort extends DmaCalls {
+  private readonly stageData: number;
+  private readonly stageDataSize: number;
+
+  constructor(private readonly engine: Engine, private readonly contextId: () => number, private readonly sourceId: number,
+    private readonly raise?: (interrupt: DmaInterrupt) => void, private readonly pasidTable?: () => number) {
+    super();
+    this.stageData = engine.staging + STAGE_SEGS * abi.SEG_SIZE;
+    this.stageDataSize = engine.stagingSize - STAGE_SEGS * abi.SEG_SIZE;
+  }
 
   /** Moves every segment, in order, to or from one packed buffer. */
   sg(segments: SgSegments, buffer: Uint8Array, opts: SgOptions): SgResult {
-    const base = opts?.direction === "write" ? abi.ACCESS_WRITE : opts?.direction === "read" ? abi.ACCESS_READ : -1;
-    if (base < 0) fail("EINVAL", 'sg: direction must be "read" or "write"');
-    const access = base | (opts.privileged ? abi.ACCESS_PRIV : 0);
+    const access = sgAccess(opts);
     const pasid = checkPasid(opts.pasid);
     const id = this.contextId();
     const e = this.engine;
@@ -125,7 +141,7 @@ export class DmaPort {
     fail("EINVAL", `sg: segment ${i} length ${segments[2 * i + 1]} is 2^32 or more`);
   }
 
-  private single(iova: Address, buffer: Uint8Array, base: number, opts?: DmaOptions): DmaResult {
+  protected single(iova: Address, buffer: Uint8Array, base: number, opts?: DmaOptions): DmaResult {
     const access = opts?.privileged ? base | abi.ACCESS_PRIV : base;
     const pasid = checkPasid(opts?.pasid);
     const start = iovaOf(iova);
@@ -226,7 +242,8 @@ export class DmaPort {
   }
 }
 
-function normalizeSegments(segments: SgSegments): Piece[] {
+/** An sg segment list (objects, or (iova, length) pairs in a BigUint64Array), checked: EINVAL or EOVERFLOW naming the segment. */
+export function normalizeSegments(segments: SgSegments): Piece[] {
   const list: Piece[] = [];
   if (segments instanceof BigUint64Array) {
     if (segments.length % 2 !== 0) fail("EINVAL", "sg: a BigUint64Array segment list holds (iova, length) pairs");

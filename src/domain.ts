@@ -1,10 +1,11 @@
 // A domain: one translation context the IOTLB tags entries with, over a page
 // table. Translations go through the IOTLB; invalidating after a change to
 // the table is the caller's job, as with a real IOMMU.
-import { toU64, lastOf, requireAligned, hex, PAGE_SIZE, type Address } from "./addr.js";
+import { toU64, type Address } from "./addr.js";
 import { accessBits, permsOf, reasonName, type Access, type FaultReason, type Perms } from "./access.js";
 import { fail } from "./errors.js";
-import { contextFlags, resolveFormat, setContext, type DomainFlags, type PageTableOptions, type ResolvedFormat } from "./format.js";
+import { nestedDomainArgs, invalidateScope, type InvalidateOptions } from "./domainargs.js";
+import { contextFlags, setContext, type DomainFlags, type PageTableOptions, type ResolvedFormat } from "./format.js";
 import { DmaPort, checkPasid } from "./dma.js";
 import { PageTable, probeWalk, type WalkResult } from "./pagetable.js";
 import * as abi from "./engine/abi.js";
@@ -18,16 +19,7 @@ export type Translation =
   | { hpa: bigint; pageSize: bigint; perms: Perms; /** false when the output lies outside RAM (a DMA there faults) */ inRam: boolean; fault?: undefined }
   | { fault: { reason: FaultReason; level: number; address: bigint; stage: 1 | 2 }; hpa?: undefined };
 
-export interface InvalidateOptions {
-  /** Only this PASID's entries (default: every PASID of the domain). */
-  pasid?: number;
-  /** Start of a page range (4 KiB aligned); without it the whole domain (or PASID) is invalidated. */
-  iova?: Address;
-  /** Number of 4 KiB pages in the range (default 1). */
-  npages?: Address;
-  /** Only leaf entries changed. The IOTLB caches only leaf translations, so this narrows nothing. */
-  leaf?: boolean;
-}
+export type { InvalidateOptions } from "./domainargs.js";
 
 /**
  * A nested domain: a stage-1 table in guest memory (root and table pointers
@@ -60,15 +52,7 @@ export class Domain {
 
   constructor(private readonly engine: Engine, makeTable: (o: PageTableOptions) => PageTable, options: DomainOptions) {
     if ("stage2" in options && options.stage2) {
-      const format = resolveFormat(options);
-      if (format.id !== abi.FORMAT_X86_64 && format.id !== abi.FORMAT_ARM64_S1) fail("EINVAL", "a nested domain's stage 1 is x86-64 or arm64 stage 1");
-      if (options.stage2.stage2) fail("EINVAL", "stage 2 of a nested domain cannot itself be nested");
-      if (options.stage2.format.id !== abi.FORMAT_VTD_SL && options.stage2.format.id !== abi.FORMAT_ARM64_S2) {
-        fail("EINVAL", "a nested domain's stage 2 is vtd-sl or arm64 stage 2");
-      }
-      options.stage2.liveId();
-      const root = toU64(options.root, "root");
-      requireAligned(root, PAGE_SIZE, "root");
+      const { format, root } = nestedDomainArgs(options, options.stage2);
       this.stage2 = options.stage2;
       this.format = format;
       this.root = root;
@@ -156,21 +140,10 @@ export class Domain {
   invalidate(opts: InvalidateOptions = {}): void {
     const id = this.liveId();
     const w = this.engine.wasm;
-    const pasid = opts.pasid === undefined ? undefined : checkPasid(opts.pasid);
-    if (opts.iova === undefined) {
-      if (opts.npages !== undefined) fail("EINVAL", "invalidate: npages without iova");
-      if (pasid === undefined) w.iotlbFlushContext(id);
-      else w.iotlbFlushPasid(id, pasid);
-      return;
-    }
-    const first = toU64(opts.iova, "iova");
-    requireAligned(first, PAGE_SIZE, "invalidate iova");
-    const npages = toU64(opts.npages ?? 1, "npages");
-    if (npages === 0n) fail("EINVAL", "invalidate: npages is zero");
-    const size = npages * PAGE_SIZE;
-    if (size > 1n << 64n) fail("EOVERFLOW", `invalidate: ${npages} pages is more than the address space`);
-    const last = lastOf(first, size, `invalidate ${hex(first)}`);
-    w.iotlbFlushRange(id, pasid ?? 0, pasid === undefined ? 1 : 0, first, last);
+    const { pasid, range } = invalidateScope(opts);
+    if (range) w.iotlbFlushRange(id, pasid ?? 0, pasid === undefined ? 1 : 0, range.first, range.last);
+    else if (pasid === undefined) w.iotlbFlushContext(id);
+    else w.iotlbFlushPasid(id, pasid);
   }
 
   /** Invalidates the domain's IOTLB entries and releases it (and a page table it created). */

@@ -1,9 +1,9 @@
 // A page table in RAM with the io-pgtable operations. The table is an engine
 // context (root + format + config); the engine's builder does the work.
-import { toU64, requireAligned, hex, PAGE_SIZE, type Address } from "./addr.js";
+import { toU64, type Address } from "./addr.js";
 import { accessBits, permsOf, protBits, reasonName, type Access, type FaultReason, type Perms, type Prot } from "./access.js";
 import { fail } from "./errors.js";
-import { mapSpans, unmapSpan } from "./mapargs.js";
+import { hostMapSpans, hostMapStatus, rootArg, unmapSpan } from "./mapargs.js";
 import { contextFlags, resolveFormat, setContext, type DomainFlags, type PageTableOptions, type ResolvedFormat } from "./format.js";
 import * as abi from "./engine/abi.js";
 import type { Engine } from "./engine/engine.js";
@@ -33,9 +33,7 @@ export class PageTable {
     this.format = resolveFormat(options);
     const contextBits = contextFlags(this.format, flags);
     if (options.root !== undefined) {
-      const root = toU64(options.root, "root");
-      requireAligned(root, PAGE_SIZE, "root");
-      if (root + PAGE_SIZE > ram.size) fail("EFAULT", `root ${hex(root)} is outside RAM`);
+      const root = rootArg(options.root, ram.size);
       this.root = root;
       // A root written into RAM by hand is adopted, so the frame allocator
       // never hands it out; one from allocFrames() stays the caller's.
@@ -60,16 +58,10 @@ export class PageTable {
   /** Maps [iova, iova + size) to [hpa, hpa + size) with the largest pages that fit. All or nothing. */
   map(iova: Address, hpa: Address, size: Address, prot: Prot = {}): void {
     this.live();
-    // prot first: with several faults in one request, the errno reported stays the one the twin reports.
+    // prot first: with several faults in one request, the first check's errno is the one reported.
     const bits = protBits(prot);
-    const { input: { first: i, last }, output: { first: p, last: hpaLast } } = mapSpans(this.format, iova, hpa, size, "iova", "hpa");
-    if (hpaLast >> BigInt(this.format.physAddrWidth) !== 0n) fail("EINVAL", `map: hpa range ends at ${hex(hpaLast)}, beyond the ${this.format.physAddrWidth}-bit physical address width`);
-    const st = this.engine.wasm.ptMap(this.contextId, i, last, p, bits);
-    if (st === abi.ST_OK) return;
-    if (st === abi.ERR_EEXIST) fail("EEXIST", `map: [${hex(i)}, ${hex(last)}] overlaps an existing mapping`);
-    if (st === abi.ERR_ENOMEM) fail("ENOMEM", `map: not enough free frames for the page tables of [${hex(i)}, ${hex(last)}]`);
-    if (st === abi.ERR_EFAULT) fail("EFAULT", `map: a table on the path of [${hex(i)}, ${hex(last)}] lies outside RAM`);
-    fail("EINVAL", `map: a table on the path of [${hex(i)}, ${hex(last)}] is reached twice (aliased, or in a cycle)`);
+    const { input: { first: i, last }, output: { first: p } } = hostMapSpans(this.format, iova, hpa, size);
+    hostMapStatus(this.engine.wasm.ptMap(this.contextId, i, last, p, bits), i, last);
   }
 
   /** Removes every leaf wholly inside [iova, iova + size); returns the bytes unmapped. */

@@ -19,6 +19,7 @@ import { createNaiveHost } from "../bench/naive/index.js";
 import { pasidSlot } from "../bench/naive/iotlb.js";
 import { attempt } from "./support/outcome.js";
 import { expectSame, show } from "./support/compare.js";
+import { seededBytes } from "./support/bytes.js";
 
 const SEED = process.env.FC_SEED !== undefined ? Number(process.env.FC_SEED) : undefined;
 const RUNS = process.env.FC_RUNS !== undefined ? Number(process.env.FC_RUNS) : undefined;
@@ -114,15 +115,7 @@ function corrupt(domain: AnyDomain, iova: bigint, depth: number, how: Corruption
   }
 }
 
-function bytesFrom(seed: number, len: number): Uint8Array {
-  const out = new Uint8Array(len);
-  let x = seed >>> 0 || 1;
-  for (let i = 0; i < len; i++) {
-    x ^= x << 13; x >>>= 0; x ^= x >>> 17; x ^= x << 5; x >>>= 0;
-    out[i] = x & 0xff;
-  }
-  return out;
-}
+const bytesFrom = seededBytes;
 
 function specOf(specs: DomainSpec[], d: number): DomainSpec {
   const s = specs[d];

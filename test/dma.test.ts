@@ -5,6 +5,7 @@
 import { describe, expect, it } from "vitest";
 import { createHost, PAGE_2M, PAGE_4K, type DmaResult, type Domain, type Host, type SgSegments } from "../src/index.js";
 import { errno as errnoOf } from "./support/outcome.js";
+import { seededBytes } from "./support/bytes.js";
 
 const MiB = 1024 * 1024;
 const RAM = 32 * MiB;
@@ -36,15 +37,7 @@ function expectSameBytes(got: Uint8Array, want: Uint8Array): void {
 }
 
 /** Deterministic pseudo-random bytes, never all equal. */
-function randomBytes(n: number, seed: number): Uint8Array {
-  const out = new Uint8Array(n);
-  let x = seed >>> 0 || 1;
-  for (let i = 0; i < n; i++) {
-    x ^= x << 13; x >>>= 0; x ^= x >>> 17; x ^= x << 5; x >>>= 0;
-    out[i] = x & 0xff;
-  }
-  return out;
-}
+const randomBytes = (n: number, seed: number): Uint8Array => seededBytes(seed, n);
 
 const concat = (parts: Uint8Array[]): Uint8Array => {
   const out = new Uint8Array(parts.reduce((s, p) => s + p.length, 0));
@@ -152,6 +145,16 @@ async function fixture(): Promise<Fixture> {
 const READ = { read: true, write: false, exec: false, privileged: false };
 const WRITE = { read: false, write: true, exec: false, privileged: false };
 
+/** A write of len random bytes at iova that stops after `done` bytes with a level-0 stage-1 fault: exactly those bytes land. */
+async function expectWriteStops(iova: number, len: number, done: number, reason: string): Promise<void> {
+  const fx = await fixture();
+  const data = randomBytes(len, iova);
+  const before = fx.snapshot();
+  const r = fx.domain.dma.write(BigInt(iova), data);
+  expect(r).toEqual({ bytes: done, fault: { reason, address: BigInt(iova + done), level: 0, stage: 1, pasid: 0, access: WRITE } });
+  expectSameBytes(fx.snapshot(), fx.patched(before, iova, data.subarray(0, done)));
+}
+
 describe("DMA across pages", () => {
   it("reads across scattered 4 KiB pages", async () => {
     const fx = await fixture();
@@ -233,12 +236,7 @@ describe("DMA permissions", () => {
   });
 
   it("a write running from a writable into a read-only page stops at the boundary", async () => {
-    const fx = await fixture();
-    const data = randomBytes(0x200, 2);
-    const before = fx.snapshot();
-    const r = fx.domain.dma.write(0x30f00n, data);
-    expect(r).toEqual({ bytes: 0x100, fault: { reason: "permission", address: 0x31000n, level: 0, stage: 1, pasid: 0, access: WRITE } });
-    expectSameBytes(fx.snapshot(), fx.patched(before, 0x30f00, data.subarray(0, 0x100)));
+    await expectWriteStops(0x30f00, 0x200, 0x100, "permission");
   });
 
   it("supervisor-only pages: user requests fault, privileged requests pass (write still needs W)", async () => {
@@ -296,12 +294,7 @@ describe("a fault part-way", () => {
   });
 
   it("write: bytes before the unmapped page are written, nothing after", async () => {
-    const fx = await fixture();
-    const data = randomBytes(0x2000, 6);
-    const before = fx.snapshot();
-    const r = fx.domain.dma.write(0x50800n, data);
-    expect(r).toEqual({ bytes: 0x1800, fault: { reason: "not-present", address: 0x52000n, level: 0, stage: 1, pasid: 0, access: WRITE } });
-    expectSameBytes(fx.snapshot(), fx.patched(before, 0x50800, data.subarray(0, 0x1800)));
+    await expectWriteStops(0x50800, 0x2000, 0x1800, "not-present");
   });
 
   it("the level is where the walk stopped", async () => {

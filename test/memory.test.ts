@@ -4,6 +4,7 @@
 import { describe, expect, it } from "vitest";
 import { createHost, IommuError, type Host, type HostOptions } from "../src/index.js";
 import { errno as errnoOf } from "./support/outcome.js";
+import { seededBytes } from "./support/bytes.js";
 
 const MiB = 1024 * 1024;
 const PAGE = 4096;
@@ -32,12 +33,7 @@ function firstDiff(a: Uint8Array, b: Uint8Array): number {
 function scribble(host: Host, seed = 1): void {
   const v = host.ram.view(0, Number(host.ram.size));
   // A block of odd length, repeated: neighbouring pages differ.
-  const block = new Uint8Array(65537);
-  let x = seed >>> 0 || 1;
-  for (let i = 0; i < block.length; i++) {
-    x ^= x << 13; x >>>= 0; x ^= x >>> 17; x ^= x << 5; x >>>= 0;
-    block[i] = (x & 0xff) | 1;
-  }
+  const block = seededBytes(seed, 65537).map((b) => b | 1);
   for (let off = 0; off < v.length; off += block.length) v.set(block.subarray(0, Math.min(block.length, v.length - off)), off);
 }
 

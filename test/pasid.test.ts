@@ -35,6 +35,11 @@ describe("PASID allocation", () => {
     expect(errno(() => c.pasid.alloc({ min: 0, max: 0 }))).toBe("ENOSPC");
     expect(c.pasid.held()).toEqual([1, 2, 3, 4]);
     expect(c.pasid.count).toBe(4);
+    expect([0, 1, 4, 5].map((p) => c.pasid.holds(p))).toEqual([false, true, true, false]);
+    // Another container's PASID is not this one's.
+    const other = h.openContainer();
+    const theirs = other.pasid.alloc({ min: 0, max: 100 });
+    expect([c.pasid.holds(theirs), other.pasid.holds(theirs), other.pasid.holds(1)]).toEqual([false, true, false]);
   });
 
   it("allocates inside [min, max]: the lowest free PASID at or above min", async () => {
@@ -484,8 +489,18 @@ function stepTable(tables: PasidTable[], op: TableOp): Outcome {
   }
 }
 
-/** What a container's PASID view shows: its PASIDs, or that it is closed. */
-const viewOf = (c: Any): Outcome => attempt(() => [c.pasid.held(), c.pasid.count]);
+/**
+ * What a container's PASID view shows: its PASIDs, or that it is closed.
+ * holds() is asked around every held PASID and at the edges of the space,
+ * and must say what the held list says.
+ */
+const viewOf = (c: Any): Outcome => attempt(() => {
+  const held: number[] = c.pasid.held();
+  const probes = [0, 1, PASID_MAX, ...held.flatMap((p) => [p - 1, p, p + 1])];
+  const holds = probes.map((p) => c.pasid.holds(p));
+  expect(holds).toEqual(probes.map((p) => held.includes(p)));
+  return [held, c.pasid.count, holds];
+});
 
 describe("PASIDs: engine vs the naive Map twin", () => {
   it("agree on random alloc / free / close sequences across several containers", async () => {

@@ -24,6 +24,7 @@ import { ERR_ENOMEM } from "../src/engine/abi.js";
 import { attempt, type Outcome } from "./support/outcome.js";
 import { expectSame, show } from "./support/compare.js";
 import { baseStage1 } from "./support/guest.js";
+import { seededBytes } from "./support/bytes.js";
 
 const SEED = process.env.FC_SEED !== undefined ? Number(process.env.FC_SEED) : undefined;
 const RUNS = process.env.FC_RUNS !== undefined ? Number(process.env.FC_RUNS) : undefined;
@@ -116,15 +117,7 @@ type Op =
   | { t: "guestMap"; i: number; gva: bigint; gpa: bigint; size: bigint; write: boolean }
   | { t: "guestUnmap"; i: number; gva: bigint; size: bigint };
 
-function bytesFrom(seed: number, len: number): Uint8Array {
-  const out = new Uint8Array(len);
-  let x = seed >>> 0 || 1;
-  for (let i = 0; i < len; i++) {
-    x ^= x << 13; x >>>= 0; x ^= x >>> 17; x ^= x << 5; x >>>= 0;
-    out[i] = x & 0xff;
-  }
-  return out;
-}
+const bytesFrom = seededBytes;
 
 /** Bytes a container mapping covers. */
 const sizeOf = (m: { iova: bigint; last: bigint }): bigint => m.last - m.iova + 1n;

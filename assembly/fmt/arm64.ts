@@ -150,9 +150,8 @@ export class Arm64S2Format {
     return p;
   }
   @inline fullPerms(): u32 { return PERM_R | PERM_W | PERM_X | PERM_U; }
-  @inline leafFault(pte: u64, flags: u32): u32 {
-    return (pte & LPAE_AF) == 0 && (flags & CTX_AD) == 0 ? FAULT_ACCESS_FLAG : 0;
-  }
+  // AF as at stage 1 (VTCR.HA is our CTX_AD here).
+  @inline leafFault(pte: u64, flags: u32): u32 { return changetype<Arm64S1Format>(0).leafFault(pte, flags); }
 
   @inline accessed(pte: u64, flags: u32): u64 { return pte | LPAE_AF; }
   @inline tableAccessed(pte: u64, flags: u32): u64 { return pte; }

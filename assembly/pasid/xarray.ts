@@ -234,8 +234,10 @@ let searchIndex: u32 = 0;
   return level;
 }
 
-// The lowest present index in [from, max], or XA_NONE.
-export function xaFind(root: u32, from: u32, max: u32): u32 {
+// The lowest index in [from, max] that is present (free = false) or absent
+// (free = true), or XA_NONE. One descent serves both: only the bitmap that
+// rules a slot out differs (present bits, or full bits for a free search).
+@inline function scan(root: u32, from: u32, max: u32, free: bool): u32 {
   if (max > PASID_MAX) max = PASID_MAX;
   if (from > max) return XA_NONE;
   let index = from;
@@ -245,37 +247,7 @@ export function xaFind(root: u32, from: u32, max: u32): u32 {
   while (true) {
     visits++;
     const s = slotOf(index, level);
-    const bits = load<u64>(presentAddr(n)) & (ALL << s);
-    if (bits == 0) {
-      level = climb(index, level, max);
-      if (level == LEVELS) return XA_NONE;
-      index = searchIndex;
-      n = pathAt(level);
-      continue;
-    }
-    const t = <u32>ctz(bits);
-    if (t != s) index = slotStart(index, level, t);
-    if (index > max) return XA_NONE;
-    if (level == 0) return index;
-    n = load<u32>(slotAddr(n, t));
-    level--;
-    setPath(level, n);
-  }
-  return XA_NONE;
-}
-
-// The lowest absent index in [from, max], or XA_NONE.
-export function xaFindFree(root: u32, from: u32, max: u32): u32 {
-  if (max > PASID_MAX) max = PASID_MAX;
-  if (from > max) return XA_NONE;
-  let index = from;
-  let level = TOP;
-  let n = root;
-  setPath(TOP, root);
-  while (true) {
-    visits++;
-    const s = slotOf(index, level);
-    const bits = ~load<u64>(fullAddr(n)) & (ALL << s);
+    const bits = (free ? ~load<u64>(fullAddr(n)) : load<u64>(presentAddr(n))) & (ALL << s);
     if (bits == 0) {
       level = climb(index, level, max);
       if (level == LEVELS) return XA_NONE;
@@ -288,11 +260,17 @@ export function xaFindFree(root: u32, from: u32, max: u32): u32 {
     if (index > max) return XA_NONE;
     if (level == 0) return index;
     const child = load<u32>(slotAddr(n, t));
-    // No child: every index under slot t is free, index the lowest ≥ from.
-    if (child == 0) return index;
+    // A free search into an empty slot: every index under it is free, index the lowest ≥ from.
+    if (free && child == 0) return index;
     n = child;
     level--;
     setPath(level, n);
   }
   return XA_NONE;
 }
+
+// The lowest present index in [from, max], or XA_NONE.
+export function xaFind(root: u32, from: u32, max: u32): u32 { return scan(root, from, max, false); }
+
+// The lowest absent index in [from, max], or XA_NONE.
+export function xaFindFree(root: u32, from: u32, max: u32): u32 { return scan(root, from, max, true); }

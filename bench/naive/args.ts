@@ -5,3 +5,5 @@ export { U64_MAX, PAGE_SIZE, toU64, toLength, lastOf, requireAligned, hex } from
 export { fail } from "../../src/errors.js";
 export { checkPasid } from "../../src/dma.js";
 export { accessBits, accessFlags, permsOf, protBits, reasonName } from "../../src/access.js";
+export { hostMapSpans, hostMapStatus, rootArg, unmapSpan } from "../../src/mapargs.js";
+export { nestedDomainArgs, invalidateScope } from "../../src/domainargs.js";

@@ -14,14 +14,14 @@
 // host's doorbell HPA window (an SMMU's ITS page). The transfer ends there;
 // the next (up to) 4 bytes of the buffer are the MSI data and count as moved.
 import * as abi from "../../src/engine/abi.js";
-import type { Address, DmaFault, DmaInterrupt, DmaOptions, DmaReadResult, DmaResult, SgOptions, SgResult, SgSegments } from "../../src/index.js";
-import { accessFlags, checkPasid, fail, hex, reasonName, toLength, toU64 } from "./args.js";
+import type { Address, DmaFault, DmaInterrupt, DmaOptions, DmaResult, SgOptions, SgResult, SgSegments } from "../../src/index.js";
+import { DmaCalls, normalizeSegments, sgAccess, type Piece } from "../../src/dma.js";
+import { accessFlags, checkPasid, fail, hex, reasonName, toU64 } from "./args.js";
 import type { Translator } from "./translate.js";
 
 const STAGE_SEGS = 4096;
 const STAGE_DATA = abi.STAGING_SIZE - STAGE_SEGS * abi.SEG_SIZE;
 
-interface Piece { iova: bigint; length: number; segment: number }
 
 interface Stop { status: number; moved: number; level: number; stage?: 1 | 2 }
 
@@ -31,7 +31,7 @@ interface Ran { bytes: number; segment: number; fault?: DmaFault; interruptAt?: 
 /** The host's MSI doorbell (HPAs, inclusive; start > end: none). */
 export interface DoorbellWindow { start: bigint; end: bigint }
 
-export class NaiveDmaPort {
+export class NaiveDmaPort extends DmaCalls {
   constructor(
     private readonly translator: Translator,
     private readonly isDirect: (view: ArrayBufferView) => boolean,
@@ -41,31 +41,15 @@ export class NaiveDmaPort {
     private readonly raise?: (interrupt: DmaInterrupt) => void,
     /** A device's PASID table: the stage-1 context a PASID is bound to (0: none), undefined when the device has no table. */
     private readonly resolvePasid?: (pasid: number) => number | undefined,
-  ) {}
+  ) { super(); }
 
   /** The context a request goes through: a PASID-tagged one through the device's PASID table. */
   private target(id: number, pasid: number): number {
     return (pasid !== 0 ? this.resolvePasid?.(pasid) : undefined) ?? id;
   }
 
-  read(iova: Address, len: number, opts?: DmaOptions): DmaReadResult {
-    const data = new Uint8Array(toLength(len, "len"));
-    const r = this.readInto(iova, data, opts);
-    return r.fault ? { data, bytes: r.bytes, fault: r.fault } : { data, bytes: r.bytes };
-  }
-
-  readInto(iova: Address, target: Uint8Array, opts?: DmaOptions): DmaResult {
-    return this.single(iova, target, abi.ACCESS_READ, opts);
-  }
-
-  write(iova: Address, bytes: Uint8Array, opts?: DmaOptions): DmaResult {
-    return this.single(iova, bytes, abi.ACCESS_WRITE, opts);
-  }
-
   sg(segments: SgSegments, buffer: Uint8Array, opts: SgOptions): SgResult {
-    const base = opts?.direction === "write" ? abi.ACCESS_WRITE : opts?.direction === "read" ? abi.ACCESS_READ : -1;
-    if (base < 0) fail("EINVAL", 'sg: direction must be "read" or "write"');
-    const access = base | (opts.privileged ? abi.ACCESS_PRIV : 0);
+    const access = sgAccess(opts);
     const pasid = checkPasid(opts.pasid);
     const id = this.contextId();
     const direct = this.isDirect(buffer);
@@ -85,7 +69,7 @@ export class NaiveDmaPort {
     return this.staged(this.target(id, pasid), list, buffer, direct, pasid, access);
   }
 
-  private single(iova: Address, buffer: Uint8Array, base: number, opts?: DmaOptions): DmaResult {
+  protected single(iova: Address, buffer: Uint8Array, base: number, opts?: DmaOptions): DmaResult {
     const access = opts?.privileged ? base | abi.ACCESS_PRIV : base;
     const pasid = checkPasid(opts?.pasid);
     const start = toU64(iova, "iova");
@@ -190,21 +174,3 @@ export class NaiveDmaPort {
   }
 }
 
-function normalizeSegments(segments: SgSegments): Piece[] {
-  const list: Piece[] = [];
-  if (segments instanceof BigUint64Array) {
-    if (segments.length % 2 !== 0) fail("EINVAL", "sg: a BigUint64Array segment list holds (iova, length) pairs");
-    for (let k = 0; k < segments.length; k += 2) list.push(piece(segments[k], segments[k + 1], k / 2));
-  } else {
-    if (!Array.isArray(segments)) fail("EINVAL", "sg: segments must be an array or a BigUint64Array");
-    segments.forEach((s, k) => list.push(piece(s.iova, s.length, k)));
-  }
-  return list;
-}
-
-function piece(iova: Address, length: Address, segment: number): Piece {
-  const start = toU64(iova, `segment ${segment} iova`);
-  const len = toLength(length, `segment ${segment} length`);
-  if (start + BigInt(len) > 1n << 64n) fail("EOVERFLOW", `segment ${segment}: ${hex(start)} + ${len} wraps past 2^64`);
-  return { iova: start, length: len, segment };
-}

@@ -2,10 +2,10 @@
 // table. Translations go through the IOTLB; invalidation is the caller's job.
 import * as abi from "../../src/engine/abi.js";
 import type { Access, Address, DomainFlags, InvalidateOptions, PageTableOptions, Translation, TranslateOptions, WalkResult } from "../../src/index.js";
-import { accessBits, checkPasid, fail, hex, lastOf, PAGE_SIZE, permsOf, reasonName, requireAligned, toU64 } from "./args.js";
+import { accessBits, checkPasid, fail, invalidateScope, nestedDomainArgs, permsOf, reasonName, toU64 } from "./args.js";
 import { NaiveDmaPort } from "./dma.js";
 import { NaivePageTable, probeWalk, releaseContext, type NaiveCore } from "./pagetable.js";
-import { contextFlags, resolveFormat, type ResolvedFormat } from "../../src/format.js";
+import { contextFlags, type ResolvedFormat } from "../../src/format.js";
 import type { Translator } from "./translate.js";
 
 /** A nested domain of the twin: a stage-1 table in guest memory over a stage-2 domain (see the facade's Domain). */
@@ -26,16 +26,7 @@ export class NaiveDomain {
   constructor(private readonly core: NaiveCore, private readonly translator: Translator, isDirect: (view: ArrayBufferView) => boolean,
     makeTable: (o: PageTableOptions) => NaivePageTable, options: NaiveDomainOptions) {
     if ("stage2" in options && options.stage2) {
-      // The facade's checks, in its order.
-      const format = resolveFormat(options);
-      if (format.id !== abi.FORMAT_X86_64 && format.id !== abi.FORMAT_ARM64_S1) fail("EINVAL", "a nested domain's stage 1 is x86-64 or arm64 stage 1");
-      if (options.stage2.stage2) fail("EINVAL", "stage 2 of a nested domain cannot itself be nested");
-      if (options.stage2.format.id !== abi.FORMAT_VTD_SL && options.stage2.format.id !== abi.FORMAT_ARM64_S2) {
-        fail("EINVAL", "a nested domain's stage 2 is vtd-sl or arm64 stage 2");
-      }
-      options.stage2.liveId();
-      const root = toU64(options.root, "root");
-      requireAligned(root, PAGE_SIZE, "root");
+      const { format, root } = nestedDomainArgs(options, options.stage2);
       this.stage2 = options.stage2;
       this.format = format;
       this.root = root;
@@ -105,21 +96,10 @@ export class NaiveDomain {
   invalidate(opts: InvalidateOptions = {}): void {
     const id = this.liveId();
     const iotlb = this.core.iotlb;
-    const pasid = opts.pasid === undefined ? undefined : checkPasid(opts.pasid);
-    if (opts.iova === undefined) {
-      if (opts.npages !== undefined) fail("EINVAL", "invalidate: npages without iova");
-      if (pasid === undefined) iotlb.flushContext(id);
-      else iotlb.flushPasid(id, pasid);
-      return;
-    }
-    const first = toU64(opts.iova, "iova");
-    requireAligned(first, PAGE_SIZE, "invalidate iova");
-    const npages = toU64(opts.npages ?? 1, "npages");
-    if (npages === 0n) fail("EINVAL", "invalidate: npages is zero");
-    const size = npages * PAGE_SIZE;
-    if (size > 1n << 64n) fail("EOVERFLOW", `invalidate: ${npages} pages is more than the address space`);
-    const last = lastOf(first, size, `invalidate ${hex(first)}`);
-    iotlb.flushRange(id, pasid, first, last);
+    const { pasid, range } = invalidateScope(opts);
+    if (range) iotlb.flushRange(id, pasid, range.first, range.last);
+    else if (pasid === undefined) iotlb.flushContext(id);
+    else iotlb.flushPasid(id, pasid);
   }
 
   destroy(): void {

@@ -7,14 +7,10 @@
 // page tables, RAM and DMA ports, so only the data plane is restated here.
 import type { DomainFlags, HostOptions, IotlbStats, PageTableOptions, TranslationBatch } from "../../src/index.js";
 import type { DmaInterrupt } from "../../src/dma.js";
-import { archPreset, type Arch } from "../../src/vfio/arch.js";
-import { Container, type ContainerDomain } from "../../src/vfio/container.js";
-import { VfioGroup, type Interrupt } from "../../src/vfio/group.js";
+import { hostConfig } from "../../src/hostoptions.js";
 import { DOORBELL_HPA } from "../../src/vfio/msi.js";
-import { Process, type ProcessOptions } from "../../src/vfio/process.js";
-import type { IovaRange, RangeSpec, ReservedRegion } from "../../src/vfio/reserved.js";
-import { Topology, type Conflict, type DeviceSpec, type GuestMapCheckOptions, type HostDevice } from "../../src/vfio/topology.js";
-import { fail, hex, toU64 } from "./args.js";
+import { VfioHost, type VfioSettings } from "../../src/vfio/vfiohost.js";
+import { fail } from "./args.js";
 import { Builder } from "./builder.js";
 import { Contexts } from "./context.js";
 import { NaiveDmaPort } from "./dma.js";
@@ -32,8 +28,6 @@ import { Translator } from "./translate.js";
 import { NaivePasidPlane } from "./pasid.js";
 import { PasidSpace } from "../../src/vfio/pasid.js";
 
-const isPow2 = (n: number, lo: number, hi: number): boolean => Number.isInteger(n) && n >= lo && n <= hi && (n & (n - 1)) === 0;
-
 /** Host-wide view of the twin's IOTLB. */
 export class NaiveIotlbView {
   constructor(private readonly tlb: NaiveIotlb) {}
@@ -44,10 +38,7 @@ export class NaiveIotlbView {
   invalidateAll(): void { this.tlb.flushAll(); }
 }
 
-/** The VFIO settings of a host (HostOptions, checked). */
-export interface NaiveVfioConfig { topology: Topology; dmaEntryLimit: number; allowUnsafeInterrupts: boolean }
-
-export class NaiveHost {
+export class NaiveHost extends VfioHost<NaiveDmaPort> {
   readonly ram: NaivePhysicalMemory;
   readonly iotlb: NaiveIotlbView;
   readonly faults: NaiveFaultLog;
@@ -56,19 +47,14 @@ export class NaiveHost {
   readonly pasids = new PasidSpace(this.pasidPlane);
   private readonly core: NaiveCore;
   private readonly translator: Translator;
-  private readonly plane: NaivePlane;
+  protected readonly plane: NaivePlane;
   private readonly pins: FramePins;
-  private readonly topology: Topology;
-  private readonly dmaEntryLimit: number;
-  private readonly allowUnsafeInterrupts: boolean;
-  private readonly openGroups = new Set<number>();
-  private readonly listeners = new Set<(interrupt: Interrupt) => void>();
-  private processes = 0;
   /** Buffers that stand for engine memory: DMA through them needs no staging. */
   private readonly resident = new WeakSet<ArrayBufferLike>();
   private readonly liveBuffers = new WeakSet<ArrayBufferLike>();
 
-  constructor(ramSize: bigint, sets: number, ways: number, faultRingSize: number, vfio: NaiveVfioConfig) {
+  constructor(ramSize: bigint, sets: number, ways: number, faultRingSize: number, vfio: VfioSettings) {
+    super(vfio);
     const ram = new Ram(ramSize);
     const frames = new FrameAllocator(ram);
     const memory = new NaivePhysicalMemory(ram, frames);
@@ -82,9 +68,6 @@ export class NaiveHost {
     this.ram = memory;
     this.iotlb = new NaiveIotlbView(tlb);
     this.resident.add(ram.buffer);
-    this.topology = vfio.topology;
-    this.dmaEntryLimit = vfio.dmaEntryLimit;
-    this.allowUnsafeInterrupts = vfio.allowUnsafeInterrupts;
     // The SMMU's doorbell page: device writes that translate to it are interrupts.
     if (this.topology.preset.arch === "smmuv3") this.core.doorbell = { start: DOORBELL_HPA, end: DOORBELL_HPA + 0xfffn };
   }
@@ -94,70 +77,13 @@ export class NaiveHost {
   /** Pins held on the frame at hpa (for tests: the engine's framePins). */
   framePins(hpa: bigint): number { return this.pins.count(hpa); }
 
-  // ---- topology: devices, groups, reserved regions (the facade's Topology)
-
-  get arch(): Arch { return this.topology.preset.arch; }
-  get aperture(): IovaRange { return { ...this.topology.preset.aperture }; }
-
-  addDevice(spec: DeviceSpec): HostDevice { return this.topology.addDevice(spec); }
-  device(bdf: string): HostDevice { return this.topology.device(bdf); }
-  iommuGroups(): number[] { return this.topology.groups(); }
-  devicesOf(group: number): HostDevice[] { return this.topology.devicesOf(group); }
-  reservedRegions(group: number): ReservedRegion[] { return this.topology.reservedRegions(group); }
-  reservedRegionsText(group: number): string { return this.topology.reservedRegionsText(group); }
-  usableRanges(group?: number): IovaRange[] { return this.topology.usableRanges(group); }
-  checkGuestMemoryMap(ranges: readonly RangeSpec[], options?: GuestMapCheckOptions): Conflict[] {
-    return this.topology.checkGuestMemoryMap(ranges, options);
-  }
-
-  // ---- processes, containers, groups (the facade's control logic over the twin's plane)
-
-  createProcess(options: ProcessOptions = {}): Process {
-    const pageTable = this.createPageTable({ format: "x86-64", levels: 4, pageSizes: [0x1000n] });
-    return new Process(this.plane, this.ram, pageTable, ++this.processes, options);
-  }
-
-  openContainer(options: { process?: Process; pasidQuota?: number } = {}): Container {
-    return new Container({
-      plane: this.plane,
-      ram: this.ram,
-      topology: this.topology,
-      dmaEntryLimit: this.dmaEntryLimit,
-      allowUnsafeInterrupts: this.allowUnsafeInterrupts,
-      stage2: this.stage2(),
-      createDomain: (o): ContainerDomain => this.createDomain(o),
-      pasids: this.pasids,
-    }, options.process, options.pasidQuota);
-  }
-
-  openGroup(group: number): VfioGroup<NaiveDmaPort> {
-    this.topology.devicesOf(group);
-    if (this.openGroups.has(group)) fail("EBUSY", `group ${group} is already open`);
-    this.openGroups.add(group);
-    // A PASID-tagged request goes through the device's PASID table when it has one (the engine looks it up in WASM).
-    const makePort = (domainId: () => number, sourceId: number, raise: (irq: DmaInterrupt) => void, pasidTable: () => number): NaiveDmaPort =>
-      new NaiveDmaPort(this.translator, this.isDirect, domainId, sourceId, this.core.doorbell, raise, (pasid) => {
-        const table = pasidTable();
-        if (table === 0) return undefined;
-        return table === abi.PASID_TABLE_NONE ? 0 : this.pasidPlane.tableLookup(table, pasid);
-      });
-    return new VfioGroup(makePort, this.topology, group, (irq) => this.raise(irq), () => this.openGroups.delete(group));
-  }
-
-  onInterrupt(cb: (interrupt: Interrupt) => void): () => void {
-    this.listeners.add(cb);
-    return () => { this.listeners.delete(cb); };
-  }
-
-  private raise(interrupt: Interrupt): void {
-    for (const cb of this.listeners) cb(interrupt);
-  }
-
-  /** The stage-2 format of the arch, as the facade picks it. */
-  private stage2(): PageTableOptions {
-    const p = this.topology.preset;
-    if (p.arch === "vtd") return { format: "vtd-sl", inputBits: p.addressWidth, physAddrWidth: 52 };
-    return { format: "arm64", stage: 2, inputBits: Math.min(p.addressWidth, 48), physAddrWidth: 48 };
+  // A PASID-tagged request goes through the device's PASID table when it has one (the engine looks it up in WASM).
+  protected makePort(domainId: () => number, sourceId: number, raise: (irq: DmaInterrupt) => void, pasidTable: () => number): NaiveDmaPort {
+    return new NaiveDmaPort(this.translator, this.isDirect, domainId, sourceId, this.core.doorbell, raise, (pasid) => {
+      const table = pasidTable();
+      if (table === 0) return undefined;
+      return table === abi.PASID_TABLE_NONE ? 0 : this.pasidPlane.tableLookup(table, pasid);
+    });
   }
 
   createPageTable(options: PageTableOptions & DomainFlags = {}): NaivePageTable {
@@ -196,19 +122,6 @@ export class NaiveHost {
 }
 
 export async function createNaiveHost(options: HostOptions = {}): Promise<NaiveHost> {
-  const ramSize = toU64(options.ramSize ?? 256 * 1024 * 1024, "ramSize");
-  if (ramSize === 0n || ramSize % 4096n !== 0n) fail("EINVAL", `ramSize ${hex(ramSize)} must be a non-zero multiple of 4 KiB`);
-  if (ramSize > 0xc0000000n) fail("EINVAL", `ramSize ${hex(ramSize)} is above the 3 GiB a 32-bit WebAssembly.Memory can hold with engine state`);
-  const sets = options.iotlb?.sets ?? 512;
-  const ways = options.iotlb?.ways ?? 4;
-  if (!isPow2(sets, 16, 65536)) fail("EINVAL", `iotlb.sets must be a power of two in 16..65536, got ${sets}`);
-  if (!Number.isInteger(ways) || ways < 1 || ways > 16) fail("EINVAL", `iotlb.ways must be 1..16, got ${ways}`);
-  const faultRingSize = options.faultRingSize ?? 1024;
-  if (!isPow2(faultRingSize, 16, 65536)) fail("EINVAL", `faultRingSize must be a power of two in 16..65536, got ${faultRingSize}`);
-  const arenaSize = options.bufferArenaSize ?? 4 * 1024 * 1024;
-  if (!Number.isSafeInteger(arenaSize) || arenaSize < 0 || arenaSize > 0x10000000) fail("EINVAL", `bufferArenaSize must be 0..256 MiB, got ${arenaSize}`);
-  const dmaEntryLimit = options.dmaEntryLimit ?? 65535;
-  if (!Number.isSafeInteger(dmaEntryLimit) || dmaEntryLimit < 0) fail("EINVAL", `dmaEntryLimit must be a non-negative integer, got ${dmaEntryLimit}`);
-  const topology = new Topology(archPreset(options.arch ?? "vtd", options.addressWidth), options.platformReserved ?? []);
-  return new NaiveHost(ramSize, sets, ways, faultRingSize, { topology, dmaEntryLimit, allowUnsafeInterrupts: options.allowUnsafeInterrupts ?? false });
+  const c = hostConfig(options);
+  return new NaiveHost(c.ramSize, c.iotlbSets, c.iotlbWays, c.faultRingSize, c.vfio);
 }

@@ -1,10 +1,9 @@
 // A page table of the twin, with the io-pgtable operations and probe walks.
 // Like the facade's PageTable it is a context (root + format + switches), and
 // the builder works on the context its id names.
-import * as abi from "../../src/engine/abi.js";
 import { contextFlags, resolveFormat, type ResolvedFormat } from "../../src/format.js";
 import type { Access, Address, DomainFlags, PageTableOptions, Prot, WalkResult, WalkStep } from "../../src/index.js";
-import { accessBits, fail, hex, lastOf, PAGE_SIZE, permsOf, protBits, reasonName, requireAligned, toU64 } from "./args.js";
+import { accessBits, fail, hostMapSpans, hostMapStatus, permsOf, protBits, reasonName, rootArg, toU64, unmapSpan } from "./args.js";
 import type { Builder } from "./builder.js";
 import type { Contexts } from "./context.js";
 import type { DoorbellWindow } from "./dma.js";
@@ -51,9 +50,7 @@ export class NaivePageTable {
     this.format = resolveFormat(options);
     const contextBits = contextFlags(this.format, flags);
     if (options.root !== undefined) {
-      const root = toU64(options.root, "root");
-      requireAligned(root, PAGE_SIZE, "root");
-      if (root + PAGE_SIZE > core.ram.size) fail("EFAULT", `root ${hex(root)} is outside RAM`);
+      const root = rootArg(options.root, core.ram.size);
       this.root = root;
       // A root written into RAM by hand is adopted; one from allocFrames() stays the caller's.
       this.ownsRoot = core.builder.frames.claim(root);
@@ -74,38 +71,16 @@ export class NaivePageTable {
     if (this.destroyed) fail("ENODEV", "page table was destroyed");
   }
 
-  private checkInputRange(first: bigint, last: bigint, what: string): void {
-    if (!this.format.inputRanges.some(([lo, hi]) => first >= lo && last <= hi)) {
-      fail("EINVAL", `${what}: [${hex(first)}, ${hex(last)}] is outside the ${this.format.inputBits}-bit input address space`);
-    }
-  }
-
   map(iova: Address, hpa: Address, size: Address, prot: Prot = {}): void {
     this.live();
-    const i = toU64(iova, "iova"), p = toU64(hpa, "hpa"), s = toU64(size, "size");
     const bits = protBits(prot);
-    requireAligned(i, PAGE_SIZE, "iova");
-    requireAligned(p, PAGE_SIZE, "hpa");
-    requireAligned(s, PAGE_SIZE, "size");
-    const last = lastOf(i, s, "map iova");
-    const hpaLast = lastOf(p, s, "map hpa");
-    this.checkInputRange(i, last, "map");
-    if (hpaLast >> BigInt(this.format.physAddrWidth) !== 0n) fail("EINVAL", `map: hpa range ends at ${hex(hpaLast)}, beyond the ${this.format.physAddrWidth}-bit physical address width`);
-    const st = this.core.builder.map(this.core.contexts.get(this.contextId), i, last, p, bits);
-    if (st === abi.ST_OK) return;
-    if (st === abi.ERR_EEXIST) fail("EEXIST", `map: [${hex(i)}, ${hex(last)}] overlaps an existing mapping`);
-    if (st === abi.ERR_ENOMEM) fail("ENOMEM", `map: not enough free frames for the page tables of [${hex(i)}, ${hex(last)}]`);
-    if (st === abi.ERR_EFAULT) fail("EFAULT", `map: a table on the path of [${hex(i)}, ${hex(last)}] lies outside RAM`);
-    fail("EINVAL", `map: a table on the path of [${hex(i)}, ${hex(last)}] is reached twice (aliased, or in a cycle)`);
+    const { input: { first: i, last }, output: { first: p } } = hostMapSpans(this.format, iova, hpa, size);
+    hostMapStatus(this.core.builder.map(this.core.contexts.get(this.contextId), i, last, p, bits), i, last);
   }
 
   unmap(iova: Address, size: Address): bigint {
     this.live();
-    const i = toU64(iova, "iova"), s = toU64(size, "size");
-    requireAligned(i, PAGE_SIZE, "iova");
-    requireAligned(s, PAGE_SIZE, "size");
-    const last = lastOf(i, s, "unmap iova");
-    this.checkInputRange(i, last, "unmap");
+    const { first: i, last } = unmapSpan(this.format, iova, size, "iova");
     return this.core.builder.unmap(this.core.contexts.get(this.contextId), i, last);
   }
 

@@ -51,6 +51,7 @@ export class NaivePasidPlane implements PasidPlane {
   }
 
   held(owner: number): number[] { return [...this.owners.get(owner)!].sort((a, b) => a - b); }
+  holds(owner: number, pasid: number): boolean { return this.owners.get(owner)!.has(pasid); }
 
   createTable(): number {
     const id = this.nextId++;

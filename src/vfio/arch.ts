@@ -2,7 +2,7 @@
 // any firmware or device region — the DMA aperture, the page sizes and the
 // MSI window. Variants are data, not code.
 import { fail } from "../errors.js";
-import { PAGE_1G, PAGE_2M, PAGE_4K } from "../format.js";
+import { PAGE_1G, PAGE_2M, PAGE_4K, type PageTableOptions } from "../format.js";
 import type { IovaRange, ReservedRegion } from "./reserved.js";
 
 export type Arch = "vtd" | "smmuv3";
@@ -63,4 +63,10 @@ export function archPreset(arch: Arch, addressWidth: number = DEFAULT_ADDRESS_WI
     hardwareReserved: Object.freeze([Object.freeze({ ...data.hardwareReserved })]),
     msiIsolatedDefault: true,
   });
+}
+
+/** The stage-2 page-table format of an arch's containers: VT-d second level, or Arm stage 2 (at most 48 bits). */
+export function stage2Options(p: ArchPreset): PageTableOptions {
+  if (p.arch === "vtd") return { format: "vtd-sl", inputBits: p.addressWidth, physAddrWidth: 52 };
+  return { format: "arm64", stage: 2, inputBits: Math.min(p.addressWidth, 48), physAddrWidth: 48 };
 }

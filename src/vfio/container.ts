@@ -347,7 +347,7 @@ export class Container {
     const stage1 = stage1Domain(options);
     const pasid = options.pasid;
     if (!Number.isInteger(pasid) || pasid < 1 || pasid > 0xfffff) fail("EINVAL", `pasid must be 1..0xfffff, got ${String(pasid)}`);
-    if (!this.pasid.held().includes(pasid)) fail("EINVAL", `PASID ${pasid} is not allocated by this container`);
+    if (!this.pasid.holds(pasid)) fail("EINVAL", `PASID ${pasid} is not allocated by this container`);
     if (device.pasidTable?.lookup(pasid) !== undefined) fail("EBUSY", `${device.bdf}: PASID ${pasid} is already bound`);
     const nested = this.host.createDomain({ ...stage1, stage2: domain, root: options.root } as unknown as PageTableOptions);
     try {

@@ -34,6 +34,8 @@ export interface PasidPlane {
   free(owner: number, min: number, max: number): number;
   /** The PASIDs owner holds, ascending. */
   held(owner: number): number[];
+  /** Whether owner holds pasid. */
+  holds(owner: number, pasid: number): boolean;
   /** An empty device table; 0 when no node is left. */
   createTable(): number;
   destroyTable(table: number): void;
@@ -72,6 +74,12 @@ export class EnginePasidPlane implements PasidPlane {
       from = view[n - 1] + 1;
     }
     return out;
+  }
+
+  holds(owner: number, pasid: number): boolean {
+    const e = this.engine;
+    // The first held PASID from pasid on, if it is pasid itself.
+    return e.wasm.pasidHeld(owner, pasid, e.staging, 1) === 1 && new Uint32Array(e.buffer, e.staging, 1)[0] === pasid;
   }
 
   createTable(): number { return this.engine.wasm.pasidTableCreate(); }
@@ -217,6 +225,12 @@ export class ContainerPasids {
     this.heldCount -= freed;
     if (this.heldCount === 0) this.dropOwner();
     return freed;
+  }
+
+  /** Whether this container holds pasid (a live container; O(tree depth), not O(held)). */
+  holds(pasid: number): boolean {
+    this.live();
+    return this.owner !== 0 && this.plane.holds(this.owner, pasid);
   }
 
   /** The PASIDs this container holds, ascending. */

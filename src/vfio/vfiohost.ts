@@ -1,0 +1,108 @@
+// The VFIO side of a host, written once for createHost() and the naive
+// twin: devices, groups and reserved regions (the topology), processes,
+// containers, opened groups and MSI listeners. A host brings its own data
+// plane, RAM, PASID space, page tables, domains and DMA ports.
+import { fail } from "../errors.js";
+import type { DmaInterrupt } from "../dma.js";
+import type { DomainFlags, PageTableOptions } from "../format.js";
+import { stage2Options, type Arch } from "./arch.js";
+import { Container, type ContainerDomain, type ContainerHost } from "./container.js";
+import { VfioGroup, type Interrupt } from "./group.js";
+import type { PasidSpace } from "./pasid.js";
+import type { DataPlane } from "./plane.js";
+import { Process, type ProcessOptions, type ProcessPageTable, type ProcessRam } from "./process.js";
+import type { IovaRange, RangeSpec, ReservedRegion } from "./reserved.js";
+import type { Conflict, DeviceSpec, GuestMapCheckOptions, HostDevice, Topology } from "./topology.js";
+
+export interface ContainerOptions {
+  /** The process whose memory MAP_DMA pins (each call may name another). */
+  process?: Process;
+  /** PASIDs the container may hold at once (VFIO_IOMMU_PASID_REQUEST's quota). Default 1000. */
+  pasidQuota?: number;
+}
+
+/** The VFIO settings of a host (HostOptions, checked). */
+export interface VfioSettings { topology: Topology; dmaEntryLimit: number; allowUnsafeInterrupts: boolean }
+
+export abstract class VfioHost<Port> {
+  abstract readonly ram: ProcessRam & ContainerHost["ram"];
+  /** The host-wide PASID space: containers allocate from it (c.pasid); it makes device PASID tables. */
+  abstract readonly pasids: PasidSpace;
+  protected abstract readonly plane: DataPlane;
+  protected readonly topology: Topology;
+  private readonly settings: VfioSettings;
+  private readonly openGroups = new Set<number>();
+  private readonly listeners = new Set<(interrupt: Interrupt) => void>();
+  private processes = 0;
+
+  constructor(settings: VfioSettings) {
+    this.settings = settings;
+    this.topology = settings.topology;
+  }
+
+  abstract createPageTable(options: PageTableOptions & DomainFlags): ProcessPageTable;
+  abstract createDomain(options: PageTableOptions): ContainerDomain;
+  /** A device's DMA port: its requests go through the group's domain, PASID-tagged ones through its PASID table. */
+  protected abstract makePort(domainId: () => number, sourceId: number, raise: (irq: DmaInterrupt) => void, pasidTable: () => number): Port;
+
+  // ---- topology: devices, groups, reserved regions (the sysfs view; no container needed)
+
+  get arch(): Arch { return this.topology.preset.arch; }
+  /** The IOMMU aperture, inclusive. */
+  get aperture(): IovaRange { return { ...this.topology.preset.aperture }; }
+
+  addDevice(spec: DeviceSpec): HostDevice { return this.topology.addDevice(spec); }
+  device(bdf: string): HostDevice { return this.topology.device(bdf); }
+  iommuGroups(): number[] { return this.topology.groups(); }
+  devicesOf(group: number): HostDevice[] { return this.topology.devicesOf(group); }
+  reservedRegions(group: number): ReservedRegion[] { return this.topology.reservedRegions(group); }
+  /** /sys/kernel/iommu_groups/N/reserved_regions, byte for byte. */
+  reservedRegionsText(group: number): string { return this.topology.reservedRegionsText(group); }
+  /** The aperture minus the group's (or every group's) non-relaxable reserved regions. */
+  usableRanges(group?: number): IovaRange[] { return this.topology.usableRanges(group); }
+  /** Each overlap of guest RAM with a region a device could not DMA to (before hot-add, or after migration). */
+  checkGuestMemoryMap(ranges: readonly RangeSpec[], options?: GuestMapCheckOptions): Conflict[] {
+    return this.topology.checkGuestMemoryMap(ranges, options);
+  }
+
+  // ---- processes, containers, groups
+
+  /** A user process with its own page tables in RAM. */
+  createProcess(options: ProcessOptions = {}): Process {
+    const pageTable = this.createPageTable({ format: "x86-64", levels: 4, pageSizes: [0x1000n] });
+    return new Process(this.plane, this.ram, pageTable, ++this.processes, options);
+  }
+
+  /** Opens /dev/vfio/vfio: a container with no IOMMU set yet. */
+  openContainer(options: ContainerOptions = {}): Container {
+    return new Container({
+      plane: this.plane,
+      ram: this.ram,
+      topology: this.topology,
+      dmaEntryLimit: this.settings.dmaEntryLimit,
+      allowUnsafeInterrupts: this.settings.allowUnsafeInterrupts,
+      stage2: stage2Options(this.topology.preset),
+      createDomain: (o) => this.createDomain(o),
+      pasids: this.pasids,
+    }, options.process, options.pasidQuota);
+  }
+
+  /** Opens /dev/vfio/N: ENOENT for no such group, EBUSY while it is open. */
+  openGroup(group: number): VfioGroup<Port> {
+    this.topology.devicesOf(group);
+    if (this.openGroups.has(group)) fail("EBUSY", `group ${group} is already open`);
+    this.openGroups.add(group);
+    return new VfioGroup((domainId, sourceId, raise, pasidTable) => this.makePort(domainId, sourceId, raise, pasidTable),
+      this.topology, group, (irq) => this.raise(irq), () => this.openGroups.delete(group));
+  }
+
+  /** Calls cb for every MSI a device raises (a write to its doorbell); returns a function that stops it. */
+  onInterrupt(cb: (interrupt: Interrupt) => void): () => void {
+    this.listeners.add(cb);
+    return () => { this.listeners.delete(cb); };
+  }
+
+  private raise(interrupt: Interrupt): void {
+    for (const cb of this.listeners) cb(interrupt);
+  }
+}
