@@ -49,6 +49,8 @@ export class Domain {
   private readonly table: PageTable | undefined;
   private readonly ownsTable: boolean;
   private destroyed = false;
+  /** Nested domains over this one: a stage 2 cannot go while they use it (iommufd refuses to destroy a referenced parent). */
+  private nestedUsers = 0;
 
   constructor(private readonly engine: Engine, makeTable: (o: PageTableOptions) => PageTable, options: DomainOptions) {
     if ("stage2" in options && options.stage2) {
@@ -75,7 +77,10 @@ export class Domain {
       throw e;
     }
     setContext(engine.wasm, this.id, this.format, contextBits, this.root);
-    if (this.stage2) engine.wasm.contextSetNested(this.id, this.stage2.id);
+    if (this.stage2) {
+      engine.wasm.contextSetNested(this.id, this.stage2.id);
+      this.stage2.nestedUsers++;
+    }
     this.dma = new DmaPort(engine, () => this.liveId(), 0);
   }
 
@@ -149,6 +154,8 @@ export class Domain {
   /** Invalidates the domain's IOTLB entries and releases it (and a page table it created). */
   destroy(): void {
     if (this.destroyed) return;
+    if (this.nestedUsers > 0) fail("EBUSY", `domain ${this.id} is the stage 2 of ${this.nestedUsers} nested domain(s): destroy them first`);
+    if (this.stage2) this.stage2.nestedUsers--;
     this.engine.releaseContextId(this.id);
     this.destroyed = true;
     if (this.ownsTable) this.table!.destroy();

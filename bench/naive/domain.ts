@@ -22,6 +22,8 @@ export class NaiveDomain {
   private readonly table: NaivePageTable | undefined;
   private readonly ownsTable: boolean;
   private destroyed = false;
+  /** Nested domains over this one: a stage 2 cannot go while they use it (iommufd refuses to destroy a referenced parent). */
+  private nestedUsers = 0;
 
   constructor(private readonly core: NaiveCore, private readonly translator: Translator, isDirect: (view: ArrayBufferView) => boolean,
     makeTable: (o: PageTableOptions) => NaivePageTable, options: NaiveDomainOptions) {
@@ -49,7 +51,10 @@ export class NaiveDomain {
       throw e;
     }
     core.contexts.set(this.id, this.format, contextBits, this.root);
-    if (this.stage2) core.contexts.setNested(this.id, this.stage2.id);
+    if (this.stage2) {
+      core.contexts.setNested(this.id, this.stage2.id);
+      this.stage2.nestedUsers++;
+    }
     this.dma = new NaiveDmaPort(translator, isDirect, () => this.liveId(), 0, core.doorbell);
   }
 
@@ -104,6 +109,8 @@ export class NaiveDomain {
 
   destroy(): void {
     if (this.destroyed) return;
+    if (this.nestedUsers > 0) fail("EBUSY", `domain ${this.id} is the stage 2 of ${this.nestedUsers} nested domain(s): destroy them first`);
+    if (this.stage2) this.stage2.nestedUsers--;
     releaseContext(this.core, this.id);
     this.destroyed = true;
     if (this.ownsTable) this.table!.destroy();

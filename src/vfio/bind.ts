@@ -3,7 +3,7 @@
 // entry (iommu_hwpt_vtd_s1 flags) or an Arm context descriptor (TCR-like
 // fields for TTBR0) carries. Everything is checked before anything is made.
 import { fail } from "../errors.js";
-import type { DomainFlags, PageTableOptions } from "../format.js";
+import { resolveFormat, type DomainFlags, type PageTableOptions } from "../format.js";
 
 /** The uapi bits of iommu_hwpt_vtd_s1.flags. */
 export const VTD_S1_SRE = 1;
@@ -46,9 +46,13 @@ const ARM_IPS_BITS = [32, 36, 40, 42, 44, 48];
 
 /** The nested domain's format options and switches for a stage-1 description; EINVAL / EOPNOTSUPP for what it cannot be. */
 export function stage1Domain(d: Stage1Description): PageTableOptions & DomainFlags {
-  if (d.format === "x86-64") return { ...x86Width(d.addressWidth ?? 48), ...vtdFlags(d.flags ?? 0) };
-  if (d.format === "arm64") return armDomain(d.addressWidth, d.flags ?? {});
-  return fail("EINVAL", `stage-1 format must be x86-64 or arm64, got ${String(d.format)}`);
+  let options: PageTableOptions & DomainFlags;
+  if (d.format === "x86-64") options = { ...x86Width(d.addressWidth ?? 48), ...vtdFlags(d.flags ?? 0) };
+  else if (d.format === "arm64") options = armDomain(d.addressWidth, d.flags ?? {});
+  else return fail("EINVAL", `stage-1 format must be x86-64 or arm64, got ${String(d.format)}`);
+  // The format's own limits (e.g. Arm's 25..48 input bits), before anything is made from it.
+  resolveFormat(options);
+  return options;
 }
 
 function x86Width(width: number): PageTableOptions {

@@ -13,7 +13,7 @@ import type { Topology } from "./topology.js";
 import { isRelaxable, overlaps, subtractRanges, type IovaRange, type ReservedRegion } from "./reserved.js";
 import { placeDoorbell, DOORBELL_HPA } from "./msi.js";
 import { stage1Domain, type Stage1Description } from "./bind.js";
-import { GuestPageTable, type GuestPageTableOptions, type GuestTableContext } from "./guest.js";
+import { GuestPageTable, checkGuestTableOptions, takeGuestPage, type GuestPageTableOptions, type GuestTableContext } from "./guest.js";
 import type { ContainerPasids, PasidSpace, PasidTable } from "./pasid.js";
 
 /** type1 v2, or nesting: the mappings are stage 2 and devices bind guest stage-1 tables to PASIDs. */
@@ -48,7 +48,7 @@ export interface GuestMemory {
 }
 
 /** A device as a binding sees it. */
-interface Stage1Device { readonly bdf: string; pasidTable: PasidTable | undefined }
+interface Stage1Device { readonly bdf: string; readonly group: { readonly id: number }; pasidTable: PasidTable | undefined }
 
 export interface MapDmaRequest {
   vaddr: Address;
@@ -112,6 +112,8 @@ export class Container {
   private readonly handles = new Map<number, { forget(): void }>();
   /** Bound stage-1 tables: one nested domain per (device, PASID). */
   private readonly bindings: { device: Stage1Device; pasid: number; domain: ContainerDomain }[] = [];
+  /** The nested contexts of guest page tables built with c.gpa.pageTable, released with the stage 2 they run over. */
+  private readonly guestTables = new Set<GuestTableContext>();
   private iovas: IovaRange[] = [];
   private allowed: IovaRange[] | undefined;
   private readonly maps = new MappingList();
@@ -138,9 +140,7 @@ export class Container {
   constructor(private readonly host: ContainerHost, readonly process: Process | undefined, pasidQuota?: number) {
     this.pasid = host.pasids.open(pasidQuota);
     // A freed PASID may be handed out again: no device may keep walking its old table.
-    this.pasid.beforeFree = (min, max) => {
-      for (let i = this.bindings.length - 1; i >= 0; i--) if (this.bindings[i].pasid >= min && this.bindings[i].pasid <= max) this.dropBinding(i);
-    };
+    this.pasid.beforeFree = (min, max) => this.dropBindings((b) => b.pasid >= min && b.pasid <= max);
     this.gpa = this.guestMemory();
     const self = this;
     this.dirty = {
@@ -196,8 +196,12 @@ export class Container {
       this.configureDomain(domain);
       for (const g of order) this.afterAttach(g);
     } catch (e) {
+      // Nothing of the attempt stays: no driver, no IOVA list, no doorbell.
       domain.destroy();
       this.domainRef = undefined;
+      this.iommu = undefined;
+      this.iovas = [];
+      this.doorbell = undefined;
       throw e;
     }
   }
@@ -260,21 +264,33 @@ export class Container {
     this.live();
     if (this.iommu) {
       const list = this.attachChecks(g, this.groupIds);
+      const iovas = this.iovas;
       this.groupIds.push(g);
       this.iovas = this.withoutDoorbell(list);
-      this.afterAttach(g);
+      try {
+        this.afterAttach(g);
+      } catch (e) {
+        this.groupIds.pop();
+        this.iovas = iovas;
+        throw e;
+      }
     } else {
       this.groupIds.push(g);
     }
     this.handles.set(g, handle);
   }
 
-  /** @internal VFIO_GROUP_UNSET_CONTAINER: the last group out releases the driver and every mapping. */
+  /**
+   * @internal VFIO_GROUP_UNSET_CONTAINER: the group's devices lose every
+   * PASID binding they had here (its IOTLB entries go with it) before the
+   * call returns; the last group out releases the driver and every mapping.
+   */
   detachGroup(g: number): void {
     const i = this.groupIds.indexOf(g);
     if (i < 0) return;
     this.groupIds.splice(i, 1);
     this.handles.delete(g);
+    this.dropBindings((b) => b.device.group.id === g);
     if (!this.iommu) return;
     if (this.groupIds.length === 0) {
       this.release();
@@ -322,19 +338,30 @@ export class Container {
     };
   }
 
+  /**
+   * Everything is checked before the guest's memory is touched: the options,
+   * the table's description, the root. A root from allocTable goes back to
+   * freeTable when the call fails after it.
+   */
   private guestPageTable(options: GuestPageTableOptions, write: (gpa: bigint, bytes: Uint8Array) => void): GuestPageTable {
     const domain = this.requireIommu();
-    if (typeof options?.allocTable !== "function") fail("EINVAL", "a guest page table needs allocTable()");
-    const zero = (gpa: bigint) => write(gpa, new Uint8Array(Number(PAGE_SIZE)));
-    let root: bigint;
-    if (options.root !== undefined) root = toU64(options.root, "root");
-    else {
-      root = toU64(options.allocTable(), "allocTable() result");
-      zero(root);
-    }
+    checkGuestTableOptions(options);
     const stage1 = stage1Domain({ format: options.format, addressWidth: options.addressWidth });
-    const ctx = this.host.createDomain({ ...stage1, stage2: domain, root } as unknown as PageTableOptions) as unknown as GuestTableContext;
-    return new GuestPageTable(this.host.plane, ctx, zero, options);
+    const zero = (gpa: bigint) => write(gpa, new Uint8Array(Number(PAGE_SIZE)));
+    const fresh = options.root === undefined;
+    const root = options.root === undefined ? takeGuestPage(options) : toU64(options.root, "root");
+    let ctx: GuestTableContext | undefined;
+    try {
+      ctx = this.host.createDomain({ ...stage1, stage2: domain, root } as unknown as PageTableOptions) as unknown as GuestTableContext;
+      if (fresh) zero(root);
+    } catch (e) {
+      ctx?.destroy();
+      if (fresh) options.freeTable?.(root);
+      throw e;
+    }
+    const made = ctx;
+    this.guestTables.add(made);
+    return new GuestPageTable(this.host.plane, made, zero, options, () => this.guestTables.delete(made));
   }
 
   // ------------------------------------------------------------------ nesting: stage-1 bindings
@@ -350,11 +377,13 @@ export class Container {
     if (!this.pasid.holds(pasid)) fail("EINVAL", `PASID ${pasid} is not allocated by this container`);
     if (device.pasidTable?.lookup(pasid) !== undefined) fail("EBUSY", `${device.bdf}: PASID ${pasid} is already bound`);
     const nested = this.host.createDomain({ ...stage1, stage2: domain, root: options.root } as unknown as PageTableOptions);
+    const fresh = device.pasidTable === undefined;
     try {
       device.pasidTable ??= this.host.pasids.createTable();
       device.pasidTable.attach(pasid, nested.id);
     } catch (e) {
       nested.destroy();
+      if (fresh) this.dropPasidTable(device);
       throw e;
     }
     this.bindings.push({ device, pasid, domain: nested });
@@ -371,8 +400,20 @@ export class Container {
   private dropBinding(i: number): void {
     const b = this.bindings[i];
     b.device.pasidTable?.detach(b.pasid);
+    // Destroying the nested domain invalidates every IOTLB entry it tagged.
     b.domain.destroy();
     this.bindings.splice(i, 1);
+    // A device's PASID table holds only this container's bindings: with none left it goes, and the next owner starts empty.
+    if (!this.bindings.some((other) => other.device === b.device)) this.dropPasidTable(b.device);
+  }
+
+  private dropBindings(which: (b: { device: Stage1Device; pasid: number }) => boolean): void {
+    for (let i = this.bindings.length - 1; i >= 0; i--) if (which(this.bindings[i])) this.dropBinding(i);
+  }
+
+  private dropPasidTable(device: Stage1Device): void {
+    device.pasidTable?.destroy();
+    device.pasidTable = undefined;
   }
 
   /**
@@ -404,7 +445,10 @@ export class Container {
 
   /** Unmaps and unpins everything and frees the domain; SET_IOMMU is needed again. */
   private release(): void {
-    while (this.bindings.length > 0) this.dropBinding(this.bindings.length - 1);
+    this.dropBindings(() => true);
+    // Guest tables run over the stage 2 that goes now: they go first (a stage 2 with nested users cannot be destroyed).
+    for (const ctx of this.guestTables) ctx.destroy();
+    this.guestTables.clear();
     const domain = this.domainRef;
     if (domain) {
       for (const m of [...this.maps.all()]) this.removeMapping(domain, m);

@@ -46,7 +46,8 @@ export class VfioDevice<Port = DmaPort> {
     this.requesterId = requesterId(bdf);
     this.dma = makePort(() => group.domainId(), this.requesterId,
       (irq: DmaInterrupt) => raise({ device: bdf, address: irq.address, data: irq.data }),
-      () => this.pasidTable?.id ?? PASID_TABLE_NONE);
+      // Only while the group is in a container with an IOMMU set: a device's PASID table never outlives its owner.
+      () => (group.domainId() !== 0 ? this.pasidTable?.id : undefined) ?? PASID_TABLE_NONE);
   }
 
   /**
@@ -108,8 +109,9 @@ export class VfioGroup<Port = DmaPort> {
     this.live();
     if (this.containerRef) fail("EINVAL", `group ${this.id} is already in a container`);
     if (!this.viable) fail("EPERM", `group ${this.id} is not viable: a device is bound to a host driver`);
-    container.attachGroup(this.id, { forget: () => { this.containerRef = undefined; } });
+    container.attachGroup(this.id, { forget: () => this.leave() });
     this.containerRef = container;
+    this.topology.claim(this.id, true);
   }
 
   /** VFIO_GROUP_UNSET_CONTAINER: the last group out releases every mapping. */
@@ -117,8 +119,13 @@ export class VfioGroup<Port = DmaPort> {
     this.live();
     const c = this.containerRef;
     if (!c) fail("EINVAL", `group ${this.id} is not in a container`);
-    this.containerRef = undefined;
+    this.leave();
     c.detachGroup(this.id);
+  }
+
+  private leave(): void {
+    this.containerRef = undefined;
+    this.topology.claim(this.id, false);
   }
 
   /**

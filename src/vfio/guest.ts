@@ -2,7 +2,7 @@
 // (the engine's one builder) on a stage-1 table whose pages are guest pages,
 // reached through the container's stage 2. The guest's allocator hands out
 // the pages for new tables and takes back those an unmap empties.
-import { toU64, requireAligned, hex, PAGE_SIZE, type Address } from "../addr.js";
+import { toU64, hex, PAGE_SIZE, type Address } from "../addr.js";
 import { protBits, type Prot } from "../access.js";
 import { fail } from "../errors.js";
 import { mapSpans, unmapSpan } from "../mapargs.js";
@@ -27,9 +27,27 @@ export interface GuestTableContext {
   readonly id: number;
   readonly format: ResolvedFormat;
   readonly root: bigint;
-  /** The container's stage-2 domain; once it is gone (the last group left), the guest's memory is unreachable. */
-  readonly stage2: { liveId(): number } | undefined;
+  /** ENODEV once destroyed: the container destroys it when it lets go of its stage 2 (the last group left). */
+  liveId(): number;
   destroy(): void;
+}
+
+/** The options' shape, before anything is asked of the guest's allocator. */
+export function checkGuestTableOptions(options: GuestPageTableOptions): void {
+  if (options === null || typeof options !== "object") fail("EINVAL", "a guest page table needs options { format, allocTable, freeTable? }");
+  if (typeof options.allocTable !== "function") fail("EINVAL", "a guest page table needs allocTable()");
+  if (options.freeTable !== undefined && typeof options.freeTable !== "function") fail("EINVAL", "freeTable must be a function");
+}
+
+/** A page from the guest's allocator, 4 KiB aligned; one that is not goes back to freeTable. */
+export function takeGuestPage(options: GuestPageTableOptions): bigint {
+  // A value that is no GPA at all cannot be handed back.
+  const gpa = toU64(options.allocTable(), "allocTable() result");
+  if (gpa % PAGE_SIZE !== 0n) {
+    options.freeTable?.(gpa);
+    fail("EINVAL", `allocTable() result ${hex(gpa)} is not 4 KiB aligned`);
+  }
+  return gpa;
 }
 
 export class GuestPageTable {
@@ -37,14 +55,14 @@ export class GuestPageTable {
 
   /** @internal */
   constructor(private readonly plane: DataPlane, private readonly ctx: GuestTableContext,
-    private readonly zero: (gpa: bigint) => void, private readonly options: GuestPageTableOptions) {}
+    private readonly zero: (gpa: bigint) => void, private readonly options: GuestPageTableOptions, private readonly forget: () => void) {}
 
   get root(): bigint { return this.ctx.root; }
 
   private live(): number {
     if (this.destroyed) fail("ENODEV", "guest page table was destroyed");
     try {
-      this.ctx.stage2?.liveId();
+      this.ctx.liveId();
     } catch {
       fail("ENODEV", "guest page table: the container let go of its stage 2 (its last group left), so guest memory is out of reach");
     }
@@ -52,8 +70,7 @@ export class GuestPageTable {
   }
 
   private page(): bigint {
-    const gpa = toU64(this.options.allocTable(), "allocTable() result");
-    requireAligned(gpa, PAGE_SIZE, "allocTable() result");
+    const gpa = takeGuestPage(this.options);
     try {
       this.zero(gpa);
     } catch (e) {
@@ -103,6 +120,7 @@ export class GuestPageTable {
   destroy(): void {
     if (this.destroyed) return;
     this.ctx.destroy();
+    this.forget();
     this.destroyed = true;
   }
 }

@@ -40,15 +40,24 @@ export class HostDevice {
     readonly reserved: readonly Readonly<ReservedRegion>[],
     readonly msiIsolated: boolean,
     driver: Driver,
+    private readonly claimedByVfio: () => boolean,
   ) {
     this.boundDriver = driver;
   }
 
   get driver(): Driver { return this.boundDriver; }
 
-  /** Binds the device to another driver; null unbinds it. Viability of its group follows. */
+  /**
+   * Binds the device to another driver; null unbinds it. Viability of its
+   * group follows. A host driver cannot take a device whose group VFIO owns
+   * (in a container): EBUSY, as the kernel's DMA-owner claim refuses it.
+   */
   bindDriver(driver: Driver): void {
-    this.boundDriver = toDriver(driver, this.bdf);
+    const next = toDriver(driver, this.bdf);
+    if (next === "host" && this.boundDriver !== "host" && this.claimedByVfio()) {
+      fail("EBUSY", `${this.bdf}: group ${this.group} is in a VFIO container; a host driver cannot take the device`);
+    }
+    this.boundDriver = next;
   }
 }
 
@@ -112,6 +121,8 @@ export class Topology {
   readonly platformReserved: readonly Readonly<ReservedRegion>[];
   private readonly devices = new Map<string, HostDevice>();
   private readonly members = new Map<number, HostDevice[]>();
+  /** Groups VFIO holds (in a container): their devices' DMA is the container's, no host driver's. */
+  private readonly claimed = new Set<number>();
 
   constructor(preset: ArchPreset, platformReserved: readonly ReservedRegionSpec[] = []) {
     this.preset = preset;
@@ -132,7 +143,7 @@ export class Topology {
     if (typeof msiIsolated !== "boolean") fail("EINVAL", `${bdf}: msiIsolated must be a boolean`);
     const driver = spec.driver === undefined ? "vfio-pci" : toDriver(spec.driver, bdf);
 
-    const device = new HostDevice(bdf, group, reserved, msiIsolated, driver);
+    const device = new HostDevice(bdf, group, reserved, msiIsolated, driver, () => this.claimed.has(group));
     this.devices.set(bdf, device);
     const list = this.members.get(group);
     if (list === undefined) this.members.set(group, [device]);
@@ -165,6 +176,12 @@ export class Topology {
    */
   viable(group: number): boolean {
     return this.membersOf(group).every((d) => d.driver === "vfio-pci" || d.driver === null);
+  }
+
+  /** @internal VFIO takes (or gives back) a group's DMA ownership as it joins (leaves) a container. */
+  claim(group: number, held: boolean): void {
+    if (held) this.claimed.add(group);
+    else this.claimed.delete(group);
   }
 
   /** A group's MSIs are isolated only when every device's are. */
