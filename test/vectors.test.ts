@@ -1,5 +1,5 @@
 // Page-walk vectors whose answers come from an independent CPU MMU
-// (../shared/vectors, plus $IOMMU_VECTORS_DIR). Every file is its own test;
+// (the project's own copy in test/vectors, plus $IOMMU_VECTORS_DIR). Every file is its own test;
 // every query must match, through a probe walk (no cache, no A/D) and through
 // the IOTLB path (translate, with A/D updates), twice so the second pass hits.
 import { describe, expect, it } from "vitest";
@@ -17,7 +17,7 @@ interface VectorFile {
   queries: { va: string; access: "read" | "write"; priv: "supervisor" | "user"; expect: { pa?: string; fault?: boolean }; note?: string; tags?: string[] }[];
 }
 
-const dirs = [resolve(__dirname, "../../shared/vectors")];
+const dirs = [resolve(__dirname, "vectors")];
 if (process.env.IOMMU_VECTORS_DIR) dirs.push(resolve(process.env.IOMMU_VECTORS_DIR));
 const files = dirs.flatMap((dir) => (existsSync(dir) ? readdirSync(dir).filter((f) => f.endsWith(".json")).sort().map((f) => join(dir, f)) : []));
 
