@@ -11,7 +11,7 @@
 // at all (stale entries), move data by DMA and scatter-gather, write garbage
 // entries and aliases into table pages, and walk the result.
 //
-// FC_SEED=<n> replays a seed, FC_RUNS=<n> changes the number of runs.
+// FC_SEED=<n> replays a seed, FC_RUNS=<n> sets the number of runs (test/support/runs.ts).
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { createHost, PAGE_1G, PAGE_2M, PAGE_4K } from "../src/index.js";
@@ -20,10 +20,8 @@ import { pasidSlot } from "../bench/naive/iotlb.js";
 import { attempt } from "./support/outcome.js";
 import { expectSame, show } from "./support/compare.js";
 import { seededBytes } from "./support/bytes.js";
+import { params } from "./support/runs.js";
 
-const SEED = process.env.FC_SEED !== undefined ? Number(process.env.FC_SEED) : undefined;
-const RUNS = process.env.FC_RUNS !== undefined ? Number(process.env.FC_RUNS) : undefined;
-const params = (numRuns: number): fc.Parameters<unknown> => ({ numRuns: RUNS ?? numRuns, ...(SEED !== undefined ? { seed: SEED } : {}) });
 
 const RAM_SIZE = 8 * 1024 * 1024;
 const RAM = BigInt(RAM_SIZE);

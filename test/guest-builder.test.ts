@@ -9,6 +9,7 @@ import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { createHost, IommuError } from "../src/index.js";
 import { attempt, errno } from "./support/outcome.js";
+import { params } from "./support/runs.js";
 
 const MiB = 1n << 20n;
 const PAGE = 0x1000n;
@@ -138,7 +139,7 @@ describe("the guest page-table builder agrees with a model of its leaves", () =>
   for (const format of ["x86-64", "arm64"] as const) {
     it(`${format}: random maps and unmaps; DMA sees the model's translations; emptied tables go back`, async () => {
       await fc.assert(fc.asyncProperty(fc.array(opArb, { minLength: 1, maxLength: 24 }), (ops) => scenario(format, ops)),
-        { numRuns: 40 });
+        params(40));
     });
   }
 

@@ -11,13 +11,12 @@ import { createHost, PAGE_2M, PAGE_4K } from "../src/index.js";
 import { createNaiveHost } from "../bench/naive/index.js";
 import { attempt as outcome } from "./support/outcome.js";
 import { baseStage1 } from "./support/guest.js";
+import { params } from "./support/runs.js";
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
 type Any = any;
 const RAM = 8 * 1024 * 1024;
 const GUEST_PAGES = 64n; // guest RAM: GPA 0 .. 256 KiB, plus a 2 MiB page at GPA 2 MiB
-const seed = process.env.FC_SEED ? Number(process.env.FC_SEED) : undefined;
-const runs = process.env.FC_RUNS ? Number(process.env.FC_RUNS) : 60;
 
 type Op =
   | { t: "put"; page: number; slot: number; value: bigint }
@@ -126,7 +125,7 @@ describe("nested translation, engine vs twin", () => {
   for (const arm of [false, true]) {
     it(`${arm ? "arm64 stage 1 over stage 2" : "x86-64 over VT-d second level"}: random guest tables, stage-2 changes, invalidations, translations and DMA`, async () => {
       const switches = fc.record({ s1ad: fc.boolean(), extra: fc.boolean(), s2ad: fc.boolean() });
-      await fc.assert(fc.asyncProperty(switches, fc.array(opArb(arm), { minLength: 10, maxLength: 60 }), (sw, ops) => scenario(arm, sw, ops)), { numRuns: runs, seed });
+      await fc.assert(fc.asyncProperty(switches, fc.array(opArb(arm), { minLength: 10, maxLength: 60 }), (sw, ops) => scenario(arm, sw, ops)), params(60));
     }, 60_000);
   }
 

@@ -4,17 +4,15 @@
 // ranges, quota, ownership, close, node-pool exhaustion, the cost of a wide
 // free, and a differential test against the naive Map twin.
 //
-// FC_SEED=<n> replays a seed, FC_RUNS=<n> changes the number of runs.
+// FC_SEED=<n> replays a seed, FC_RUNS=<n> sets the number of runs (test/support/runs.ts).
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { createHost, type Container, type Host } from "../src/index.js";
 import { createNaiveHost } from "../bench/naive/index.js";
 import type { PasidTable } from "../src/vfio/pasid.js";
 import { attempt, errno, type Outcome } from "./support/outcome.js";
+import { params } from "./support/runs.js";
 
-const SEED = process.env.FC_SEED !== undefined ? Number(process.env.FC_SEED) : undefined;
-const RUNS = process.env.FC_RUNS !== undefined ? Number(process.env.FC_RUNS) : undefined;
-const params = (numRuns: number): fc.Parameters<unknown> => ({ numRuns: RUNS ?? numRuns, ...(SEED !== undefined ? { seed: SEED } : {}) });
 
 const PASID_MAX = 0xfffff;
 const ALL = { min: 0, max: 0xffffffff };

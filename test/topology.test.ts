@@ -12,6 +12,7 @@ import {
 } from "../src/vfio/reserved.js";
 import { Topology, type Driver } from "../src/vfio/topology.js";
 import { errno } from "./support/outcome.js";
+import { params } from "./support/runs.js";
 
 const MiB = 0x100000n;
 const GiB = 0x40000000n;
@@ -153,7 +154,7 @@ describe("mergeRegions: the kernel's group list", () => {
       const expected = regions.reduce(kernelInsert, []);
       expect(mergeRegions(regions)).toEqual(expected);
       expect(mergeRegions([...regions].reverse())).toEqual(expected);
-    }), { numRuns: 400 });
+    }), params(400));
   });
 });
 
@@ -239,7 +240,7 @@ describe("range arithmetic", () => {
         const inside = (list: IovaRange[]) => list.some((x) => x.start <= a && a <= x.end);
         expect(inside(out)).toBe(inside(ranges) && !inside(holes));
       }
-    }), { numRuns: 300 });
+    }), params(300));
   });
 
   it("only direct-relaxable is relaxable", () => {

@@ -15,7 +15,7 @@
 // this checks pinning, run gathering, undo, dirty scans, MSI windows and
 // doorbells, not the control logic against itself.
 //
-// FC_SEED=<n> replays a seed, FC_RUNS=<n> changes the number of runs.
+// FC_SEED=<n> replays a seed, FC_RUNS=<n> sets the number of runs (test/support/runs.ts).
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { createHost, IommuError } from "../src/index.js";
@@ -25,10 +25,8 @@ import { attempt, type Outcome } from "./support/outcome.js";
 import { expectSame, show } from "./support/compare.js";
 import { baseStage1 } from "./support/guest.js";
 import { seededBytes } from "./support/bytes.js";
+import { params } from "./support/runs.js";
 
-const SEED = process.env.FC_SEED !== undefined ? Number(process.env.FC_SEED) : undefined;
-const RUNS = process.env.FC_RUNS !== undefined ? Number(process.env.FC_RUNS) : undefined;
-const params = (numRuns: number): fc.Parameters<unknown> => ({ numRuns: RUNS ?? numRuns, ...(SEED !== undefined ? { seed: SEED } : {}) });
 
 const PAGE = 4096n;
 const PAGE_2M_ = 0x200000n;

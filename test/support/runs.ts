@@ -1,0 +1,18 @@
+// How many runs a property test makes: the count a test asks for (its CI
+// strength), FC_RUNS=<n> to set it, FC_SEED=<n> to replay a seed, and
+// IOMMU_TEST_QUICK=1 (npm run test:quick) for a tenth of it while iterating.
+import type fc from "fast-check";
+
+const SEED = process.env.FC_SEED !== undefined ? Number(process.env.FC_SEED) : undefined;
+const RUNS = process.env.FC_RUNS !== undefined ? Number(process.env.FC_RUNS) : undefined;
+const QUICK = process.env.IOMMU_TEST_QUICK === "1";
+
+/** The run count for a test that asks for `numRuns` in CI. */
+export function runs(numRuns: number): number {
+  return RUNS ?? (QUICK ? Math.max(1, Math.ceil(numRuns / 10)) : numRuns);
+}
+
+/** fast-check parameters for a test that asks for `numRuns` in CI. */
+export function params(numRuns: number): fc.Parameters<unknown> {
+  return { numRuns: runs(numRuns), ...(SEED !== undefined ? { seed: SEED } : {}) };
+}
