@@ -1,9 +1,14 @@
-// npm run bench [-- --json FILE] [-- --time MS]: every case on the engine and
-// its naive twin in the same run, printed as a table; --json writes the
-// DESIGN §12 shape { cases: [{ name, engine_ns, naive_ns, speedup }], limits: [{ name, ns }] }.
+// npm run bench [-- --json FILE] [-- --svg FILE] [-- --time MS]: every case on
+// the engine and its naive twin in the same run, printed as a table; --json
+// writes the DESIGN §12 shape { cases: [{ name, engine_ns, naive_ns, speedup }],
+// limits: [{ name, ns, bounds }] }, --svg the chart of it (bench/svg.ts).
+// Progress goes to stderr, one line per finished case, so stdout holds only
+// the tables.
 import { writeFileSync } from "node:fs";
 import { Bench } from "tinybench";
-import { buildSuite } from "./cases.js";
+import { buildSuite, type Case, type Limit } from "./cases.js";
+import { formatNs as fmt, formatSpeedup, progressLine, startLine } from "./format.js";
+import { benchSvg } from "./svg.js";
 
 function arg(name: string): string | undefined {
   const i = process.argv.indexOf(name);
@@ -11,6 +16,7 @@ function arg(name: string): string | undefined {
 }
 
 const time = Number(arg("--time") ?? 1200);
+const warmup = Math.min(100, time / 10);
 
 /**
  * ns per item of fn: tinybench's median, over three rounds, lowest round
@@ -22,7 +28,7 @@ const time = Number(arg("--time") ?? 1200);
 async function measure(name: string, fn: () => void, items: number, setup?: () => void): Promise<number> {
   let best = Infinity;
   for (let round = 0; round < 3; round++) {
-    const bench = new Bench({ time: time / 3, warmupTime: Math.min(100, time / 10) });
+    const bench = new Bench({ time: time / 3, warmupTime: warmup });
     // setup runs before every call, outside the timed window.
     bench.add(name, fn, setup ? { beforeEach: setup } : {});
     await bench.run();
@@ -33,25 +39,50 @@ async function measure(name: string, fn: () => void, items: number, setup?: () =
   return best;
 }
 
-const fmt = (ns: number): string => (ns >= 1e6 ? `${(ns / 1e6).toFixed(2)} ms` : ns >= 1e3 ? `${(ns / 1e3).toFixed(2)} µs` : `${ns.toFixed(2)} ns`);
+type CaseResult = { name: string; unit: string; engine_ns: number; naive_ns: number; speedup: number; extra: Record<string, number> };
+type LimitResult = { name: string; unit: string; ns: number; bounds: string };
 
-const suite = await buildSuite();
-const cases: { name: string; unit: string; engine_ns: number; naive_ns: number; speedup: number; extra: Record<string, number> }[] = [];
-const limits: { name: string; unit: string; ns: number }[] = [];
-for (const c of suite.cases) {
+/**
+ * Engine, variant, limit, then twin: the order the runner has always used,
+ * kept because what ran just before can move a case's numbers (README,
+ * Benchmark: how V8 places optimised code).
+ */
+async function runCase(c: Case, limit: Limit | undefined): Promise<{ result: CaseResult; limit?: LimitResult }> {
   const engine_ns = await measure(`${c.name} engine`, c.engine, c.items, c.engineSetup);
   const extra: Record<string, number> = {};
   if (c.variant) extra[c.variant.field] = await measure(`${c.name} ${c.variant.field}`, c.variant.run, c.items, c.variant.setup);
   // A limit is timed right after the case it bounds, so both see the same machine.
-  const limit = suite.limits.find((l) => l.bounds === c.name);
-  if (limit) limits.push({ name: limit.name, unit: limit.unit, ns: await measure(limit.name, limit.run, limit.items) });
+  const limitResult = limit && { name: limit.name, unit: limit.unit, ns: await measure(limit.name, limit.run, limit.items), bounds: c.name };
   const naive_ns = await measure(`${c.name} naive`, c.naive, c.items, c.naiveSetup);
-  cases.push({ name: c.name, unit: c.unit, engine_ns, naive_ns, speedup: naive_ns / engine_ns, extra });
+  return { result: { name: c.name, unit: c.unit, engine_ns, naive_ns, speedup: naive_ns / engine_ns, extra }, limit: limitResult };
 }
+
+// Building the fixtures (1 GiB of mappings among them) takes a while: say so first.
+console.error("setting up the benchmark cases…");
+const suite = await buildSuite();
+const cases: CaseResult[] = [];
+const limits: LimitResult[] = [];
+const limitOf = (c: Case) => suite.limits.find((l) => l.bounds === c.name);
+const tasks = suite.cases.reduce((n, c) => n + 2 + (c.variant ? 1 : 0) + (limitOf(c) ? 1 : 0), 0);
+console.error(startLine(suite.cases.length, tasks, time / 3, warmup));
+// On a terminal the running case is shown until its line replaces it (a map/unmap
+// case runs for minutes); in a log, only finished lines, so nothing is overwritten.
+const live = process.stderr.isTTY === true;
+for (const [i, c] of suite.cases.entries()) {
+  const started = performance.now();
+  if (live) process.stderr.write(`[${i + 1}/${suite.cases.length}] ${c.name} …`);
+  const { result, limit } = await runCase(c, limitOf(c));
+  cases.push(result);
+  if (limit) limits.push(limit);
+  const also = [...Object.entries(result.extra).map(([label, ns]) => ({ label, ns })), ...(limit ? [{ label: limit.name, ns: limit.ns }] : [])];
+  const line = progressLine(i + 1, suite.cases.length, { ...result, also, seconds: (performance.now() - started) / 1e3 });
+  process.stderr.write(`${live ? "\r\x1b[K" : ""}${line}\n`);
+}
+console.error("");
 
 console.log(`iommu-wasm benchmark (node ${process.version}; per task: 3 rounds of ${Math.round(time / 3)} ms, lowest median)\n`);
 console.table(cases.map((c) => ({
-  case: c.name, per: c.unit, engine: fmt(c.engine_ns), naive: fmt(c.naive_ns), speedup: `${c.speedup.toFixed(1)}×`,
+  case: c.name, per: c.unit, engine: fmt(c.engine_ns), naive: fmt(c.naive_ns), speedup: formatSpeedup(c.speedup),
   also: Object.entries(c.extra).map(([k, v]) => `${k} ${fmt(v)}`).join(", "),
 })));
 console.table(limits.map((l) => ({ limit: l.name, per: l.unit, time: fmt(l.ns) })));
@@ -76,12 +107,18 @@ const targets = [
 ];
 console.table(targets.map((t) => ({ ...t, ok: t.target.startsWith("(") ? "-" : t.ok ? "yes" : "NO" })));
 
+const results = {
+  node: process.version,
+  cases: cases.map(({ name, unit, engine_ns, naive_ns, speedup, extra }) => ({ name, unit, engine_ns, naive_ns, speedup, ...extra })),
+  limits,
+};
 const json = arg("--json");
 if (json) {
-  writeFileSync(json, JSON.stringify({
-    node: process.version,
-    cases: cases.map(({ name, unit, engine_ns, naive_ns, speedup, extra }) => ({ name, unit, engine_ns, naive_ns, speedup, ...extra })),
-    limits: limits.map(({ name, unit, ns }) => ({ name, unit, ns })),
-  }, null, 2) + "\n");
+  writeFileSync(json, JSON.stringify(results, null, 2) + "\n");
   console.log(`wrote ${json}`);
+}
+const svg = arg("--svg");
+if (svg) {
+  writeFileSync(svg, benchSvg(results));
+  console.log(`wrote ${svg}`);
 }
