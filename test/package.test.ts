@@ -41,7 +41,7 @@ afterAll(() => { if (work) rmSync(work, { recursive: true, force: true }); });
 describe("npm pack", () => {
   it("holds the bundle, its types, README, LICENSE and CHANGELOG, and no sources or tests", () => {
     const files = run("tar", ["-tzf", tarball], ROOT).split("\n").filter(Boolean).map((f) => f.replace(/^package\//, ""));
-    for (const f of ["package.json", "dist/iommu-wasm.js", "dist/types/index.d.ts", "README.md", "LICENSE", "CHANGELOG.md"]) expect(files).toContain(f);
+    for (const f of ["package.json", "dist/iommu-wasm.js", "dist/types/index.d.ts", "bin/iommu-wasm.mjs", "README.md", "LICENSE", "CHANGELOG.md"]) expect(files).toContain(f);
     expect(files.filter((f) => /^(src|test|assembly|bench|build|node_modules)\//.test(f))).toEqual([]);
   });
 
@@ -50,6 +50,10 @@ describe("npm pack", () => {
     expect(run(process.execPath, ["main.mjs"], consumer)).toBe("consumer: 0x5234\n");
     // package.json is exported too (tools read a dependency's version through it).
     expect(run(process.execPath, ["-e", "import('iommu-wasm/package.json', { with: { type: 'json' } }).then((m) => console.log(m.default.name))"], consumer)).toBe("iommu-wasm\n");
+  });
+
+  it("installs the CLI: the consumer's node_modules/.bin/iommu-wasm runs", () => {
+    expect(run(join(consumer, "node_modules", ".bin", "iommu-wasm"), ["--help"], consumer)).toMatch(/walk[\s\S]*dump[\s\S]*reserved/);
   });
 
   it("type-checks a TypeScript consumer through the package's exports", () => {
