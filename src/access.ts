@@ -1,5 +1,6 @@
 // Access requests, permissions and fault reasons in the facade's words, and
 // their engine encodings (abi.ts).
+import { bool, options, show } from "./args.js";
 import * as abi from "./engine/abi.js";
 import { fail } from "./errors.js";
 
@@ -33,16 +34,19 @@ export function reasonName(status: number): FaultReason {
   return name;
 }
 
+const ACCESS_KEYS = ["read", "write", "exec", "privileged"] as const;
+
 export function accessBits(access: Access): number {
   if (access === "read") return abi.ACCESS_READ;
   if (access === "write") return abi.ACCESS_WRITE;
   if (access === "exec") return abi.ACCESS_EXEC;
-  if (typeof access !== "object" || access === null) fail("EINVAL", `access must be "read", "write", "exec" or flags, got ${String(access)}`);
+  if (typeof access !== "object" || access === null) fail("EINVAL", `access must be "read", "write", "exec" or flags, got ${show(access)}`);
+  const a = options(access, "access", ACCESS_KEYS);
   let bits = 0;
-  if (access.read) bits |= abi.ACCESS_READ;
-  if (access.write) bits |= abi.ACCESS_WRITE;
-  if (access.exec) bits |= abi.ACCESS_EXEC;
-  if (access.privileged) bits |= abi.ACCESS_PRIV;
+  if (bool(a.read, "access.read", false)) bits |= abi.ACCESS_READ;
+  if (bool(a.write, "access.write", false)) bits |= abi.ACCESS_WRITE;
+  if (bool(a.exec, "access.exec", false)) bits |= abi.ACCESS_EXEC;
+  if (bool(a.privileged, "access.privileged", false)) bits |= abi.ACCESS_PRIV;
   if ((bits & 7) === 0) fail("EINVAL", "access asks for neither read, write nor exec");
   return bits;
 }
@@ -72,13 +76,17 @@ export function permsOf(bits: number): Perms {
  */
 export interface Prot { read?: boolean; write?: boolean; exec?: boolean; user?: boolean }
 
+const PROT_KEYS = ["read", "write", "exec", "user"] as const;
+
 export function protBits(prot: Prot): number {
-  if (typeof prot !== "object" || prot === null) fail("EINVAL", "prot must be an object { read, write, exec, user }");
-  const read = prot.read ?? true;
-  if (!read && !prot.write) fail("EINVAL", "prot allows neither read nor write");
+  if (typeof prot !== "object" || prot === null) fail("EINVAL", `prot must be an object { read, write, exec, user }, got ${show(prot)}`);
+  const p = options(prot, "prot", PROT_KEYS);
+  const read = bool(p.read, "prot.read", true), write = bool(p.write, "prot.write", false);
+  const exec = bool(p.exec, "prot.exec", false), user = bool(p.user, "prot.user", true);
+  if (!read && !write) fail("EINVAL", "prot allows neither read nor write");
   let bits = read ? abi.PERM_R : 0;
-  if (prot.write) bits |= abi.PERM_W;
-  if (prot.exec) bits |= abi.PERM_X;
-  if (prot.user ?? true) bits |= abi.PERM_U;
+  if (write) bits |= abi.PERM_W;
+  if (exec) bits |= abi.PERM_X;
+  if (user) bits |= abi.PERM_U;
   return bits;
 }

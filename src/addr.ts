@@ -1,6 +1,7 @@
 // Addresses are u64 as bigint at the facade; a safe-integer number is
 // accepted. Every check happens here, before anything enters WASM.
 import { fail } from "./errors.js";
+import { show } from "./args.js";
 
 export type Address = bigint | number;
 
@@ -13,15 +14,16 @@ export function toU64(value: Address, what: string): bigint {
     return value;
   }
   if (typeof value !== "number" || !Number.isSafeInteger(value) || value < 0) {
-    fail("EINVAL", `${what} must be a bigint or a non-negative safe integer, got ${String(value)}`);
+    fail("EINVAL", `${what} must be a bigint or a non-negative safe integer, got ${show(value)}`);
   }
   return BigInt(value);
 }
 
-/** A byte count that fits a single engine call (below 2^32). */
-export function toLength(value: Address, what: string): number {
+/** A byte count that fits a single engine call (below 2^32): a non-negative safe integer or a bigint. */
+export function toLength(value: Address, what: string, max = 0xffffffff): number {
+  if (typeof value === "number" && Number.isSafeInteger(value) && value >= 0 && value <= max) return value;
   const n = toU64(value, what);
-  if (n > 0xffffffffn) fail("EINVAL", `${what} ${n} is too large for one transfer`);
+  if (n > BigInt(max)) fail("EINVAL", `${what} ${n} is too large (at most ${max})`);
   return Number(n);
 }
 

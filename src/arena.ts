@@ -2,6 +2,7 @@
 // arrays live here moves with a single copy, no staging. First fit over a
 // sorted free list; 64-byte granules keep typed arrays aligned.
 import { fail } from "./errors.js";
+import { integer, show } from "./args.js";
 import type { Engine } from "./engine/engine.js";
 
 const GRANULE = 64;
@@ -16,7 +17,7 @@ export class BufferArena {
 
   /** A zero-filled Uint8Array on engine memory; ENOMEM when the arena has no room. */
   alloc(byteLength: number): Uint8Array {
-    if (!Number.isSafeInteger(byteLength) || byteLength <= 0) fail("EINVAL", `buffer length must be a positive integer, got ${byteLength}`);
+    integer(byteLength, "buffer length", 1, Number.MAX_SAFE_INTEGER);
     const size = Math.ceil(byteLength / GRANULE) * GRANULE;
     const i = this.free.findIndex((r) => r.size >= size);
     if (i < 0) fail("ENOMEM", `no ${size}-byte run left in the ${this.engine.arenaSize}-byte buffer arena`);
@@ -30,7 +31,13 @@ export class BufferArena {
     return view;
   }
 
+  /** Whether view is a buffer this arena handed out and still holds. */
+  owns(view: unknown): boolean {
+    return ArrayBuffer.isView(view) && this.used.has(this.engine.offsetOf(view));
+  }
+
   release(view: ArrayBufferView): void {
+    if (!ArrayBuffer.isView(view)) fail("EINVAL", `not a buffer from this host's allocBuffer(): ${show(view)}`);
     const start = this.engine.offsetOf(view);
     const size = this.used.get(start);
     if (size === undefined) fail("EINVAL", "not a buffer from this host's allocBuffer()");

@@ -7,6 +7,7 @@
 // the engine's staging area in chunks, one WASM call per chunk. The engine
 // itself checks wrap-around and segment lists, so the direct path does no
 // BigInt arithmetic here.
+import { bool, bytes as checkBytes, options, show } from "./args.js";
 import { toU64, toLength, hex, U64_MAX, type Address } from "./addr.js";
 import { reasonName, accessFlags, type AccessFlags, type FaultReason } from "./access.js";
 import { fail } from "./errors.js";
@@ -58,7 +59,7 @@ const STAGE_SEGS = 4096;
 
 export function checkPasid(pasid: number | undefined): number {
   if (pasid === undefined) return 0;
-  if (!Number.isInteger(pasid) || pasid < 0 || pasid > 0xfffff) fail("EINVAL", `pasid must be an integer in 0..0xfffff, got ${String(pasid)}`);
+  if (!Number.isInteger(pasid) || pasid < 0 || pasid > 0xfffff) fail("EINVAL", `pasid must be an integer in 0..0xfffff, got ${show(pasid)}`);
   return pasid;
 }
 
@@ -69,41 +70,80 @@ export interface Piece { iova: bigint; length: number; segment: number }
 
 /**
  * The calls every DMA port offers, written once over the port's own single
- * transfer (the engine's DmaPort, and the twin's). `sgAccess` reads the
+ * transfer (the engine's DmaPort, and the twin's). `sgRequest` reads the
  * direction and privilege of a scatter-gather request the same way for both.
  */
 export abstract class DmaCalls {
   protected abstract single(iova: Address, buffer: Uint8Array, base: number, opts?: DmaOptions): DmaResult;
 
-  /** Device reads len bytes at iova (memory → a new buffer). */
+  /**
+   * Device reads len bytes at iova (memory → a new buffer). `data` holds the
+   * bytes read: all of them, or those before a fault. A long read goes in
+   * chunks, so a huge len allocates only what was read.
+   */
   read(iova: Address, len: number, opts?: DmaOptions): DmaReadResult {
-    const data = new Uint8Array(toLength(len, "len"));
-    const r = this.readInto(iova, data, opts);
-    return r.fault ? { data, bytes: r.bytes, fault: r.fault } : { data, bytes: r.bytes };
+    const n = toLength(len, "len");
+    const start = iovaOf(iova);
+    if (n <= READ_CHUNK) {
+      const data = new Uint8Array(n);
+      const r = this.readInto(start, data, opts);
+      const got = r.bytes === n ? data : data.subarray(0, r.bytes);
+      return r.fault ? { data: got, bytes: r.bytes, fault: r.fault } : { data: got, bytes: r.bytes };
+    }
+    if (start + BigInt(n) > 1n << 64n) fail("EOVERFLOW", `dma: ${hex(start)} + ${n} wraps past 2^64`);
+    const parts: Uint8Array[] = [];
+    let done = 0;
+    let fault: DmaFault | undefined;
+    while (done < n) {
+      const part = new Uint8Array(Math.min(READ_CHUNK, n - done));
+      const r = this.readInto(start + BigInt(done), part, opts);
+      parts.push(part.subarray(0, r.bytes));
+      done += r.bytes;
+      if (r.fault) { fault = r.fault; break; }
+    }
+    const data = parts.length === 1 ? parts[0] : new Uint8Array(done);
+    if (parts.length > 1) parts.reduce((at, p) => { data.set(p, at); return at + p.length; }, 0);
+    return fault ? { data, bytes: done, fault } : { data, bytes: done };
   }
 
   /** Device reads target.length bytes at iova into target. */
   readInto(iova: Address, target: Uint8Array, opts?: DmaOptions): DmaResult {
-    return this.single(iova, target, abi.ACCESS_READ, opts);
+    return this.single(iova, checkBytes(target, "readInto target"), abi.ACCESS_READ, opts);
   }
 
   /** Device writes bytes to memory at iova. */
   write(iova: Address, bytes: Uint8Array, opts?: DmaOptions): DmaResult {
-    return this.single(iova, bytes, abi.ACCESS_WRITE, opts);
+    return this.single(iova, checkBytes(bytes, "write bytes"), abi.ACCESS_WRITE, opts);
   }
 }
 
+/** Reads longer than this go in chunks of it. */
+const READ_CHUNK = 1 << 20;
+
+/** A DMA's options: the PASID (0: none) and access bits with the privileged bit, checked before anything moves. */
+export function dmaRequest(opts: DmaOptions | undefined, base: number): { access: number; pasid: number } {
+  if (opts === undefined) return { access: base, pasid: 0 };
+  const o = options(opts, "DMA options", DMA_KEYS);
+  const pasid = checkPasid(o.pasid as number | undefined);
+  return { access: bool(o.privileged, "privileged", false) ? base | abi.ACCESS_PRIV : base, pasid };
+}
+
+const DMA_KEYS = ["pasid", "privileged"] as const;
+const SG_KEYS = ["pasid", "privileged", "direction"] as const;
+
 /** The access bits of an sg request: its direction (EINVAL unless "read" or "write") and privilege. */
-export function sgAccess(opts: SgOptions): number {
-  const base = opts?.direction === "write" ? abi.ACCESS_WRITE : opts?.direction === "read" ? abi.ACCESS_READ : -1;
-  if (base < 0) fail("EINVAL", 'sg: direction must be "read" or "write"');
-  return base | (opts.privileged ? abi.ACCESS_PRIV : 0);
+export function sgRequest(opts: SgOptions): { access: number; pasid: number } {
+  const o = options(opts, "sg options", SG_KEYS);
+  const base = o.direction === "write" ? abi.ACCESS_WRITE : o.direction === "read" ? abi.ACCESS_READ : -1;
+  if (base < 0) fail("EINVAL", `sg: direction must be "read" or "write", got ${show(o.direction)}`);
+  return { access: bool(o.privileged, "privileged", false) ? base | abi.ACCESS_PRIV : base, pasid: checkPasid(o.pasid as number | undefined) };
 }
 
 export class DmaPort extends DmaCalls {
   private readonly stageData: number;
   private readonly stageDataSize: number;
 
+  /** @internal */
   constructor(private readonly engine: Engine, private readonly contextId: () => number, private readonly sourceId: number,
     private readonly raise?: (interrupt: DmaInterrupt) => void, private readonly pasidTable?: () => number) {
     super();
@@ -113,8 +153,8 @@ export class DmaPort extends DmaCalls {
 
   /** Moves every segment, in order, to or from one packed buffer. */
   sg(segments: SgSegments, buffer: Uint8Array, opts: SgOptions): SgResult {
-    const access = sgAccess(opts);
-    const pasid = checkPasid(opts.pasid);
+    const { access, pasid } = sgRequest(opts);
+    checkBytes(buffer, "sg buffer");
     const id = this.contextId();
     const e = this.engine;
     const direct = e.isDirect(buffer);
@@ -142,8 +182,7 @@ export class DmaPort extends DmaCalls {
   }
 
   protected single(iova: Address, buffer: Uint8Array, base: number, opts?: DmaOptions): DmaResult {
-    const access = opts?.privileged ? base | abi.ACCESS_PRIV : base;
-    const pasid = checkPasid(opts?.pasid);
+    const { access, pasid } = dmaRequest(opts, base);
     const start = iovaOf(iova);
     const id = this.contextId();
     const direct = this.engine.isDirect(buffer);
@@ -249,8 +288,11 @@ export function normalizeSegments(segments: SgSegments): Piece[] {
     if (segments.length % 2 !== 0) fail("EINVAL", "sg: a BigUint64Array segment list holds (iova, length) pairs");
     for (let k = 0; k < segments.length; k += 2) list.push(piece(segments[k], segments[k + 1], k / 2));
   } else {
-    if (!Array.isArray(segments)) fail("EINVAL", "sg: segments must be an array or a BigUint64Array");
-    segments.forEach((s, k) => list.push(piece(s.iova, s.length, k)));
+    if (!Array.isArray(segments)) fail("EINVAL", `sg: segments must be an array or a BigUint64Array, got ${show(segments)}`);
+    segments.forEach((s, k) => {
+      const seg = options(s, `sg segment ${k}`, ["iova", "length"] as const);
+      list.push(piece(seg.iova as Address, seg.length as Address, k));
+    });
   }
   return list;
 }

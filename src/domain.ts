@@ -4,9 +4,9 @@
 import { toU64, type Address } from "./addr.js";
 import { accessBits, permsOf, reasonName, type Access, type FaultReason, type Perms } from "./access.js";
 import { fail } from "./errors.js";
-import { nestedDomainArgs, invalidateScope, type InvalidateOptions } from "./domainargs.js";
+import { nestedDomainArgs, invalidateScope, translatePasid, batchArrays, type InvalidateOptions } from "./domainargs.js";
 import { contextFlags, setContext, type DomainFlags, type PageTableOptions, type ResolvedFormat } from "./format.js";
-import { DmaPort, checkPasid } from "./dma.js";
+import { DmaPort } from "./dma.js";
 import { PageTable, probeWalk, type WalkResult } from "./pagetable.js";
 import * as abi from "./engine/abi.js";
 import type { Engine } from "./engine/engine.js";
@@ -52,6 +52,7 @@ export class Domain {
   /** Nested domains over this one: a stage 2 cannot go while they use it (iommufd refuses to destroy a referenced parent). */
   private nestedUsers = 0;
 
+  /** @internal */
   constructor(private readonly engine: Engine, makeTable: (o: PageTableOptions) => PageTable, options: DomainOptions) {
     if ("stage2" in options && options.stage2) {
       const { format, root } = nestedDomainArgs(options, options.stage2);
@@ -97,10 +98,10 @@ export class Domain {
   }
 
   /** Translates one address through the IOTLB (a miss walks and fills; a fault is recorded). */
-  translate(iova: Address, access: Access = "read", opts: TranslateOptions = {}): Translation {
+  translate(iova: Address, access: Access = "read", opts?: TranslateOptions): Translation {
     const id = this.liveId();
     const i = toU64(iova, "iova");
-    const st = this.engine.wasm.translate(id, checkPasid(opts.pasid), i, accessBits(access), 0);
+    const st = this.engine.wasm.translate(id, translatePasid(opts), i, accessBits(access), 0);
     const e = this.engine;
     if (st !== abi.ST_OK) return { fault: { reason: reasonName(st), level: e.u32(abi.RES_LEVEL), address: i, stage: e.u32(abi.RES_STAGE) === 2 ? 2 : 1 } };
     const hpa = e.u64(abi.RES_HPA);
@@ -112,12 +113,11 @@ export class Domain {
    * fault reason code); returns the number of faults. Arrays from
    * host.createTranslationBatch() are used in place; others are staged.
    */
-  translateBatch(iovas: BigUint64Array, access: Access, out: BigUint64Array, status: Uint8Array, opts: TranslateOptions = {}): number {
+  translateBatch(iovas: BigUint64Array, access: Access, out: BigUint64Array, status: Uint8Array, opts?: TranslateOptions): number {
     const id = this.liveId();
     const bits = accessBits(access);
-    const pasid = checkPasid(opts.pasid);
-    const n = iovas.length;
-    if (out.length < n || status.length < n) fail("EINVAL", `translateBatch: out and status need ${n} entries`);
+    const pasid = translatePasid(opts);
+    const n = batchArrays(iovas, out, status);
     const e = this.engine;
     const inI = e.isDirect(iovas), inO = e.isDirect(out), inS = e.isDirect(status);
     if (inI >= 0 && inO >= 0 && inS >= 0 && inI % 8 === 0 && inO % 8 === 0) {

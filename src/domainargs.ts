@@ -3,6 +3,7 @@
 // invalidation names.
 import { toU64, lastOf, requireAligned, hex, PAGE_SIZE, type Address } from "./addr.js";
 import { fail } from "./errors.js";
+import { bool, options, typedArray } from "./args.js";
 import { resolveFormat, type PageTableOptions, type ResolvedFormat } from "./format.js";
 import { checkPasid } from "./dma.js";
 import * as abi from "./engine/abi.js";
@@ -46,7 +47,9 @@ export interface InvalidateOptions {
 /** What an invalidation covers: a PASID or all of them, and a page range or everything. */
 export interface InvalidateScope { pasid: number | undefined; range: { first: bigint; last: bigint } | undefined }
 
-export function invalidateScope(opts: InvalidateOptions): InvalidateScope {
+export function invalidateScope(given: InvalidateOptions): InvalidateScope {
+  const opts = options(given, "invalidate options", ["pasid", "iova", "npages", "leaf"] as const) as InvalidateOptions;
+  bool(opts.leaf, "invalidate leaf", false);
   const pasid = opts.pasid === undefined ? undefined : checkPasid(opts.pasid);
   if (opts.iova === undefined) {
     if (opts.npages !== undefined) fail("EINVAL", "invalidate: npages without iova");
@@ -59,4 +62,19 @@ export function invalidateScope(opts: InvalidateOptions): InvalidateScope {
   const size = npages * PAGE_SIZE;
   if (size > 1n << 64n) fail("EOVERFLOW", `invalidate: ${npages} pages is more than the address space`);
   return { pasid, range: { first, last: lastOf(first, size, `invalidate ${hex(first)}`) } };
+}
+
+/** A translation's options: the PASID its request carries (0: none). */
+export function translatePasid(opts: unknown): number {
+  if (opts === undefined) return 0;
+  return checkPasid(options(opts, "translate options", ["pasid"] as const).pasid as number | undefined);
+}
+
+/** translateBatch's arrays, all checked before anything is translated. Returns how many addresses. */
+export function batchArrays(iovas: unknown, out: unknown, status: unknown): number {
+  const n = typedArray(iovas, "translateBatch iovas", BigUint64Array).length;
+  if (typedArray(out, "translateBatch out", BigUint64Array).length < n || typedArray(status, "translateBatch status", Uint8Array).length < n) {
+    fail("EINVAL", `translateBatch: out and status need ${n} entries`);
+  }
+  return n;
 }

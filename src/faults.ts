@@ -21,6 +21,7 @@ export class FaultLog {
   private readonly ring: number;
   private readonly capacity: number;
 
+  /** @internal */
   constructor(private readonly engine: Engine) {
     this.ring = engine.u32(abi.LAYOUT_FAULTS);
     this.capacity = engine.u32(abi.LAYOUT_FAULT_CAPACITY);

@@ -2,7 +2,8 @@
 // input and output address width, page sizes, flags), not new formats.
 import * as abi from "./engine/abi.js";
 import { fail } from "./errors.js";
-import { U64_MAX } from "./addr.js";
+import { U64_MAX, toU64 } from "./addr.js";
+import { bool, integer, list, options, show } from "./args.js";
 
 export type FormatName = "x86-64" | "arm64" | "vtd-sl";
 
@@ -65,13 +66,34 @@ export interface ResolvedFormat {
 
 const PAGE_SIZES = [PAGE_4K, PAGE_2M, PAGE_1G];
 
+const TABLE_KEYS = ["format", "levels", "inputBits", "stage", "physAddrWidth", "pageSizes", "nx", "root"] as const;
+const FLAG_KEYS = ["sre", "wpe", "accessedDirty", "eafe", "hd"] as const;
+/** What a domain takes besides a table's options: an existing table, or the stage 2 it nests over. */
+export const DOMAIN_KEYS = ["pageTable", "stage2"] as const;
+
+/**
+ * A page table's or domain's options, checked for shape before anything is
+ * made: known keys only (plus `extra`, e.g. a domain's pageTable / stage2),
+ * numbers that are integers, booleans that are booleans, page sizes and the
+ * root as addresses. The values' ranges are resolveFormat's and contextFlags'.
+ */
+export function tableOptions(value: unknown, what: string, extra: readonly string[] = []): PageTableOptions & DomainFlags & Record<string, unknown> {
+  const o = options(value, what, [...TABLE_KEYS, ...FLAG_KEYS, ...extra]) as Record<string, unknown>;
+  if (o.format !== undefined && typeof o.format !== "string") fail("EINVAL", `${what}: format must be a string such as "x86-64", got ${show(o.format)}`);
+  for (const key of ["levels", "inputBits", "stage", "physAddrWidth"]) if (o[key] !== undefined) integer(o[key], `${what}: ${key}`, 0, 64);
+  if (o.pageSizes !== undefined) o.pageSizes = list(o.pageSizes, `${what}: pageSizes`).map((size, i) => toU64(size as bigint, `${what}: pageSizes[${i}]`));
+  if (o.root !== undefined) o.root = toU64(o.root as bigint, `${what}: root`);
+  for (const key of ["nx", ...FLAG_KEYS]) if (o[key] !== undefined) bool(o[key], `${what}: ${key}`, false);
+  return o as PageTableOptions & DomainFlags & Record<string, unknown>;
+}
+
 export function resolveFormat(options: PageTableOptions): ResolvedFormat {
   const name = options.format ?? "x86-64";
   let id: number, levels: number, inputBits: number, inputRanges: [bigint, bigint][], defaultWidth: number;
   if (name === "x86-64") {
     levels = options.levels ?? 4;
     if (options.stage !== undefined) fail("EINVAL", "x86-64 has no stage option");
-    if (levels !== 4 && levels !== 5) fail("EINVAL", `x86-64 has 4 or 5 levels, not ${levels}`);
+    if (levels !== 4 && levels !== 5) fail("EINVAL", `x86-64 has 4 or 5 levels, not ${show(levels)}`);
     if (options.inputBits !== undefined && options.inputBits !== 12 + 9 * levels) fail("EINVAL", `x86-64 with ${levels} levels has ${12 + 9 * levels} input bits`);
     id = abi.FORMAT_X86_64;
     inputBits = 12 + 9 * levels;
@@ -80,11 +102,11 @@ export function resolveFormat(options: PageTableOptions): ResolvedFormat {
     defaultWidth = 52;
   } else if (name === "arm64") {
     inputBits = options.inputBits ?? 48;
-    if (!Number.isInteger(inputBits) || inputBits < 25 || inputBits > 48) fail("EINVAL", `arm64 inputBits (64 - T0SZ) must be 25..48, got ${inputBits}`);
+    if (!Number.isInteger(inputBits) || inputBits < 25 || inputBits > 48) fail("EINVAL", `arm64 inputBits (64 - T0SZ) must be 25..48, got ${show(inputBits)}`);
     levels = Math.ceil((inputBits - 12) / 9);
     if (options.levels !== undefined && options.levels !== levels) fail("EINVAL", `arm64 with ${inputBits} input bits walks ${levels} levels`);
     const stage = options.stage ?? 1;
-    if (stage !== 1 && stage !== 2) fail("EINVAL", `arm64 stage must be 1 or 2, got ${String(stage)}`);
+    if (stage !== 1 && stage !== 2) fail("EINVAL", `arm64 stage must be 1 or 2, got ${show(stage)}`);
     id = stage === 1 ? abi.FORMAT_ARM64_S1 : abi.FORMAT_ARM64_S2;
     inputRanges = [[0n, (1n << BigInt(inputBits)) - 1n]];
     defaultWidth = 48;
@@ -93,20 +115,20 @@ export function resolveFormat(options: PageTableOptions): ResolvedFormat {
     inputBits = options.inputBits ?? byLevels[options.levels ?? 4];
     levels = (inputBits - 12) / 9;
     if (![39, 48, 57].includes(inputBits) || (options.levels !== undefined && options.levels !== levels)) {
-      fail("EINVAL", `vtd-sl walks 3, 4 or 5 levels for 39, 48 or 57 input bits, got levels ${String(options.levels)}, inputBits ${String(options.inputBits)}`);
+      fail("EINVAL", `vtd-sl walks 3, 4 or 5 levels for 39, 48 or 57 input bits, got levels ${show(options.levels)}, inputBits ${show(options.inputBits)}`);
     }
     id = abi.FORMAT_VTD_SL;
     inputRanges = [[0n, (1n << BigInt(inputBits)) - 1n]];
     defaultWidth = 52;
   } else {
-    fail("EOPNOTSUPP", `page-table format ${String(name)} is not supported (supported: x86-64, arm64, vtd-sl)`);
+    fail("EOPNOTSUPP", `page-table format ${show(name)} is not supported (supported: x86-64, arm64, vtd-sl)`);
   }
   const physAddrWidth = options.physAddrWidth ?? defaultWidth;
   const maxWidth = name === "arm64" ? 48 : 52;
-  if (!Number.isInteger(physAddrWidth) || physAddrWidth < 32 || physAddrWidth > maxWidth) fail("EINVAL", `physAddrWidth must be 32..${maxWidth}, got ${physAddrWidth}`);
+  if (!Number.isInteger(physAddrWidth) || physAddrWidth < 32 || physAddrWidth > maxWidth) fail("EINVAL", `physAddrWidth must be 32..${maxWidth}, got ${show(physAddrWidth)}`);
   let pageSizeMask = 0n;
   for (const size of options.pageSizes ?? PAGE_SIZES) {
-    const s = BigInt(size);
+    const s = toU64(size, "page size");
     if (!PAGE_SIZES.includes(s)) fail("EINVAL", `${name} has no ${s}-byte pages`);
     pageSizeMask |= s;
   }

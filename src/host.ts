@@ -1,6 +1,7 @@
 // createHost(): one engine over one fixed-size WebAssembly.Memory, with
 // physical RAM, the IOTLB, the fault log, page tables and domains.
 import { fail } from "./errors.js";
+import { integer, options } from "./args.js";
 import { BufferArena } from "./arena.js";
 import { Domain, type DomainOptions } from "./domain.js";
 import { FaultLog } from "./faults.js";
@@ -8,7 +9,7 @@ import { Iotlb } from "./iotlb.js";
 import { PhysicalMemory } from "./memory.js";
 import { PageTable } from "./pagetable.js";
 import { DmaPort, type DmaInterrupt } from "./dma.js";
-import type { DomainFlags, PageTableOptions } from "./format.js";
+import { tableOptions, DOMAIN_KEYS, type DomainFlags, type PageTableOptions } from "./format.js";
 import { Engine } from "./engine/engine.js";
 import { ENGINE_FINGERPRINT } from "./engine/load.js";
 import { hostConfig, type HostOptions } from "./hostoptions.js";
@@ -32,9 +33,13 @@ export class Host extends VfioHost<DmaPort> {
   protected readonly plane: EnginePlane;
   private readonly arena: BufferArena;
 
+  /** @internal The engine under this host (tests and the benchmark reach into it): not public API. */
+  readonly engine: Engine;
+
   /** @internal */
-  constructor(readonly engine: Engine, vfio: VfioSettings) {
+  constructor(engine: Engine, vfio: VfioSettings) {
     super(vfio);
+    this.engine = engine;
     this.ram = new PhysicalMemory(engine);
     this.iotlb = new Iotlb(engine);
     this.faults = new FaultLog(engine);
@@ -49,12 +54,13 @@ export class Host extends VfioHost<DmaPort> {
 
   /** A page table in RAM (a new root frame unless `root` is given). */
   createPageTable(options: PageTableOptions & DomainFlags = {}): PageTable {
-    return new PageTable(this.engine, this.ram, options, options);
+    const o = tableOptions(options, "createPageTable options");
+    return new PageTable(this.engine, this.ram, o, o);
   }
 
   /** A domain over an existing page table, or over a table it creates from the options. */
   createDomain(options: DomainOptions = {}): Domain {
-    return new Domain(this.engine, (o) => this.createPageTable(o), options);
+    return new Domain(this.engine, (o) => this.createPageTable(o), tableOptions(options, "createDomain options", DOMAIN_KEYS) as DomainOptions);
   }
 
   /** A zero-filled buffer on engine memory: DMA and batches through it need no staging copy. */
@@ -64,10 +70,16 @@ export class Host extends VfioHost<DmaPort> {
 
   /** Arrays for Domain.translateBatch that live on engine memory (no copies). */
   createTranslationBatch(count: number): TranslationBatch {
-    if (!Number.isSafeInteger(count) || count <= 0) fail("EINVAL", `batch size must be a positive integer, got ${count}`);
-    const iovaBytes = this.arena.alloc(count * 8);
-    const hpaBytes = this.arena.alloc(count * 8);
-    const status = this.arena.alloc(count);
+    integer(count, "batch size", 1, Number.MAX_SAFE_INTEGER);
+    // All three or none: a refusal gives back what it took.
+    const taken: Uint8Array[] = [];
+    try {
+      for (const bytes of [count * 8, count * 8, count]) taken.push(this.arena.alloc(bytes));
+    } catch (e) {
+      for (const view of taken) this.arena.release(view);
+      throw e;
+    }
+    const [iovaBytes, hpaBytes, status] = taken;
     return {
       iovas: new BigUint64Array(iovaBytes.buffer, iovaBytes.byteOffset, count),
       hpas: new BigUint64Array(hpaBytes.buffer, hpaBytes.byteOffset, count),
@@ -76,9 +88,11 @@ export class Host extends VfioHost<DmaPort> {
   }
 
   freeTranslationBatch(batch: TranslationBatch): void {
-    this.arena.release(batch.iovas);
-    this.arena.release(batch.hpas);
-    this.arena.release(batch.status);
+    const b = options(batch, "translation batch", ["iovas", "hpas", "status"] as const);
+    const views = [b.iovas, b.hpas, b.status];
+    // All three must be this host's before any goes back.
+    if (!views.every((v) => this.arena.owns(v))) fail("EINVAL", "not a batch from this host's createTranslationBatch()");
+    for (const v of views) this.arena.release(v as ArrayBufferView);
   }
 }
 

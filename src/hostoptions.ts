@@ -2,6 +2,7 @@
 // twin: sizes and geometry, and the VFIO settings (arch, widths, limits).
 import { toU64, hex, type Address } from "./addr.js";
 import { fail } from "./errors.js";
+import { bool, integer, list, options, show } from "./args.js";
 import { PASID_NODES_DEFAULT, PASID_NODES_MAX } from "./engine/abi.js";
 import { archPreset, type Arch } from "./vfio/arch.js";
 import type { ReservedRegionSpec } from "./vfio/reserved.js";
@@ -43,26 +44,28 @@ export interface HostConfig {
 
 const isPow2 = (n: number, lo: number, hi: number): boolean => Number.isInteger(n) && n >= lo && n <= hi && (n & (n - 1)) === 0;
 
+const HOST_KEYS = ["ramSize", "iotlb", "faultRingSize", "bufferArenaSize", "arch", "addressWidth", "dmaEntryLimit", "allowUnsafeInterrupts", "platformReserved", "pasidNodes"] as const;
+
 /** The options with their defaults, each checked (EINVAL naming the option). */
-export function hostConfig(options: HostOptions): HostConfig {
-  const ramSize = toU64(options.ramSize ?? 256 * 1024 * 1024, "ramSize");
+export function hostConfig(given: HostOptions): HostConfig {
+  const o = options(given, "createHost options", HOST_KEYS);
+  const ramSize = toU64((o.ramSize ?? 256 * 1024 * 1024) as Address, "ramSize");
   if (ramSize === 0n || ramSize % 4096n !== 0n) fail("EINVAL", `ramSize ${hex(ramSize)} must be a non-zero multiple of 4 KiB`);
   if (ramSize > 0xC0000000n) fail("EINVAL", `ramSize ${hex(ramSize)} is above the 3 GiB a 32-bit WebAssembly.Memory can hold with engine state`);
-  const iotlbSets = options.iotlb?.sets ?? 512;
-  const iotlbWays = options.iotlb?.ways ?? 4;
-  if (!isPow2(iotlbSets, 16, 65536)) fail("EINVAL", `iotlb.sets must be a power of two in 16..65536, got ${iotlbSets}`);
-  if (!Number.isInteger(iotlbWays) || iotlbWays < 1 || iotlbWays > 16) fail("EINVAL", `iotlb.ways must be 1..16, got ${iotlbWays}`);
-  const faultRingSize = options.faultRingSize ?? 1024;
-  if (!isPow2(faultRingSize, 16, 65536)) fail("EINVAL", `faultRingSize must be a power of two in 16..65536, got ${faultRingSize}`);
-  const arenaSize = options.bufferArenaSize ?? 4 * 1024 * 1024;
-  if (!Number.isSafeInteger(arenaSize) || arenaSize < 0 || arenaSize > 0x10000000) fail("EINVAL", `bufferArenaSize must be 0..256 MiB, got ${arenaSize}`);
-  const dmaEntryLimit = options.dmaEntryLimit ?? 65535;
-  if (!Number.isSafeInteger(dmaEntryLimit) || dmaEntryLimit < 0) fail("EINVAL", `dmaEntryLimit must be a non-negative integer, got ${dmaEntryLimit}`);
-  const pasidNodes = options.pasidNodes ?? PASID_NODES_DEFAULT;
-  if (!Number.isInteger(pasidNodes) || pasidNodes < 1 || pasidNodes > PASID_NODES_MAX) fail("EINVAL", `pasidNodes must be an integer in 1..${PASID_NODES_MAX}, got ${pasidNodes}`);
-  const topology = new Topology(archPreset(options.arch ?? "vtd", options.addressWidth), options.platformReserved ?? []);
+  const iotlb = options(o.iotlb, "iotlb", ["sets", "ways"] as const);
+  const iotlbSets = iotlb.sets ?? 512;
+  const iotlbWays = integer(iotlb.ways ?? 4, "iotlb.ways", 1, 16);
+  if (!isPow2(iotlbSets as number, 16, 65536)) fail("EINVAL", `iotlb.sets must be a power of two in 16..65536, got ${show(iotlbSets)}`);
+  const faultRingSize = o.faultRingSize ?? 1024;
+  if (!isPow2(faultRingSize as number, 16, 65536)) fail("EINVAL", `faultRingSize must be a power of two in 16..65536, got ${show(faultRingSize)}`);
+  const arenaSize = integer(o.bufferArenaSize ?? 4 * 1024 * 1024, "bufferArenaSize", 0, 0x10000000);
+  const dmaEntryLimit = integer(o.dmaEntryLimit ?? 65535, "dmaEntryLimit", 0, Number.MAX_SAFE_INTEGER);
+  const pasidNodes = integer(o.pasidNodes ?? PASID_NODES_DEFAULT, "pasidNodes", 1, PASID_NODES_MAX);
+  const allowUnsafeInterrupts = bool(o.allowUnsafeInterrupts, "allowUnsafeInterrupts", false);
+  const platformReserved = o.platformReserved === undefined ? [] : list(o.platformReserved, "platformReserved") as ReservedRegionSpec[];
+  const topology = new Topology(archPreset((o.arch ?? "vtd") as Arch, o.addressWidth as number | undefined), platformReserved);
   return {
-    ramSize, iotlbSets, iotlbWays, faultRingSize, arenaSize, pasidNodes,
-    vfio: { topology, dmaEntryLimit, allowUnsafeInterrupts: options.allowUnsafeInterrupts ?? false },
+    ramSize, iotlbSets: iotlbSets as number, iotlbWays, faultRingSize: faultRingSize as number, arenaSize, pasidNodes,
+    vfio: { topology, dmaEntryLimit, allowUnsafeInterrupts },
   };
 }

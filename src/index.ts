@@ -1,14 +1,15 @@
 // Public exports of iommu-wasm.
 export { createHost, Host, type HostOptions, type ContainerOptions, type TranslationBatch } from "./host.js";
-export { Process, type ProcessOptions, type MmapOptions } from "./vfio/process.js";
-export { Container, type IommuType, type MapDmaRequest, type UnmapDmaRequest, type ContainerInfo, type DirtyBitmapRequest, type BindPgtblOptions, type InvalidateEntry, type GuestMemory } from "./vfio/container.js";
+export { Process, type ProcessOptions, type MmapOptions, type ProcessPageTable } from "./vfio/process.js";
+export { Container, type IommuType, type MapDmaRequest, type UnmapDmaRequest, type ContainerInfo, type DirtyBitmapRequest, type BindPgtblOptions, type InvalidateEntry, type GuestMemory, type ContainerDomain } from "./vfio/container.js";
+export type { DmaMapping } from "./vfio/mappings.js";
 export { VTD_S1_SRE, VTD_S1_EAFE, VTD_S1_WPE, type VtdStage1Flags, type ArmStage1Flags, type Stage1Description } from "./vfio/bind.js";
 export { VfioGroup, VfioDevice, type Interrupt } from "./vfio/group.js";
-export { HostDevice, type DeviceSpec, type Conflict, type Driver } from "./vfio/topology.js";
+export { HostDevice, type DeviceSpec, type Conflict, type Driver, type OutsideAperture, type GuestMapCheckOptions } from "./vfio/topology.js";
 export type { Arch } from "./vfio/arch.js";
-export { PasidSpace, PasidTable, ContainerPasids, type PasidRange } from "./vfio/pasid.js";
+export { PasidSpace, PasidTable, ContainerPasids, type PasidRange, type PasidStats } from "./vfio/pasid.js";
 export { GuestPageTable, type GuestPageTableOptions } from "./vfio/guest.js";
-export type { IovaRange, ReservedRegion, ReservedRegionSpec, ReservedType } from "./vfio/reserved.js";
+export type { IovaRange, RangeSpec, ReservedRegion, ReservedRegionSpec, ReservedType } from "./vfio/reserved.js";
 export { IommuError, type Errno } from "./errors.js";
 export { PhysicalMemory } from "./memory.js";
 export { PageTable, type WalkResult, type WalkStep } from "./pagetable.js";
@@ -16,6 +17,6 @@ export { Domain, type Translation, type TranslateOptions, type InvalidateOptions
 export { DmaPort, type DmaOptions, type DmaResult, type DmaReadResult, type DmaFault, type DmaInterrupt, type SgOptions, type SgResult, type SgSegments } from "./dma.js";
 export { Iotlb, type IotlbStats } from "./iotlb.js";
 export { FaultLog, type FaultRecord } from "./faults.js";
-export { PAGE_4K, PAGE_2M, PAGE_1G, type FormatName, type PageTableOptions, type DomainFlags } from "./format.js";
+export { PAGE_4K, PAGE_2M, PAGE_1G, type FormatName, type PageTableOptions, type DomainFlags, type ResolvedFormat } from "./format.js";
 export type { Access, AccessFlags, Perms, Prot, FaultReason } from "./access.js";
 export type { Address } from "./addr.js";

@@ -9,6 +9,7 @@ export class Iotlb {
   readonly sets: number;
   readonly ways: number;
 
+  /** @internal */
   constructor(private readonly engine: Engine) {
     this.sets = engine.u32(abi.LAYOUT_TLB_SETS);
     this.ways = engine.u32(abi.LAYOUT_TLB_WAYS);

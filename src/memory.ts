@@ -1,7 +1,8 @@
 // Host physical RAM: HPA 0 .. size, backed by the engine's memory. Reads,
 // writes and views are checked against RAM here; frames for page tables and
 // other host structures come from the engine's frame allocator.
-import { toU64, hex, type Address } from "./addr.js";
+import { toU64, toLength, hex, type Address } from "./addr.js";
+import { bytes as checkBytes, integer } from "./args.js";
 import { fail } from "./errors.js";
 import * as abi from "./engine/abi.js";
 import type { Engine } from "./engine/engine.js";
@@ -10,6 +11,7 @@ export class PhysicalMemory {
   /** RAM size in bytes. */
   readonly size: bigint;
 
+  /** @internal */
   constructor(private readonly engine: Engine) {
     this.size = engine.ramSize;
   }
@@ -17,7 +19,6 @@ export class PhysicalMemory {
   /** Checks [hpa, hpa + len) against RAM and returns its linear-memory offset. */
   private span(hpa: Address, len: number, what: string): number {
     const start = toU64(hpa, `${what} hpa`);
-    if (!Number.isSafeInteger(len) || len < 0) fail("EINVAL", `${what}: length must be a non-negative integer`);
     const end = start + BigInt(len);
     if (end > (1n << 64n)) fail("EOVERFLOW", `${what}: ${hex(start)} + ${len} wraps past 2^64`);
     if (start > this.size || end > this.size) fail("EFAULT", `${what}: [${hex(start)}, ${hex(end)}) is outside RAM (size ${hex(this.size)})`);
@@ -26,19 +27,22 @@ export class PhysicalMemory {
 
   /** A copy of len bytes at hpa. */
   read(hpa: Address, len: number): Uint8Array {
-    const off = this.span(hpa, len, "read");
-    return this.engine.bytes.slice(off, off + len);
+    const n = toLength(len, "read length");
+    const off = this.span(hpa, n, "read");
+    return this.engine.bytes.slice(off, off + n);
   }
 
-  write(hpa: Address, bytes: ArrayLike<number>): void {
-    const off = this.span(hpa, bytes.length, "write");
-    this.engine.bytes.set(bytes, off);
+  write(hpa: Address, bytes: Uint8Array): void {
+    const data = checkBytes(bytes, "write bytes");
+    const off = this.span(hpa, data.length, "write");
+    this.engine.bytes.set(data, off);
   }
 
   /** A zero-copy view of RAM; it stays valid for the host's lifetime. */
   view(hpa: Address, len: number): Uint8Array {
-    const off = this.span(hpa, len, "view");
-    return new Uint8Array(this.engine.buffer, off, len);
+    const n = toLength(len, "view length");
+    const off = this.span(hpa, n, "view");
+    return new Uint8Array(this.engine.buffer, off, n);
   }
 
   readU64(hpa: Address): bigint {
@@ -55,7 +59,7 @@ export class PhysicalMemory {
 
   /** count contiguous zeroed 4 KiB frames; returns the HPA of the first. */
   allocFrames(count = 1): bigint {
-    if (!Number.isSafeInteger(count) || count <= 0 || count > 0xffffffff) fail("EINVAL", `allocFrames: count must be a positive integer, got ${count}`);
+    integer(count, "allocFrames count", 1, 0xffffffff);
     const hpa = BigInt.asUintN(64, this.engine.wasm.framesAlloc(count));
     if (hpa === (1n << 64n) - 1n) fail("ENOMEM", `no run of ${count} free frames (${this.framesFree} free in all)`);
     return hpa;
@@ -64,7 +68,7 @@ export class PhysicalMemory {
   /** Frees frames from allocFrames; EINVAL (nothing freed) when any of them is not allocated. */
   freeFrames(hpa: Address, count = 1): void {
     const start = toU64(hpa, "freeFrames hpa");
-    if (!Number.isSafeInteger(count) || count <= 0 || count > 0xffffffff) fail("EINVAL", `freeFrames: count must be a positive integer, got ${count}`);
+    integer(count, "freeFrames count", 1, 0xffffffff);
     if (start % 4096n !== 0n) fail("EINVAL", `freeFrames: ${hex(start)} is not 4 KiB aligned`);
     if (this.engine.wasm.framesRelease(start, count) !== abi.ST_OK) {
       fail("EINVAL", `freeFrames: [${hex(start)}, +${count} frames) is not wholly allocated`);

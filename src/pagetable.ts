@@ -29,6 +29,7 @@ export class PageTable {
   private readonly ownsRoot: boolean;
   private destroyed = false;
 
+  /** @internal */
   constructor(private readonly engine: Engine, ram: PhysicalMemory, options: PageTableOptions, flags: DomainFlags = {}) {
     this.format = resolveFormat(options);
     const contextBits = contextFlags(this.format, flags);

@@ -286,11 +286,11 @@ describe("a fault part-way", () => {
     expect(r).toEqual({ bytes: 0x1800, fault: { reason: "not-present", address: 0x52000n, level: 0, stage: 1, pasid: 0, access: READ } });
     expectSameBytes(target.subarray(0, 0x1800), fx.expected(0x50800, 0x1800));
     expect(target.subarray(0x1800).every((b) => b === 0xee)).toBe(true);
-    // read() returns the partial data too (the rest zero).
+    // read() returns the bytes read before the fault, and only those.
     const r2 = fx.domain.dma.read(0x50800n, 0x2000);
     expect(r2.bytes).toBe(0x1800);
-    expectSameBytes(r2.data.subarray(0, 0x1800), target.subarray(0, 0x1800));
-    expect(r2.data.subarray(0x1800).every((b) => b === 0)).toBe(true);
+    expect(r2.data.length).toBe(0x1800);
+    expectSameBytes(r2.data, target.subarray(0, 0x1800));
   });
 
   it("write: bytes before the unmapped page are written, nothing after", async () => {
@@ -423,8 +423,8 @@ describe("staged and direct buffers", () => {
     const r = fx.domain.dma.read(0x3010000n, len);
     expect(r.bytes).toBe(done);
     expect(r.fault).toEqual({ reason: "not-present", address: 0x3200000n, level: 1, stage: 1, pasid: 0, access: READ });
-    expectSameBytes(r.data.subarray(0, done), fx.host.ram.read(0x1810000, done));
-    expect(r.data.subarray(done).every((b) => b === 0)).toBe(true);
+    expect(r.data.length).toBe(done);
+    expectSameBytes(r.data, fx.host.ram.read(0x1810000, done));
 
     const data = randomBytes(len, 11);
     const before = fx.snapshot();

@@ -26,7 +26,7 @@ describe("stale entries and invalidation", () => {
     // The walk says it is gone; the IOTLB still has it, and DMA uses it.
     expect(d.walk(0x11008n).fault?.reason).toBe("not-present");
     expect(hpaOf(d, 0x11008n)).toBe(0x81008n);
-    h.ram.write(0x81008n, [7, 8, 9]);
+    h.ram.write(0x81008n, new Uint8Array([7, 8, 9]));
     expect(Array.from(d.dma.read(0x11008n, 3).data)).toEqual([7, 8, 9]);
     const inv = h.iotlb.stats().invalidations;
     d.invalidate({ iova: 0x11000n, npages: 1 });

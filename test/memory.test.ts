@@ -114,7 +114,7 @@ describe("host.ram accessors", () => {
     expect(host.ram.read(0x1f80n, 300)).toEqual(data);
     // Reads at an offset see the right bytes.
     expect(Array.from(host.ram.read(0x2000n, 4))).toEqual(Array.from(data.subarray(0x80, 0x84)));
-    host.ram.write(0x3000n, [1, 2, 3, 250]);
+    host.ram.write(0x3000n, new Uint8Array([1, 2, 3, 250]));
     expect(Array.from(host.ram.read(0x3000, 4))).toEqual([1, 2, 3, 250]);
     // Neighbours of the write are untouched.
     expect(host.ram.read(0x1f7f, 1)[0]).toBe(0);
@@ -123,7 +123,7 @@ describe("host.ram accessors", () => {
 
   it("read returns a copy: changing it does not change RAM", async () => {
     const host = await createHost({ ramSize: 16 * MiB });
-    host.ram.write(0x4000, [9, 8, 7]);
+    host.ram.write(0x4000, new Uint8Array([9, 8, 7]));
     const copy = host.ram.read(0x4000, 3);
     copy[0] = 0x55;
     expect(Array.from(host.ram.read(0x4000, 3))).toEqual([9, 8, 7]);
@@ -132,7 +132,7 @@ describe("host.ram accessors", () => {
   it("works at the last bytes of RAM", async () => {
     const host = await createHost({ ramSize: 16 * MiB });
     const end = 16 * MiB;
-    host.ram.write(end - 4, [0xde, 0xad, 0xbe, 0xef]);
+    host.ram.write(end - 4, new Uint8Array([0xde, 0xad, 0xbe, 0xef]));
     expect(Array.from(host.ram.read(BigInt(end - 4), 4))).toEqual([0xde, 0xad, 0xbe, 0xef]);
     host.ram.writeU64(end - 8, 0x1122334455667788n);
     expect(host.ram.readU64(BigInt(end - 8))).toBe(0x1122334455667788n);
@@ -147,7 +147,7 @@ describe("host.ram accessors", () => {
     v[63] = 0xcd;
     expect(host.ram.read(0x5003, 1)[0]).toBe(0xab);
     expect(host.ram.read(0x503f, 1)[0]).toBe(0xcd);
-    host.ram.write(0x5005, [0x77, 0x78]);
+    host.ram.write(0x5005, new Uint8Array([0x77, 0x78]));
     expect(v[5]).toBe(0x77);
     expect(v[6]).toBe(0x78);
     host.ram.writeU64(0x5008, 0x0102030405060708n);
@@ -172,7 +172,7 @@ describe("host.ram accessors", () => {
     expect(host.ram.readU64(0x6008n)).toBe(U64_MAX);
     host.ram.writeU64(0x6010, Number.MAX_SAFE_INTEGER);
     expect(host.ram.readU64(0x6010)).toBe(BigInt(Number.MAX_SAFE_INTEGER));
-    host.ram.write(0x6018, [1, 0, 0, 0, 0, 0, 0, 0x80]);
+    host.ram.write(0x6018, new Uint8Array([1, 0, 0, 0, 0, 0, 0, 0x80]));
     expect(host.ram.readU64(0x6018n)).toBe(0x8000000000000001n);
   });
 
@@ -190,15 +190,15 @@ describe("host.ram accessors", () => {
       ["read past the end", "EFAULT", (h) => h.ram.read(size - 4, 8)],
       ["read starting at the end", "EFAULT", (h) => h.ram.read(size, 1)],
       ["read far beyond RAM", "EFAULT", (h) => h.ram.read(0x100000000n, 1)],
-      ["write past the end", "EFAULT", (h) => h.ram.write(size - 2, [1, 2, 3])],
-      ["write far beyond RAM (bigint)", "EFAULT", (h) => h.ram.write(BigInt(size) + 0x1000n, [1])],
+      ["write past the end", "EFAULT", (h) => h.ram.write(size - 2, new Uint8Array([1, 2, 3]))],
+      ["write far beyond RAM (bigint)", "EFAULT", (h) => h.ram.write(BigInt(size) + 0x1000n, new Uint8Array([1]))],
       ["view past the end", "EFAULT", (h) => h.ram.view(size - PAGE, 2 * PAGE)],
       ["readU64 at the end", "EFAULT", (h) => h.ram.readU64(size)],
       ["writeU64 straddling the end", "EFAULT", (h) => h.ram.writeU64(size - 4, 1n)],
       ["writeU64 beyond RAM", "EFAULT", (h) => h.ram.writeU64(BigInt(size) + 8n, 1n)],
       // wrap past 2^64
       ["read wrapping 2^64", "EOVERFLOW", (h) => h.ram.read(U64_MAX, 2)],
-      ["write wrapping 2^64", "EOVERFLOW", (h) => h.ram.write(U64_MAX - 3n, [1, 2, 3, 4, 5, 6, 7, 8])],
+      ["write wrapping 2^64", "EOVERFLOW", (h) => h.ram.write(U64_MAX - 3n, new Uint8Array([1, 2, 3, 4, 5, 6, 7, 8]))],
       ["view wrapping 2^64", "EOVERFLOW", (h) => h.ram.view(U64_MAX - 15n, 64)],
       ["readU64 wrapping 2^64", "EOVERFLOW", (h) => h.ram.readU64(U64_MAX - 3n)],
       ["writeU64 wrapping 2^64", "EOVERFLOW", (h) => h.ram.writeU64(U64_MAX - 3n, 5n)],
@@ -209,10 +209,10 @@ describe("host.ram accessors", () => {
       ["read at an unsafe number", "EINVAL", (h) => h.ram.read(2 ** 53, 1)],
       ["read at NaN", "EINVAL", (h) => h.ram.read(Number.NaN, 1)],
       ["read at 2^64", "EINVAL", (h) => h.ram.read(1n << 64n, 1)],
-      ["write at a negative number", "EINVAL", (h) => h.ram.write(-8, [1])],
-      ["write at a fractional address", "EINVAL", (h) => h.ram.write(0.5, [1])],
-      ["write at an unsafe number", "EINVAL", (h) => h.ram.write(2 ** 60, [1])],
-      ["write at a string", "EINVAL", (h) => h.ram.write("4096" as unknown as number, [1])],
+      ["write at a negative number", "EINVAL", (h) => h.ram.write(-8, new Uint8Array([1]))],
+      ["write at a fractional address", "EINVAL", (h) => h.ram.write(0.5, new Uint8Array([1]))],
+      ["write at an unsafe number", "EINVAL", (h) => h.ram.write(2 ** 60, new Uint8Array([1]))],
+      ["write at a string", "EINVAL", (h) => h.ram.write("4096" as unknown as number, new Uint8Array([1]))],
       ["view at a negative number", "EINVAL", (h) => h.ram.view(-1, 4)],
       ["view at Infinity", "EINVAL", (h) => h.ram.view(Number.POSITIVE_INFINITY, 4)],
       ["readU64 at a negative bigint", "EINVAL", (h) => h.ram.readU64(-8n)],

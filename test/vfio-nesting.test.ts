@@ -186,7 +186,7 @@ describe("the page-table builder writing into guest memory (c.gpa.pageTable)", (
   it("builds a stage-1 table the device then walks with its PASID", async () => {
     const { c, vmm, gram, nic, pasid } = await vm();
     const alloc = guestAllocator();
-    const pt = c.gpa.pageTable({ format: "x86-64", ...alloc });
+    const pt = c.gpa.pageTable({ format: "x86-64", allocTable: alloc.allocTable, freeTable: alloc.freeTable });
     expect(pt.root).toBe(0x100000n);
     const gva = 0x7f0000000000n;
     pt.map(gva, 0x600000n, 0x3000n, { write: true });
@@ -215,7 +215,7 @@ describe("the page-table builder writing into guest memory (c.gpa.pageTable)", (
   it("builds Arm stage-1 tables too, and refuses a table stage 2 does not reach", async () => {
     const { c, vmm, gram, nic, pasid } = await vm();
     const alloc = guestAllocator();
-    const pt = c.gpa.pageTable({ format: "arm64", addressWidth: 48, ...alloc });
+    const pt = c.gpa.pageTable({ format: "arm64", addressWidth: 48, allocTable: alloc.allocTable, freeTable: alloc.freeTable });
     pt.map(0x40000000n, 0x200000n, 0x1000n, { write: true });
     vmm.write(gram + 0x200010n, new TextEncoder().encode("arm guest"));
     nic.bindPgtbl({ pasid, format: "arm64", root: pt.root });

@@ -712,7 +712,7 @@ describe("UNMAP_DMA (v2)", () => {
     for (const d of [d0, d1]) {
       const rd = d.dma.read(0x4000_2000n, 4);
       expect(rd.fault?.reason).toBe("not-present");
-      expect(Array.from(rd.data)).toEqual([0, 0, 0, 0]);
+      expect(rd.data.length).toBe(0); // nothing was read
       expect(d.dma.write(0x4000_3000n, bytes("y")).fault?.reason).toBe("not-present");
     }
     expect(text(p.read(v + 0x3000n, 1))).toBe("x");
@@ -755,7 +755,7 @@ describe("device DMA through the container", () => {
     const rd = d.dma.read(0x10_0000n, 7);
     expect(rd.fault).toBeDefined();
     expect(rd.bytes).toBe(0);
-    expect(Array.from(rd.data)).toEqual(new Array(7).fill(0));
+    expect(rd.data.length).toBe(0); // nothing was read
     expect(d.dma.write(0x10_0000n, bytes("XX")).fault).toBeDefined();
     expect(text(p.read(v, 7))).toBe("private");
     const f = h.faults.drain();

@@ -15,7 +15,8 @@
 // the next (up to) 4 bytes of the buffer are the MSI data and count as moved.
 import * as abi from "../../src/engine/abi.js";
 import type { Address, DmaFault, DmaInterrupt, DmaOptions, DmaResult, SgOptions, SgResult, SgSegments } from "../../src/index.js";
-import { DmaCalls, normalizeSegments, sgAccess, type Piece } from "../../src/dma.js";
+import { DmaCalls, dmaRequest, normalizeSegments, sgRequest, type Piece } from "../../src/dma.js";
+import { bytes as checkBytes } from "../../src/args.js";
 import { accessFlags, checkPasid, fail, hex, reasonName, toU64 } from "./args.js";
 import type { Translator } from "./translate.js";
 
@@ -49,8 +50,8 @@ export class NaiveDmaPort extends DmaCalls {
   }
 
   sg(segments: SgSegments, buffer: Uint8Array, opts: SgOptions): SgResult {
-    const access = sgAccess(opts);
-    const pasid = checkPasid(opts.pasid);
+    const { access, pasid } = sgRequest(opts);
+    checkBytes(buffer, "sg buffer");
     const id = this.contextId();
     const direct = this.isDirect(buffer);
     if (direct && segments instanceof BigUint64Array && this.isDirect(segments)) {
@@ -70,8 +71,7 @@ export class NaiveDmaPort extends DmaCalls {
   }
 
   protected single(iova: Address, buffer: Uint8Array, base: number, opts?: DmaOptions): DmaResult {
-    const access = opts?.privileged ? base | abi.ACCESS_PRIV : base;
-    const pasid = checkPasid(opts?.pasid);
+    const { access, pasid } = dmaRequest(opts, base);
     const start = toU64(iova, "iova");
     const id = this.contextId();
     if (start + BigInt(buffer.byteLength) > 1n << 64n) fail("EOVERFLOW", `dma: ${hex(start)} + ${buffer.byteLength} wraps past 2^64`);

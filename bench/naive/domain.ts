@@ -2,7 +2,7 @@
 // table. Translations go through the IOTLB; invalidation is the caller's job.
 import * as abi from "../../src/engine/abi.js";
 import type { Access, Address, DomainFlags, InvalidateOptions, PageTableOptions, Translation, TranslateOptions, WalkResult } from "../../src/index.js";
-import { accessBits, checkPasid, fail, invalidateScope, nestedDomainArgs, permsOf, reasonName, toU64 } from "./args.js";
+import { accessBits, batchArrays, fail, invalidateScope, nestedDomainArgs, permsOf, reasonName, toU64, translatePasid } from "./args.js";
 import { NaiveDmaPort } from "./dma.js";
 import { NaivePageTable, probeWalk, releaseContext, type NaiveCore } from "./pagetable.js";
 import { contextFlags, type ResolvedFormat } from "../../src/format.js";
@@ -69,21 +69,20 @@ export class NaiveDomain {
     return this.id;
   }
 
-  translate(iova: Address, access: Access = "read", opts: TranslateOptions = {}): Translation {
+  translate(iova: Address, access: Access = "read", opts?: TranslateOptions): Translation {
     const id = this.liveId();
     const i = toU64(iova, "iova");
-    const pasid = checkPasid(opts.pasid);
+    const pasid = translatePasid(opts);
     const r = this.translator.translate(id, pasid, i, accessBits(access), 0);
     if (!("hpa" in r)) return { fault: { reason: reasonName(r.status), level: r.level, address: i, stage: "stage" in r && r.stage === 2 ? 2 : 1 } };
     return { hpa: r.hpa, pageSize: 1n << BigInt(r.sizeLog), perms: permsOf(r.perms), inRam: r.hpa < this.core.ram.size };
   }
 
-  translateBatch(iovas: BigUint64Array, access: Access, out: BigUint64Array, status: Uint8Array, opts: TranslateOptions = {}): number {
+  translateBatch(iovas: BigUint64Array, access: Access, out: BigUint64Array, status: Uint8Array, opts?: TranslateOptions): number {
     const id = this.liveId();
     const bits = accessBits(access);
-    const pasid = checkPasid(opts.pasid);
-    const n = iovas.length;
-    if (out.length < n || status.length < n) fail("EINVAL", `translateBatch: out and status need ${n} entries`);
+    const pasid = translatePasid(opts);
+    const n = batchArrays(iovas, out, status);
     let faults = 0;
     for (let k = 0; k < n; k++) {
       const r = this.translator.translate(id, pasid, iovas[k], bits, 0);

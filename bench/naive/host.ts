@@ -8,6 +8,7 @@
 import type { DomainFlags, HostOptions, IotlbStats, PageTableOptions, TranslationBatch } from "../../src/index.js";
 import type { DmaInterrupt } from "../../src/dma.js";
 import { hostConfig } from "../../src/hostoptions.js";
+import { tableOptions, DOMAIN_KEYS } from "../../src/format.js";
 import { DOORBELL_HPA } from "../../src/vfio/msi.js";
 import { VfioHost, type VfioSettings } from "../../src/vfio/vfiohost.js";
 import { fail } from "./args.js";
@@ -87,11 +88,13 @@ export class NaiveHost extends VfioHost<NaiveDmaPort> {
   }
 
   createPageTable(options: PageTableOptions & DomainFlags = {}): NaivePageTable {
-    return new NaivePageTable(this.core, options, options);
+    const o = tableOptions(options, "createPageTable options");
+    return new NaivePageTable(this.core, o, o);
   }
 
   createDomain(options: NaiveDomainOptions = {}): NaiveDomain {
-    return new NaiveDomain(this.core, this.translator, this.isDirect, (o) => this.createPageTable(o), options);
+    return new NaiveDomain(this.core, this.translator, this.isDirect, (o) => this.createPageTable(o),
+      tableOptions(options, "createDomain options", DOMAIN_KEYS) as NaiveDomainOptions);
   }
 
   allocBuffer(byteLength: number): Uint8Array {

@@ -1,6 +1,7 @@
 // IOMMU architecture presets: what a group gets from its IOMMU driver before
 // any firmware or device region — the DMA aperture, the page sizes and the
 // MSI window. Variants are data, not code.
+import { show } from "../args.js";
 import { fail } from "../errors.js";
 import { PAGE_1G, PAGE_2M, PAGE_4K, type PageTableOptions } from "../format.js";
 import type { IovaRange, ReservedRegion } from "./reserved.js";
@@ -50,10 +51,10 @@ const ARCHES: Record<Arch, ArchData> = {
 };
 
 export function archPreset(arch: Arch, addressWidth: number = DEFAULT_ADDRESS_WIDTH): ArchPreset {
-  if (!Object.hasOwn(ARCHES, arch)) fail("EINVAL", `unknown IOMMU architecture ${JSON.stringify(arch)} (vtd or smmuv3)`);
+  if (typeof arch !== "string" || !Object.hasOwn(ARCHES, arch)) fail("EINVAL", `unknown IOMMU architecture ${show(arch)} (vtd or smmuv3)`);
   const data = ARCHES[arch];
   if (!Number.isInteger(addressWidth) || !data.validWidth(addressWidth)) {
-    fail("EINVAL", `${arch} address width must be ${data.widths}, got ${String(addressWidth)}`);
+    fail("EINVAL", `${arch} address width must be ${data.widths}, got ${show(addressWidth)}`);
   }
   return Object.freeze({
     arch,

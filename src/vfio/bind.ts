@@ -2,6 +2,7 @@
 // walks it: the format and its input size, and the switches a VT-d PASID
 // entry (iommu_hwpt_vtd_s1 flags) or an Arm context descriptor (TCR-like
 // fields for TTBR0) carries. Everything is checked before anything is made.
+import { show } from "../args.js";
 import { fail } from "../errors.js";
 import { resolveFormat, type DomainFlags, type PageTableOptions } from "../format.js";
 
@@ -49,14 +50,14 @@ export function stage1Domain(d: Stage1Description): PageTableOptions & DomainFla
   let options: PageTableOptions & DomainFlags;
   if (d.format === "x86-64") options = { ...x86Width(d.addressWidth ?? 48), ...vtdFlags(d.flags ?? 0) };
   else if (d.format === "arm64") options = armDomain(d.addressWidth, d.flags ?? {});
-  else return fail("EINVAL", `stage-1 format must be x86-64 or arm64, got ${String(d.format)}`);
+  else return fail("EINVAL", `stage-1 format must be x86-64 or arm64, got ${show(d.format)}`);
   // The format's own limits (e.g. Arm's 25..48 input bits), before anything is made from it.
   resolveFormat(options);
   return options;
 }
 
 function x86Width(width: number): PageTableOptions {
-  if (width !== 48 && width !== 57) fail("EINVAL", `x86-64 address width is 48 or 57, got ${String(width)}`);
+  if (width !== 48 && width !== 57) fail("EINVAL", `x86-64 address width is 48 or 57, got ${show(width)}`);
   return { format: "x86-64", levels: width === 57 ? 5 : 4 };
 }
 
@@ -64,7 +65,7 @@ function vtdFlags(flags: number | VtdStage1Flags | ArmStage1Flags): DomainFlags 
   let bits: number;
   if (typeof flags === "number") {
     if (!Number.isInteger(flags) || flags < 0 || (flags & ~(VTD_S1_SRE | VTD_S1_EAFE | VTD_S1_WPE)) !== 0) {
-      fail("EINVAL", `VT-d stage-1 flags ${String(flags)}: only SRE (1), EAFE (2) and WPE (4) are defined`);
+      fail("EINVAL", `VT-d stage-1 flags ${show(flags)}: only SRE (1), EAFE (2) and WPE (4) are defined`);
     }
     bits = flags;
   } else {
@@ -80,16 +81,16 @@ function armDomain(addressWidth: number | undefined, flags: number | VtdStage1Fl
   const f = switches(flags, ["t0sz", "tg0", "ips", "ha", "hd"], "Arm") as ArmStage1Flags;
   let inputBits = addressWidth ?? 48;
   if (f.t0sz !== undefined) {
-    if (!Number.isInteger(f.t0sz) || f.t0sz < 16 || f.t0sz > 39) fail("EINVAL", `T0SZ must be 16..39 (input size 48..25 bits), got ${String(f.t0sz)}`);
+    if (!Number.isInteger(f.t0sz) || f.t0sz < 16 || f.t0sz > 39) fail("EINVAL", `T0SZ must be 16..39 (input size 48..25 bits), got ${show(f.t0sz)}`);
     if (addressWidth !== undefined && addressWidth !== 64 - f.t0sz) fail("EINVAL", `addressWidth ${addressWidth} disagrees with T0SZ ${f.t0sz} (${64 - f.t0sz} bits)`);
     inputBits = 64 - f.t0sz;
   }
   const tg0 = f.tg0 ?? 0;
   if (tg0 === 1 || tg0 === 2) fail("EOPNOTSUPP", `TG0 ${tg0} (${tg0 === 1 ? "64" : "16"} KiB granule) is not modelled; only 0 (4 KiB)`);
-  if (tg0 !== 0) fail("EINVAL", `TG0 must be 0 (4 KiB), 1 (64 KiB) or 2 (16 KiB), got ${String(tg0)}`);
+  if (tg0 !== 0) fail("EINVAL", `TG0 must be 0 (4 KiB), 1 (64 KiB) or 2 (16 KiB), got ${show(tg0)}`);
   const ips = f.ips ?? 5;
   if (ips === 6) fail("EOPNOTSUPP", "IPS 6 (52-bit output) is not modelled");
-  if (!Number.isInteger(ips) || ips < 0 || ips > 5) fail("EINVAL", `IPS must be 0..5 (32..48 bits), got ${String(ips)}`);
+  if (!Number.isInteger(ips) || ips < 0 || ips > 5) fail("EINVAL", `IPS must be 0..5 (32..48 bits), got ${show(ips)}`);
   // Arm has no SRE/WPE gates: privileged requests are allowed and AP[2] binds them too.
   return { format: "arm64", inputBits, physAddrWidth: ARM_IPS_BITS[ips], sre: true, wpe: true, accessedDirty: f.ha === true, hd: f.hd === true };
 }

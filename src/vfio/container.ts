@@ -2,13 +2,15 @@
 // shared by every group attached to it, in one IOMMU domain whose page table
 // is the arch's stage-2 format. The checks follow drivers/vfio and their
 // order decides the errno when several fail (docs/vfio-type1.md, v6.18).
-import { toU64, hex, PAGE_SIZE, U64_MAX, type Address } from "../addr.js";
+import { show } from "../args.js";
+import { toU64, toLength, hex, PAGE_SIZE, U64_MAX, type Address } from "../addr.js";
 import { fail, IommuError } from "../errors.js";
+import { bool, bytes as checkBytes, integer, list as checkList, options } from "../args.js";
+import { Process } from "./process.js";
 import * as abi from "../engine/abi.js";
 import type { DataPlane } from "./plane.js";
 import type { PageTableOptions } from "../format.js";
 import { MappingList, type DmaMapping } from "./mappings.js";
-import type { Process } from "./process.js";
 import type { Topology } from "./topology.js";
 import { isRelaxable, overlaps, subtractRanges, type IovaRange, type ReservedRegion } from "./reserved.js";
 import { placeDoorbell, DOORBELL_HPA } from "./msi.js";
@@ -179,7 +181,7 @@ export class Container {
   setIommu(type: IommuType): void {
     this.live();
     if (this.groupIds.length === 0 || this.iommu) fail("EINVAL", this.iommu ? "an IOMMU driver is already set" : "the container holds no group");
-    if (type !== "type1v2" && type !== "nesting") fail("ENODEV", `no IOMMU driver for ${String(type)} (supported: type1v2, nesting)`);
+    if (type !== "type1v2" && type !== "nesting") fail(typeof type === "string" ? "ENODEV" : "EINVAL", `no IOMMU driver for ${show(type)} (supported: type1v2, nesting)`);
     const domain = this.host.createDomain(this.host.stage2);
     try {
       // Most recently added group first, as the kernel attaches them.
@@ -305,7 +307,6 @@ export class Container {
     const pieces = (gpa: Address, len: number): { hpa: bigint; offset: number; bytes: number }[] => {
       const domain = this.requireIommu();
       const start = toU64(gpa, "gpa");
-      if (!Number.isSafeInteger(len) || len < 0) fail("EINVAL", "length must be a non-negative integer");
       const out: { hpa: bigint; offset: number; bytes: number }[] = [];
       for (let done = 0; done < len;) {
         const at = start + BigInt(done);
@@ -318,12 +319,16 @@ export class Container {
       return out;
     };
     const read = (gpa: Address, len: number): Uint8Array => {
-      const out = new Uint8Array(len);
-      for (const p of pieces(gpa, len)) out.set(this.host.ram.read(p.hpa, p.bytes), p.offset);
+      const n = toLength(len, "gpa read length");
+      // Every page is resolved before anything is allocated for the copy.
+      const list = pieces(gpa, n);
+      const out = new Uint8Array(n);
+      for (const p of list) out.set(this.host.ram.read(p.hpa, p.bytes), p.offset);
       return out;
     };
     const write = (gpa: Address, bytes: Uint8Array): void => {
-      for (const p of pieces(gpa, bytes.length)) this.host.ram.write(p.hpa, bytes.subarray(p.offset, p.offset + p.bytes));
+      const data = checkBytes(bytes, "gpa write bytes");
+      for (const p of pieces(gpa, data.length)) this.host.ram.write(p.hpa, data.subarray(p.offset, p.offset + p.bytes));
     };
     return {
       read,
@@ -343,9 +348,9 @@ export class Container {
    * the table's description, the root. A root from allocTable goes back to
    * freeTable when the call fails after it.
    */
-  private guestPageTable(options: GuestPageTableOptions, write: (gpa: bigint, bytes: Uint8Array) => void): GuestPageTable {
+  private guestPageTable(given: GuestPageTableOptions, write: (gpa: bigint, bytes: Uint8Array) => void): GuestPageTable {
     const domain = this.requireIommu();
-    checkGuestTableOptions(options);
+    const options = checkGuestTableOptions(given);
     const stage1 = stage1Domain({ format: options.format, addressWidth: options.addressWidth });
     const zero = (gpa: bigint) => write(gpa, new Uint8Array(Number(PAGE_SIZE)));
     const fresh = options.root === undefined;
@@ -367,16 +372,17 @@ export class Container {
   // ------------------------------------------------------------------ nesting: stage-1 bindings
 
   /** @internal VFIO's bind of a guest page table, for one device and PASID. */
-  bindStage1(device: Stage1Device, options: BindPgtblOptions): void {
+  bindStage1(device: Stage1Device, given: BindPgtblOptions): void {
     const domain = this.requireIommu();
+    const request = options(given, "bindPgtbl options", ["pasid", "root", "format", "addressWidth", "flags"] as const) as BindPgtblOptions;
     if (this.iommu !== "nesting") fail("EINVAL", "binding a stage-1 table needs a nesting container (setIommu('nesting'))");
     // The table's description first, as iommufd allocates the nested HWPT before attaching it.
-    const stage1 = stage1Domain(options);
-    const pasid = options.pasid;
-    if (!Number.isInteger(pasid) || pasid < 1 || pasid > 0xfffff) fail("EINVAL", `pasid must be 1..0xfffff, got ${String(pasid)}`);
+    const stage1 = stage1Domain(request);
+    const pasid = request.pasid;
+    if (!Number.isInteger(pasid) || pasid < 1 || pasid > 0xfffff) fail("EINVAL", `pasid must be 1..0xfffff, got ${show(pasid)}`);
     if (!this.pasid.holds(pasid)) fail("EINVAL", `PASID ${pasid} is not allocated by this container`);
     if (device.pasidTable?.lookup(pasid) !== undefined) fail("EBUSY", `${device.bdf}: PASID ${pasid} is already bound`);
-    const nested = this.host.createDomain({ ...stage1, stage2: domain, root: options.root } as unknown as PageTableOptions);
+    const nested = this.host.createDomain({ ...stage1, stage2: domain, root: toU64(request.root, "root") } as unknown as PageTableOptions);
     const fresh = device.pasidTable === undefined;
     try {
       device.pasidTable ??= this.host.pasids.createTable();
@@ -393,7 +399,7 @@ export class Container {
   unbindStage1(device: Stage1Device, pasid: number): void {
     this.live();
     const i = this.bindings.findIndex((b) => b.device === device && b.pasid === pasid);
-    if (i < 0) fail("EINVAL", `${device.bdf}: PASID ${String(pasid)} is not bound`);
+    if (i < 0) fail("EINVAL", `${device.bdf}: PASID ${show(pasid)} is not bound`);
     this.dropBinding(i);
   }
 
@@ -424,12 +430,21 @@ export class Container {
   invalidate(entries: readonly InvalidateEntry[]): number {
     this.requireIommu();
     const ALL = (1n << 64n) - 1n;
-    entries.forEach((entry, k) => {
+    const list = checkList(entries, "invalidate entries");
+    list.forEach((given, k) => {
       const bad = (code: "EINVAL" | "EOPNOTSUPP", why: string): never => { throw new IommuError(code, `invalidate entry ${k}: ${why}`, { processed: k }); };
+      let entry: InvalidateEntry;
+      try {
+        entry = options(given, `invalidate entry ${k}`, ["pasid", "addr", "npages", "leaf", "flags"] as const) as InvalidateEntry;
+        bool(entry.leaf, "leaf", false);
+        if (entry.flags !== undefined) integer(entry.flags, "flags", 0, 0xffffffff);
+      } catch (e) {
+        return bad("EINVAL", e instanceof Error ? e.message.replace(/^EINVAL: /, "") : "unreadable");
+      }
       if ((entry.flags ?? 0) & ~1) bad("EOPNOTSUPP", `unknown flags ${hex(entry.flags ?? 0)}`);
       let addr: bigint, npages: bigint;
       try { addr = toU64(entry.addr, "addr"); npages = toU64(entry.npages, "npages"); } catch { return bad("EINVAL", "addr and npages must be u64"); }
-      if (entry.pasid !== undefined && (!Number.isInteger(entry.pasid) || entry.pasid < 1 || entry.pasid > 0xfffff)) bad("EINVAL", `pasid ${String(entry.pasid)}`);
+      if (entry.pasid !== undefined && (!Number.isInteger(entry.pasid) || entry.pasid < 1 || entry.pasid > 0xfffff)) bad("EINVAL", `pasid ${show(entry.pasid)}`);
       if (addr % PAGE_SIZE !== 0n) bad("EINVAL", `addr ${hex(addr)} is not 4 KiB aligned`);
       if (npages === 0n) bad("EINVAL", "npages is zero");
       const everything = addr === 0n && npages === ALL;
@@ -440,7 +455,7 @@ export class Container {
         else b.domain.invalidate({ iova: addr, npages });
       }
     });
-    return entries.length;
+    return list.length;
   }
 
   /** Unmaps and unpins everything and frees the domain; SET_IOMMU is needed again. */
@@ -464,15 +479,16 @@ export class Container {
   // ------------------------------------------------------------------ MAP / UNMAP
 
   /** VFIO_IOMMU_MAP_DMA. Returns the IOVA (the one asked for, or the one picked). All or nothing. */
-  mapDma(request: MapDmaRequest): bigint {
+  mapDma(given: MapDmaRequest): bigint {
     const domain = this.requireIommu();
+    const request = options(given, "mapDma request", ["vaddr", "iova", "size", "read", "write", "process"] as const) as MapDmaRequest;
     const size = toU64(request.size, "size");
     const vaddr = toU64(request.vaddr, "vaddr");
     const fixed = request.iova === undefined ? undefined : toU64(request.iova, "iova");
     if (size === 0n) fail("EINVAL", "map: size is zero");
     if (vaddr + size - 1n > U64_MAX) fail("EOVERFLOW", `map: vaddr ${hex(vaddr)} + ${hex(size)} wraps past 2^64`);
     if (fixed !== undefined && fixed + size - 1n > U64_MAX) fail("EOVERFLOW", `map: iova ${hex(fixed)} + ${hex(size)} wraps past 2^64`);
-    const read = request.read ?? false, write = request.write ?? false;
+    const read = bool(request.read, "map read", false), write = bool(request.write, "map write", false);
     if (!read && !write) fail("EINVAL", "map: neither read nor write");
     const min = this.minPageSize();
     if (size % min !== 0n || vaddr % min !== 0n || (fixed !== undefined && fixed % min !== 0n)) {
@@ -485,6 +501,7 @@ export class Container {
     if (!this.iovas.some((r) => iova >= r.start && last <= r.end)) fail("EINVAL", `map: [${hex(iova)}, ${hex(last)}] is not inside one valid IOVA range`);
     const process = request.process ?? this.process;
     if (!process) fail("EINVAL", "map: no process to pin from (open the container with one, or pass process)");
+    if (!(process instanceof Process)) fail("EINVAL", `map: process must be a Process (host.createProcess()), got ${show(process)}`);
     if (process.exited) fail("EFAULT", "map: the process has exited; its memory cannot be pinned");
     if (process.lockedBytes + size > process.memlockLimit) {
       fail("ENOMEM", `map: pinning ${hex(size)} bytes would exceed the locked-memory limit (${hex(process.memlockLimit)})`);
@@ -501,18 +518,20 @@ export class Container {
   }
 
   /** VFIO_IOMMU_UNMAP_DMA (v2). Returns the bytes unmapped. */
-  unmapDma(request: UnmapDmaRequest): bigint {
+  unmapDma(given: UnmapDmaRequest): bigint {
     const domain = this.requireIommu();
+    if (given === undefined) fail("EINVAL", "unmap: give { iova, size } or { all: true }");
+    const request = options(given, "unmapDma request", ["iova", "size", "all"] as const) as { iova?: Address; size?: Address; all?: unknown };
     let first: bigint, last: bigint;
-    if ("all" in request) {
-      if (request.all !== true) fail("EINVAL", "unmap: all must be true");
-      const r = request as { iova?: Address; size?: Address };
+    if (request.all !== undefined) {
+      if (request.all !== true) fail("EINVAL", `unmap: all must be true, got ${show(request.all)}`);
+      const r = request;
       if ((r.iova !== undefined && toU64(r.iova, "iova") !== 0n) || (r.size !== undefined && toU64(r.size, "size") !== 0n)) {
         fail("EINVAL", "unmap: with all, iova and size must be 0");
       }
       first = 0n; last = U64_MAX;
     } else {
-      const iova = toU64(request.iova, "iova"), size = toU64(request.size, "size");
+      const iova = toU64(request.iova as Address, "iova"), size = toU64(request.size as Address, "size");
       const min = this.minPageSize();
       if (iova % min !== 0n) fail("EINVAL", `unmap: iova ${hex(iova)} is not a multiple of ${hex(min)}`);
       if (size === 0n || size % min !== 0n) fail("EINVAL", `unmap: size ${hex(size)} is zero or not a multiple of ${hex(min)}`);
@@ -580,7 +599,8 @@ export class Container {
    */
   allowIovas(ranges: readonly { start: Address; end: Address }[]): void {
     this.live();
-    const list = ranges.map((r, i) => {
+    const list = checkList(ranges, "allowed IOVA ranges").map((given, i) => {
+      const r = options(given, `range ${i}`, ["start", "end"] as const) as { start: Address; end: Address };
       const start = toU64(r.start, `range ${i} start`), end = toU64(r.end, `range ${i} end`);
       if (start >= end) fail("EINVAL", `range ${i}: start ${hex(start)} is not below end ${hex(end)}`);
       return { start, end };
@@ -638,8 +658,10 @@ export class Container {
   }
 
   /** Bit i ↔ page iova + i·pgsize; the bits read are cleared. */
-  private dirtyBitmap(request: DirtyBitmapRequest): Uint8Array {
+  private dirtyBitmap(given: DirtyBitmapRequest): Uint8Array {
     const domain = this.requireIommu();
+    if (given === undefined) fail("EINVAL", "dirty bitmap: give { iova, size, pgsize }");
+    const request = options(given, "dirty bitmap request", ["iova", "size", "pgsize"] as const) as DirtyBitmapRequest;
     const iova = toU64(request.iova, "iova"), size = toU64(request.size, "size"), pgsize = toU64(request.pgsize, "pgsize");
     if (size === 0n) fail("EINVAL", "dirty bitmap: size is zero");
     if (iova + size - 1n > U64_MAX) fail("EOVERFLOW", `dirty bitmap: ${hex(iova)} + ${hex(size)} wraps past 2^64`);

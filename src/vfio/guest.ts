@@ -5,6 +5,7 @@
 import { toU64, hex, PAGE_SIZE, type Address } from "../addr.js";
 import { protBits, type Prot } from "../access.js";
 import { fail } from "../errors.js";
+import { func, options } from "../args.js";
 import { mapSpans, unmapSpan } from "../mapargs.js";
 import * as abi from "../engine/abi.js";
 import type { ResolvedFormat } from "../format.js";
@@ -33,10 +34,12 @@ export interface GuestTableContext {
 }
 
 /** The options' shape, before anything is asked of the guest's allocator. */
-export function checkGuestTableOptions(options: GuestPageTableOptions): void {
-  if (options === null || typeof options !== "object") fail("EINVAL", "a guest page table needs options { format, allocTable, freeTable? }");
-  if (typeof options.allocTable !== "function") fail("EINVAL", "a guest page table needs allocTable()");
-  if (options.freeTable !== undefined && typeof options.freeTable !== "function") fail("EINVAL", "freeTable must be a function");
+export function checkGuestTableOptions(given: GuestPageTableOptions): GuestPageTableOptions {
+  if (given === undefined) fail("EINVAL", "a guest page table needs options { format, allocTable, freeTable? }");
+  const o = options(given, "guest page table options", ["format", "addressWidth", "root", "allocTable", "freeTable"] as const) as GuestPageTableOptions;
+  func(o.allocTable, "allocTable");
+  if (o.freeTable !== undefined) func(o.freeTable, "freeTable");
+  return o;
 }
 
 /** A page from the guest's allocator, 4 KiB aligned; one that is not goes back to freeTable. */

@@ -6,6 +6,7 @@
 // quota, errno. The trees (assembly/pasid) are a data plane behind
 // PasidPlane; the naive twin implements the same plane with Maps
 // (bench/naive/pasid.ts), so both run this control logic.
+import { integer, options, show } from "../args.js";
 import * as abi from "../engine/abi.js";
 import type { Engine } from "../engine/engine.js";
 import { fail } from "../errors.js";
@@ -125,15 +126,16 @@ const isU32 = (v: unknown): v is number => typeof v === "number" && Number.isInt
 
 /** The range of a PASID request: integers in 0..0xFFFFFFFF with min ≤ max, else EINVAL. */
 function checkRange(range: PasidRange, what: string): { min: number; max: number } {
-  const { min, max } = range ?? ({} as PasidRange);
-  if (!isU32(min) || !isU32(max)) fail("EINVAL", `pasid ${what}: min and max must be integers in 0..0xffffffff, got ${String(min)}, ${String(max)}`);
+  if (range === undefined) fail("EINVAL", `pasid ${what}: give { min, max }`);
+  const { min, max } = options(range, `pasid ${what} range`, ["min", "max"] as const) as Partial<PasidRange>;
+  if (!isU32(min) || !isU32(max)) fail("EINVAL", `pasid ${what}: min and max must be integers in 0..0xffffffff, got ${show(min)}, ${show(max)}`);
   if (min > max) fail("EINVAL", `pasid ${what}: min ${min} is above max ${max}`);
   return { min, max };
 }
 
 /** A single PASID that can be bound (1..0xFFFFF; 0 means "no PASID"). */
 function checkPasid(pasid: number): number {
-  if (!Number.isInteger(pasid) || pasid < 1 || pasid > abi.PASID_MAX) fail("EINVAL", `pasid must be an integer in 1..0xfffff, got ${String(pasid)}`);
+  if (!Number.isInteger(pasid) || pasid < 1 || pasid > abi.PASID_MAX) fail("EINVAL", `pasid must be an integer in 1..0xfffff, got ${show(pasid)}`);
   return pasid;
 }
 
@@ -142,12 +144,13 @@ function checkPasid(pasid: number): number {
  * allocates from this one; and the factory of device PASID tables.
  */
 export class PasidSpace {
+  /** @internal */
   constructor(private readonly plane: PasidPlane) {}
 
   /** @internal A container's view, holding at most `quota` PASIDs (default 1000). */
   open(quota: number | undefined): ContainerPasids {
     const q = quota ?? DEFAULT_PASID_QUOTA;
-    if (!Number.isInteger(q) || q < 0 || q > abi.PASID_MAX) fail("EINVAL", `pasidQuota must be an integer in 0..${abi.PASID_MAX}, got ${String(q)}`);
+    if (!Number.isInteger(q) || q < 0 || q > abi.PASID_MAX) fail("EINVAL", `pasidQuota must be an integer in 0..${abi.PASID_MAX}, got ${show(q)}`);
     return new ContainerPasids(this.plane, q);
   }
 
@@ -230,6 +233,7 @@ export class ContainerPasids {
   /** Whether this container holds pasid (a live container; O(tree depth), not O(held)). */
   holds(pasid: number): boolean {
     this.live();
+    integer(pasid, "pasid", 0, 0xffffffff);
     return this.owner !== 0 && this.plane.holds(this.owner, pasid);
   }
 
@@ -273,7 +277,7 @@ export class PasidTable {
 
   private static checkContext(contextId: number): number {
     if (!Number.isInteger(contextId) || contextId < 1 || contextId >= abi.MAX_CONTEXTS) {
-      fail("EINVAL", `context id must be an integer in 1..${abi.MAX_CONTEXTS - 1}, got ${String(contextId)}`);
+      fail("EINVAL", `context id must be an integer in 1..${abi.MAX_CONTEXTS - 1}, got ${show(contextId)}`);
     }
     return contextId;
   }

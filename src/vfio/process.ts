@@ -2,7 +2,8 @@
 // by frames that need not be contiguous, and a locked-memory limit that
 // MAP_DMA pins count against (RLIMIT_MEMLOCK). Reads and writes go through
 // its tables as a CPU access would.
-import { toU64, lastOf, requireAligned, hex, PAGE_SIZE, type Address } from "../addr.js";
+import { toU64, toLength, lastOf, requireAligned, hex, PAGE_SIZE, type Address } from "../addr.js";
+import { bool, bytes as checkBytes, options } from "../args.js";
 import { fail } from "../errors.js";
 import * as abi from "../engine/abi.js";
 import type { DataPlane } from "./plane.js";
@@ -48,7 +49,7 @@ export class Process {
   /** @internal */
   constructor(private readonly plane: DataPlane, private readonly ram: ProcessRam, readonly pageTable: ProcessPageTable, id: number, options: ProcessOptions) {
     this.id = id;
-    this.memlockLimit = options.memlockLimit === undefined ? (1n << 64n) - 1n : toU64(options.memlockLimit, "memlockLimit");
+    this.memlockLimit = processLimit(options);
   }
 
   private live(): void {
@@ -58,8 +59,9 @@ export class Process {
   get exited(): boolean { return this.hasExited; }
 
   /** Maps size bytes of fresh, zeroed memory; returns the vaddr. ENOMEM when RAM (or address space) runs out. */
-  mmap(size: Address, options: MmapOptions = {}): bigint {
+  mmap(size: Address, given?: MmapOptions): bigint {
     this.live();
+    const writable = bool(options(given, "mmap options", ["write"] as const).write, "mmap write", true);
     const s = toU64(size, "size");
     if (s === 0n) fail("EINVAL", "mmap: size is zero");
     const length = (s + PAGE_SIZE - 1n) & ~(PAGE_SIZE - 1n);
@@ -70,7 +72,7 @@ export class Process {
       start = this.areas[at].end;
     }
     if (start + length > USER_TOP) fail("ENOMEM", `mmap: no ${hex(length)}-byte hole in the address space`);
-    const prot = abi.PERM_R | abi.PERM_U | ((options.write ?? true) ? abi.PERM_W : 0);
+    const prot = abi.PERM_R | abi.PERM_U | (writable ? abi.PERM_W : 0);
     const st = this.plane.processMap(this.pageTable.contextId, start, start + length - 1n, prot);
     if (st === abi.ERR_ENOMEM) fail("ENOMEM", `mmap: not enough free frames for ${hex(length)} bytes`);
     if (st !== abi.ST_OK) fail("EFAULT", `mmap: the process page tables refused the mapping (status ${st})`);
@@ -105,7 +107,6 @@ export class Process {
   private pages(vaddr: Address, len: number, write: boolean): { hpa: bigint; offset: number; bytes: number }[] {
     this.live();
     const v = toU64(vaddr, "vaddr");
-    if (!Number.isSafeInteger(len) || len < 0) fail("EINVAL", "length must be a non-negative integer");
     if (v + BigInt(len) > USER_TOP) fail("EFAULT", `[${hex(v)}, +${len}) is beyond the user address space`);
     const out: { hpa: bigint; offset: number; bytes: number }[] = [];
     let done = 0;
@@ -121,14 +122,18 @@ export class Process {
   }
 
   read(vaddr: Address, len: number): Uint8Array {
-    const out = new Uint8Array(len);
-    for (const p of this.pages(vaddr, len, false)) out.set(this.ram.read(p.hpa, p.bytes), p.offset);
+    const n = toLength(len, "read length");
+    // Every page is resolved before anything is allocated for the copy.
+    const pages = this.pages(vaddr, n, false);
+    const out = new Uint8Array(n);
+    for (const p of pages) out.set(this.ram.read(p.hpa, p.bytes), p.offset);
     return out;
   }
 
   write(vaddr: Address, bytes: Uint8Array): void {
-    const pages = this.pages(vaddr, bytes.length, true);
-    for (const p of pages) this.ram.write(p.hpa, bytes.subarray(p.offset, p.offset + p.bytes));
+    const data = checkBytes(bytes, "write bytes");
+    const pages = this.pages(vaddr, data.length, true);
+    for (const p of pages) this.ram.write(p.hpa, data.subarray(p.offset, p.offset + p.bytes));
   }
 
   /**
@@ -137,6 +142,7 @@ export class Process {
    * out frames in order, so a fresh host's areas usually are.
    */
   view(vaddr: Address, len: number): Uint8Array {
+    len = toLength(len, "view length");
     const pages = this.pages(vaddr, len, false);
     if (pages.length === 0) return new Uint8Array(0);
     for (let i = 1; i < pages.length; i++) {
@@ -155,4 +161,10 @@ export class Process {
     this.pageTable.destroy();
     this.hasExited = true;
   }
+}
+
+/** createProcess's options, checked before anything is made for the process: its locked-memory limit. */
+export function processLimit(given: ProcessOptions | undefined): bigint {
+  const limit = options(given, "createProcess options", ["memlockLimit"] as const).memlockLimit;
+  return limit === undefined ? (1n << 64n) - 1n : toU64(limit as Address, "memlockLimit");
 }

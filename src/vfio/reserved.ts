@@ -2,6 +2,7 @@
 // (iommu_get_group_resv_regions, drivers/iommu/iommu.c), their sysfs text,
 // and the inclusive-range arithmetic VFIO type1 uses to carve the valid
 // IOVA list out of the aperture.
+import { options, show } from "../args.js";
 import { fail } from "../errors.js";
 import { hex, lastOf, toU64, type Address } from "../addr.js";
 
@@ -23,8 +24,8 @@ export interface RangeSpec {
  * In the kernel's enum iommu_resv_type order; the order decides which of two
  * regions with the same start is listed first.
  */
-export const RESERVED_TYPES = ["direct", "direct-relaxable", "reserved", "msi", "sw-msi"] as const;
-export type ReservedType = (typeof RESERVED_TYPES)[number];
+export type ReservedType = "direct" | "direct-relaxable" | "reserved" | "msi" | "sw-msi";
+export const RESERVED_TYPES: readonly ReservedType[] = ["direct", "direct-relaxable", "reserved", "msi", "sw-msi"];
 
 export interface ReservedRegion {
   start: bigint;
@@ -40,8 +41,9 @@ export interface ReservedRegionSpec extends RangeSpec {
 const typeRank = (type: ReservedType): number => RESERVED_TYPES.indexOf(type);
 
 /** Checks a start with end or size; wrapping past 2^64 is EOVERFLOW, an end below the start EINVAL. */
-export function toIovaRange(spec: RangeSpec, what: string): IovaRange {
-  if (spec === null || typeof spec !== "object") fail("EINVAL", `${what} must be an object with start and end or size`);
+export function toIovaRange(given: RangeSpec, what: string, extra: readonly string[] = []): IovaRange {
+  if (given === undefined) fail("EINVAL", `${what} must be an object with start and end or size`);
+  const spec = options(given, what, ["start", "end", "size", ...extra]) as unknown as RangeSpec;
   const start = toU64(spec.start, `${what} start`);
   const hasEnd = spec.end !== undefined;
   const hasSize = spec.size !== undefined;
@@ -53,11 +55,11 @@ export function toIovaRange(spec: RangeSpec, what: string): IovaRange {
 }
 
 export function toReservedRegion(spec: ReservedRegionSpec, what: string): ReservedRegion {
-  const { start, end } = toIovaRange(spec, what);
-  if (!(RESERVED_TYPES as readonly unknown[]).includes(spec.type)) {
-    fail("EINVAL", `${what}: unknown reserved region type ${JSON.stringify(spec.type)}`);
-  }
-  return { start, end, type: spec.type };
+  const { start, end } = toIovaRange(spec, what, ["type"]);
+  // Read once more only after the shape was checked: a plain object with known keys.
+  const type = (spec as { type: unknown }).type;
+  if (!(RESERVED_TYPES as readonly unknown[]).includes(type)) fail("EINVAL", `${what}: unknown reserved region type ${show(type)}`);
+  return { start, end, type: type as ReservedType };
 }
 
 /**

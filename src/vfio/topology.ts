@@ -2,6 +2,7 @@
 // (/sys/kernel/iommu_groups/N): which devices share a group, whether VFIO may
 // take the group, its reserved regions, and the IOVA ranges left for DMA —
 // everything a VMM can ask before it opens a container.
+import { bool, list as checkList, options, show } from "../args.js";
 import { fail } from "../errors.js";
 import { U64_MAX } from "../addr.js";
 import type { ArchPreset } from "./arch.js";
@@ -34,6 +35,7 @@ export interface DeviceSpec {
 export class HostDevice {
   private boundDriver: Driver;
 
+  /** @internal */
   constructor(
     readonly bdf: string,
     readonly group: number,
@@ -94,19 +96,19 @@ const PCI_MAX_SLOT = 0x1f;
 function toBdf(bdf: string): string {
   const m = typeof bdf === "string" ? BDF.exec(bdf) : null;
   if (m === null || parseInt(m[3], 16) > PCI_MAX_SLOT) {
-    fail("EINVAL", `device address ${JSON.stringify(bdf)} is not DDDD:BB:DD.F (hex; slot up to 1f, function 0..7)`);
+    fail("EINVAL", `device address ${show(bdf)} is not DDDD:BB:DD.F (hex; slot up to 1f, function 0..7)`);
   }
   return bdf.toLowerCase();
 }
 
 function toDriver(driver: Driver, bdf: string): Driver {
-  if (!DRIVERS.includes(driver)) fail("EINVAL", `${bdf}: driver must be 'vfio-pci', 'host' or null, got ${JSON.stringify(driver)}`);
+  if (!DRIVERS.includes(driver)) fail("EINVAL", `${bdf}: driver must be 'vfio-pci', 'host' or null, got ${show(driver)}`);
   return driver;
 }
 
 function toGroupId(group: number, what: string): number {
   if (typeof group !== "number" || !Number.isSafeInteger(group) || group < 0) {
-    fail("EINVAL", `${what} must be a non-negative integer, got ${String(group)}`);
+    fail("EINVAL", `${what} must be a non-negative integer, got ${show(group)}`);
   }
   return group;
 }
@@ -131,16 +133,17 @@ export class Topology {
     );
   }
 
-  addDevice(spec: DeviceSpec): HostDevice {
-    if (spec === null || typeof spec !== "object") fail("EINVAL", "device spec must be an object with a bdf");
+  addDevice(given: DeviceSpec): HostDevice {
+    if (given === undefined) fail("EINVAL", "device spec must be an object with a bdf");
+    const spec = options(given, "device spec", ["bdf", "group", "reserved", "msiIsolated", "driver"] as const) as DeviceSpec;
     const bdf = toBdf(spec.bdf);
     if (this.devices.has(bdf)) fail("EEXIST", `device ${bdf} already exists`);
     const group = spec.group === undefined ? this.lowestFreeGroup() : toGroupId(spec.group, `${bdf}: group`);
     const reserved = Object.freeze(
-      (spec.reserved ?? []).map((r, i) => Object.freeze(toReservedRegion(r, `${bdf} reserved region ${i}`))),
+      (spec.reserved === undefined ? [] : checkList(spec.reserved, `${bdf} reserved`)).map((r, i) => Object.freeze(toReservedRegion(r as ReservedRegionSpec, `${bdf} reserved region ${i}`))),
     );
     const msiIsolated = spec.msiIsolated ?? this.preset.msiIsolatedDefault;
-    if (typeof msiIsolated !== "boolean") fail("EINVAL", `${bdf}: msiIsolated must be a boolean`);
+    bool(msiIsolated, `${bdf}: msiIsolated`, false);
     const driver = spec.driver === undefined ? "vfio-pci" : toDriver(spec.driver, bdf);
 
     const device = new HostDevice(bdf, group, reserved, msiIsolated, driver, () => this.claimed.has(group));

@@ -3,6 +3,7 @@
 // containers, opened groups and MSI listeners. A host brings its own data
 // plane, RAM, PASID space, page tables, domains and DMA ports.
 import { fail } from "../errors.js";
+import { func, options as checkOptions, show } from "../args.js";
 import type { DmaInterrupt } from "../dma.js";
 import type { DomainFlags, PageTableOptions } from "../format.js";
 import { stage2Options, type Arch } from "./arch.js";
@@ -10,7 +11,7 @@ import { Container, type ContainerDomain, type ContainerHost } from "./container
 import { VfioGroup, type Interrupt } from "./group.js";
 import type { PasidSpace } from "./pasid.js";
 import type { DataPlane } from "./plane.js";
-import { Process, type ProcessOptions, type ProcessPageTable, type ProcessRam } from "./process.js";
+import { Process, processLimit, type ProcessOptions, type ProcessPageTable, type ProcessRam } from "./process.js";
 import type { IovaRange, RangeSpec, ReservedRegion } from "./reserved.js";
 import type { Conflict, DeviceSpec, GuestMapCheckOptions, HostDevice, Topology } from "./topology.js";
 
@@ -35,7 +36,7 @@ export abstract class VfioHost<Port> {
   private readonly listeners = new Set<(interrupt: Interrupt) => void>();
   private processes = 0;
 
-  constructor(settings: VfioSettings) {
+  protected constructor(settings: VfioSettings) {
     this.settings = settings;
     this.topology = settings.topology;
   }
@@ -62,19 +63,23 @@ export abstract class VfioHost<Port> {
   usableRanges(group?: number): IovaRange[] { return this.topology.usableRanges(group); }
   /** Each overlap of guest RAM with a region a device could not DMA to (before hot-add, or after migration). */
   checkGuestMemoryMap(ranges: readonly RangeSpec[], options?: GuestMapCheckOptions): Conflict[] {
-    return this.topology.checkGuestMemoryMap(ranges, options);
+    return this.topology.checkGuestMemoryMap(ranges, checkOptions(options, "checkGuestMemoryMap options", ["groups"] as const) as GuestMapCheckOptions);
   }
 
   // ---- processes, containers, groups
 
   /** A user process with its own page tables in RAM. */
-  createProcess(options: ProcessOptions = {}): Process {
+  createProcess(options?: ProcessOptions): Process {
+    // The options first: a refused call makes no page table.
+    const memlockLimit = processLimit(options);
     const pageTable = this.createPageTable({ format: "x86-64", levels: 4, pageSizes: [0x1000n] });
-    return new Process(this.plane, this.ram, pageTable, ++this.processes, options);
+    return new Process(this.plane, this.ram, pageTable, ++this.processes, { memlockLimit });
   }
 
   /** Opens /dev/vfio/vfio: a container with no IOMMU set yet. */
-  openContainer(options: ContainerOptions = {}): Container {
+  openContainer(given?: ContainerOptions): Container {
+    const options = checkOptions(given, "openContainer options", ["process", "pasidQuota"] as const) as ContainerOptions;
+    if (options.process !== undefined && !(options.process instanceof Process)) fail("EINVAL", `openContainer: process must be a Process (host.createProcess()), got ${show(options.process)}`);
     return new Container({
       plane: this.plane,
       ram: this.ram,
@@ -98,7 +103,7 @@ export abstract class VfioHost<Port> {
 
   /** Calls cb for every MSI a device raises (a write to its doorbell); returns a function that stops it. */
   onInterrupt(cb: (interrupt: Interrupt) => void): () => void {
-    this.listeners.add(cb);
+    this.listeners.add(func(cb, "onInterrupt callback"));
     return () => { this.listeners.delete(cb); };
   }
 
