@@ -110,23 +110,37 @@ export function oneOf<T extends string>(value: unknown, what: string, choices: r
   return value as T;
 }
 
+/** Whether value is an instance of kind; a proxy whose traps throw (or a revoked one) is not. */
+export function isInstance<T>(value: unknown, kind: abstract new (...args: never[]) => T): value is T {
+  try {
+    return value instanceof kind;
+  } catch {
+    return false;
+  }
+}
+
 /** Bytes: a Uint8Array (not a view of another element type, not detached). */
 export function bytes(value: unknown, what: string): Uint8Array {
-  if (!(value instanceof Uint8Array)) fail("EINVAL", `${what} must be a Uint8Array, got ${show(value)}`);
+  // isView first: it runs no proxy trap, so only real views reach instanceof.
+  if (!ArrayBuffer.isView(value) || !isInstance(value, Uint8Array)) fail("EINVAL", `${what} must be a Uint8Array, got ${show(value)}`);
   if (value.buffer.byteLength === 0 && value.byteLength === 0 && isDetached(value.buffer)) fail("EINVAL", `${what} is a detached Uint8Array`);
   return value;
 }
 
 /** A typed array of one kind (BigUint64Array, Uint32Array, ...). */
 export function typedArray<T extends ArrayBufferView>(value: unknown, what: string, kind: { new (...args: never[]): T; name: string }): T {
-  if (!(value instanceof kind)) fail("EINVAL", `${what} must be a ${kind.name}, got ${show(value)}`);
+  if (!ArrayBuffer.isView(value) || !isInstance(value, kind)) fail("EINVAL", `${what} must be a ${kind.name}, got ${show(value)}`);
   return value;
 }
 
 /** A real array (copied, so a caller's later change cannot reach what was checked). */
 export function list(value: unknown, what: string): unknown[] {
-  if (!Array.isArray(value)) fail("EINVAL", `${what} must be an array, got ${show(value)}`);
-  return [...value];
+  try {
+    if (Array.isArray(value)) return [...value];
+  } catch {
+    // A revoked proxy, or one whose traps throw: not an array we can read.
+  }
+  return fail("EINVAL", `${what} must be an array, got ${show(value)}`);
 }
 
 function isDetached(buffer: ArrayBufferLike): boolean {

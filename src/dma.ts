@@ -7,7 +7,7 @@
 // the engine's staging area in chunks, one WASM call per chunk. The engine
 // itself checks wrap-around and segment lists, so the direct path does no
 // BigInt arithmetic here.
-import { bool, bytes as checkBytes, options, show } from "./args.js";
+import { bool, bytes as checkBytes, isInstance, list as checkList, options, show } from "./args.js";
 import { toU64, toLength, hex, U64_MAX, type Address } from "./addr.js";
 import { reasonName, accessFlags, type AccessFlags, type FaultReason } from "./access.js";
 import { fail } from "./errors.js";
@@ -159,7 +159,7 @@ export class DmaPort extends DmaCalls {
     const e = this.engine;
     const direct = e.isDirect(buffer);
     // A pair list and a buffer both on engine memory: one call, validated by the engine.
-    if (direct >= 0 && segments instanceof BigUint64Array && e.isDirect(segments) >= 0) {
+    if (direct >= 0 && ArrayBuffer.isView(segments) && isInstance(segments, BigUint64Array) && e.isDirect(segments) >= 0) {
       if (segments.length % 2 !== 0) fail("EINVAL", "sg: a BigUint64Array segment list holds (iova, length) pairs");
       const count = segments.length / 2;
       const st = e.wasm.dmaSg(id, pasid, access, this.sourceId, segments.byteOffset, count, direct, buffer.byteLength, this.pasidTable?.() ?? 0);
@@ -284,12 +284,11 @@ export class DmaPort extends DmaCalls {
 /** An sg segment list (objects, or (iova, length) pairs in a BigUint64Array), checked: EINVAL or EOVERFLOW naming the segment. */
 export function normalizeSegments(segments: SgSegments): Piece[] {
   const list: Piece[] = [];
-  if (segments instanceof BigUint64Array) {
+  if (ArrayBuffer.isView(segments) && isInstance(segments, BigUint64Array)) {
     if (segments.length % 2 !== 0) fail("EINVAL", "sg: a BigUint64Array segment list holds (iova, length) pairs");
     for (let k = 0; k < segments.length; k += 2) list.push(piece(segments[k], segments[k + 1], k / 2));
   } else {
-    if (!Array.isArray(segments)) fail("EINVAL", `sg: segments must be an array or a BigUint64Array, got ${show(segments)}`);
-    segments.forEach((s, k) => {
+    checkList(segments, "sg segments").forEach((s, k) => {
       const seg = options(s, `sg segment ${k}`, ["iova", "length"] as const);
       list.push(piece(seg.iova as Address, seg.length as Address, k));
     });

@@ -55,12 +55,14 @@ export class Host extends VfioHost<DmaPort> {
   /** A page table in RAM (a new root frame unless `root` is given). */
   createPageTable(options: PageTableOptions & DomainFlags = {}): PageTable {
     const o = tableOptions(options, "createPageTable options");
-    return new PageTable(this.engine, this.ram, o, o);
+    return this.remember(new PageTable(this.engine, this.ram, o, o));
   }
 
   /** A domain over an existing page table, or over a table it creates from the options. */
   createDomain(options: DomainOptions = {}): Domain {
-    return new Domain(this.engine, (o) => this.createPageTable(o), tableOptions(options, "createDomain options", DOMAIN_KEYS) as DomainOptions);
+    const o = tableOptions(options, "createDomain options", DOMAIN_KEYS);
+    this.checkOperands(o);
+    return this.remember(new Domain(this.engine, (t) => this.createPageTable(t), o as DomainOptions));
   }
 
   /** A zero-filled buffer on engine memory: DMA and batches through it need no staging copy. */

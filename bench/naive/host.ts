@@ -89,12 +89,13 @@ export class NaiveHost extends VfioHost<NaiveDmaPort> {
 
   createPageTable(options: PageTableOptions & DomainFlags = {}): NaivePageTable {
     const o = tableOptions(options, "createPageTable options");
-    return new NaivePageTable(this.core, o, o);
+    return this.remember(new NaivePageTable(this.core, o, o));
   }
 
   createDomain(options: NaiveDomainOptions = {}): NaiveDomain {
-    return new NaiveDomain(this.core, this.translator, this.isDirect, (o) => this.createPageTable(o),
-      tableOptions(options, "createDomain options", DOMAIN_KEYS) as NaiveDomainOptions);
+    const o = tableOptions(options, "createDomain options", DOMAIN_KEYS);
+    this.checkOperands(o);
+    return this.remember(new NaiveDomain(this.core, this.translator, this.isDirect, (t) => this.createPageTable(t), o as NaiveDomainOptions));
   }
 
   allocBuffer(byteLength: number): Uint8Array {

@@ -5,7 +5,7 @@
 import { show } from "../args.js";
 import { toU64, toLength, hex, PAGE_SIZE, U64_MAX, type Address } from "../addr.js";
 import { fail, IommuError } from "../errors.js";
-import { bool, bytes as checkBytes, integer, list as checkList, options } from "../args.js";
+import { bool, bytes as checkBytes, integer, isInstance, list as checkList, options } from "../args.js";
 import { Process } from "./process.js";
 import * as abi from "../engine/abi.js";
 import type { DataPlane } from "./plane.js";
@@ -302,22 +302,24 @@ export class Container {
     if (list.length > 0) this.iovas = list;
   }
 
+  /** Each page of [gpa, gpa + len) through stage 2 (a probe: no IOTLB, no A/D); EFAULT where nothing is mapped. */
+  private guestPieces(gpa: Address, len: number): { hpa: bigint; offset: number; bytes: number }[] {
+    const domain = this.requireIommu();
+    const start = toU64(gpa, "gpa");
+    const out: { hpa: bigint; offset: number; bytes: number }[] = [];
+    for (let done = 0; done < len;) {
+      const at = start + BigInt(done);
+      const hpa = domain.pageTable.iovaToPhys(at);
+      if (hpa === undefined) fail("EFAULT", `GPA ${hex(at)} is not mapped in the container`);
+      const bytes = Math.min(len - done, Number(PAGE_SIZE - (at & (PAGE_SIZE - 1n))));
+      out.push({ hpa, offset: done, bytes });
+      done += bytes;
+    }
+    return out;
+  }
+
   private guestMemory(): GuestMemory {
-    // Each page of [gpa, gpa + len) through stage 2 (a probe: no IOTLB, no A/D).
-    const pieces = (gpa: Address, len: number): { hpa: bigint; offset: number; bytes: number }[] => {
-      const domain = this.requireIommu();
-      const start = toU64(gpa, "gpa");
-      const out: { hpa: bigint; offset: number; bytes: number }[] = [];
-      for (let done = 0; done < len;) {
-        const at = start + BigInt(done);
-        const hpa = domain.pageTable.iovaToPhys(at);
-        if (hpa === undefined) fail("EFAULT", `GPA ${hex(at)} is not mapped in the container`);
-        const bytes = Math.min(len - done, Number(PAGE_SIZE - (at & (PAGE_SIZE - 1n))));
-        out.push({ hpa, offset: done, bytes });
-        done += bytes;
-      }
-      return out;
-    };
+    const pieces = (gpa: Address, len: number) => this.guestPieces(gpa, len);
     const read = (gpa: Address, len: number): Uint8Array => {
       const n = toLength(len, "gpa read length");
       // Every page is resolved before anything is allocated for the copy.
@@ -357,6 +359,8 @@ export class Container {
     const root = options.root === undefined ? takeGuestPage(options) : toU64(options.root, "root");
     let ctx: GuestTableContext | undefined;
     try {
+      // A new root must be guest RAM before anything is made for it.
+      if (fresh) this.guestPieces(root, Number(PAGE_SIZE));
       ctx = this.host.createDomain({ ...stage1, stage2: domain, root } as unknown as PageTableOptions) as unknown as GuestTableContext;
       if (fresh) zero(root);
     } catch (e) {
@@ -501,7 +505,7 @@ export class Container {
     if (!this.iovas.some((r) => iova >= r.start && last <= r.end)) fail("EINVAL", `map: [${hex(iova)}, ${hex(last)}] is not inside one valid IOVA range`);
     const process = request.process ?? this.process;
     if (!process) fail("EINVAL", "map: no process to pin from (open the container with one, or pass process)");
-    if (!(process instanceof Process)) fail("EINVAL", `map: process must be a Process (host.createProcess()), got ${show(process)}`);
+    if (!isInstance(process, Process)) fail("EINVAL", `map: process must be a Process (host.createProcess()), got ${show(process)}`);
     if (process.exited) fail("EFAULT", "map: the process has exited; its memory cannot be pinned");
     if (process.lockedBytes + size > process.memlockLimit) {
       fail("ENOMEM", `map: pinning ${hex(size)} bytes would exceed the locked-memory limit (${hex(process.memlockLimit)})`);

@@ -4,7 +4,7 @@
 // group in no container (or a container with no IOMMU set) cannot DMA: the
 // transfer faults with no data moved.
 import { fail } from "../errors.js";
-import { show } from "../args.js";
+import { isInstance, show } from "../args.js";
 import { PASID_TABLE_NONE } from "../engine/abi.js";
 import type { DmaPort, DmaInterrupt } from "../dma.js";
 import { Container, type BindPgtblOptions } from "./container.js";
@@ -108,7 +108,7 @@ export class VfioGroup<Port = DmaPort> {
   /** VFIO_GROUP_SET_CONTAINER. */
   setContainer(container: Container): void {
     this.live();
-    if (!(container instanceof Container)) fail("EINVAL", `setContainer needs a Container (host.openContainer()), got ${show(container)}`);
+    if (!isInstance(container, Container)) fail("EINVAL", `setContainer needs a Container (host.openContainer()), got ${show(container)}`);
     if (this.containerRef) fail("EINVAL", `group ${this.id} is already in a container`);
     if (!this.viable) fail("EPERM", `group ${this.id} is not viable: a device is bound to a host driver`);
     container.attachGroup(this.id, { forget: () => this.leave() });

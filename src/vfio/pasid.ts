@@ -6,7 +6,7 @@
 // quota, errno. The trees (assembly/pasid) are a data plane behind
 // PasidPlane; the naive twin implements the same plane with Maps
 // (bench/naive/pasid.ts), so both run this control logic.
-import { integer, options, show } from "../args.js";
+import { integer, isInstance, options, show } from "../args.js";
 import * as abi from "../engine/abi.js";
 import type { Engine } from "../engine/engine.js";
 import { fail } from "../errors.js";
@@ -325,7 +325,8 @@ export class PasidTable {
    */
   lookupBatch(pasids: Uint32Array, contexts: Uint32Array): number {
     const table = this.live();
-    if (!(pasids instanceof Uint32Array) || !(contexts instanceof Uint32Array) || contexts.length < pasids.length) {
+    if (!ArrayBuffer.isView(pasids) || !isInstance(pasids, Uint32Array) || !ArrayBuffer.isView(contexts) || !isInstance(contexts, Uint32Array)
+      || contexts.length < pasids.length) {
       fail("EINVAL", "lookupBatch needs two Uint32Arrays, the second at least as long as the first");
     }
     return this.plane.tableLookupBatch(table, pasids, contexts);

@@ -230,8 +230,7 @@ export class Topology {
    * region, then group.
    */
   checkGuestMemoryMap(ranges: readonly RangeSpec[], options: GuestMapCheckOptions = {}): Conflict[] {
-    if (!Array.isArray(ranges)) fail("EINVAL", "guest RAM ranges must be an array of {start, end | size}");
-    const ram = ranges.map((r, i) => toIovaRange(r, `guest RAM range ${i}`));
+    const ram = checkList(ranges, "guest RAM ranges").map((r, i) => toIovaRange(r as RangeSpec, `guest RAM range ${i}`));
     const groups = this.distinctGroups(options.groups ?? this.groups());
     const conflicts: Conflict[] = [];
     for (const group of groups) {
@@ -275,9 +274,9 @@ export class Topology {
 
   /** Checks each id names a group; a repeated id counts once. */
   private distinctGroups(groups: readonly number[]): number[] {
-    if (!Array.isArray(groups)) fail("EINVAL", "groups must be an array of group ids");
-    for (const g of groups) this.membersOf(g);
-    return [...new Set(groups)];
+    const ids = checkList(groups, "groups") as number[];
+    for (const g of ids) this.membersOf(g);
+    return [...new Set(ids)];
   }
 
   private lowestFreeGroup(): number {

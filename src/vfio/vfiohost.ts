@@ -3,7 +3,7 @@
 // containers, opened groups and MSI listeners. A host brings its own data
 // plane, RAM, PASID space, page tables, domains and DMA ports.
 import { fail } from "../errors.js";
-import { func, options as checkOptions, show } from "../args.js";
+import { func, isInstance, options as checkOptions, show } from "../args.js";
 import type { DmaInterrupt } from "../dma.js";
 import type { DomainFlags, PageTableOptions } from "../format.js";
 import { stage2Options, type Arch } from "./arch.js";
@@ -34,6 +34,8 @@ export abstract class VfioHost<Port> {
   private readonly settings: VfioSettings;
   private readonly openGroups = new Set<number>();
   private readonly listeners = new Set<(interrupt: Interrupt) => void>();
+  /** Page tables and domains this host made: the only ones a domain may be built over. */
+  private readonly made = new WeakSet<object>();
   private processes = 0;
 
   protected constructor(settings: VfioSettings) {
@@ -45,6 +47,20 @@ export abstract class VfioHost<Port> {
   abstract createDomain(options: PageTableOptions): ContainerDomain;
   /** A device's DMA port: its requests go through the group's domain, PASID-tagged ones through its PASID table. */
   protected abstract makePort(domainId: () => number, sourceId: number, raise: (irq: DmaInterrupt) => void, pasidTable: () => number): Port;
+
+  /** Records a page table or domain as this host's. */
+  protected remember<T extends object>(made: T): T {
+    this.made.add(made);
+    return made;
+  }
+
+  /** A domain's pageTable or stage2 must be a live object of this host (not another host's, not a look-alike). */
+  protected checkOperands(options: Record<string, unknown>): void {
+    for (const key of ["pageTable", "stage2"] as const) {
+      const given = options[key];
+      if (given !== undefined && !this.made.has(given as object)) fail("EINVAL", `createDomain: ${key} must be a ${key === "stage2" ? "domain" : "page table"} this host made, got ${show(given)}`);
+    }
+  }
 
   // ---- topology: devices, groups, reserved regions (the sysfs view; no container needed)
 
@@ -79,7 +95,7 @@ export abstract class VfioHost<Port> {
   /** Opens /dev/vfio/vfio: a container with no IOMMU set yet. */
   openContainer(given?: ContainerOptions): Container {
     const options = checkOptions(given, "openContainer options", ["process", "pasidQuota"] as const) as ContainerOptions;
-    if (options.process !== undefined && !(options.process instanceof Process)) fail("EINVAL", `openContainer: process must be a Process (host.createProcess()), got ${show(options.process)}`);
+    if (options.process !== undefined && !isInstance(options.process, Process)) fail("EINVAL", `openContainer: process must be a Process (host.createProcess()), got ${show(options.process)}`);
     return new Container({
       plane: this.plane,
       ram: this.ram,
