@@ -9,7 +9,7 @@ import { mapRange, unmapRange, processMap, processUnmap, pinMap, unpinUnmap, dir
 import { guestTablesNeeded as builderGuestTablesNeeded, releasedCount as builderReleasedCount } from "./walk/builder";
 import { pinCount } from "./mem/pins";
 import { setDoorbellWindow } from "./dma/dma";
-import { tlbLookup, tlbProbe, isSingleSize, tlbKey, entryOut, entryPerms, entrySizeLog, countHits, countersPublish, tlbInit, tlbFlushAll, tlbFlushContext, tlbFlushPasid, tlbFlushRange, liveFrom } from "./tlb/iotlb";
+import { tlbLookup, tlbProbe, isSingleSize, tlbKey, entryOut, entryPerms, entrySizeLog, countHits, countersPublish, tlbOccupancy, tlbInit, tlbFlushAll, tlbFlushContext, tlbFlushPasid, tlbFlushRange, liveFrom } from "./tlb/iotlb";
 import { translateOne, missPath, outHpa, outSizeLog, outPerms, outLevel } from "./translate";
 import { walkContext } from "./walk/dispatch";
 import { walkHpa, walkSizeLog, walkPerms, walkLevel, walkStage, WALK_TRACE } from "./walk/walker";
@@ -146,6 +146,7 @@ export function translateBatch(id: u32, pasid: u32, access: u32, sourceId: u32, 
 
 // ---- IOTLB invalidation and counters
 export function iotlbCounters(): void { countersPublish(); }
+export function iotlbOccupancy(out: usize): void { tlbOccupancy(out); }
 export function iotlbFlushAll(): void { tlbFlushAll(); }
 export function iotlbFlushContext(id: u32): void { tlbFlushContext(id); }
 export function iotlbFlushPasid(id: u32, pasid: u32): void { tlbFlushPasid(id, pasid); }

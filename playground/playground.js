@@ -352,6 +352,7 @@ function refreshPanels(now) {
     const lookups = stats.hits + stats.misses;
     setCounter("hitRate", lookups ? `${(100 * stats.hits / lookups).toFixed(1)} %` : "–");
     sample(now, stats);
+    showOccupancy(now);
     setCounter("transfers", count(device.transfers), device.transfers);
     setCounter("bytes", bytesText(device.bytes), device.bytes);
     setCounter("faults", count(device.faults), device.faults);
@@ -359,6 +360,30 @@ function refreshPanels(now) {
   }
   requestAnimationFrame(refreshPanels);
 }
+
+/** The live entries of every set, redrawn at most every SAMPLE_MS (a scan of the whole IOTLB). */
+function showOccupancy(now) {
+  if (now - occupancyAt < SAMPLE_MS && occupancyAt !== 0) return;
+  occupancyAt = now;
+  const live = current.host.iotlb.occupancy();
+  const ways = current.host.iotlb.ways;
+  const grid = $("#occupancy");
+  if (grid.childElementCount !== live.length) {
+    grid.replaceChildren(...Array.from(live, () => Object.assign(document.createElement("div"), { className: "set" })));
+  }
+  let total = 0;
+  live.forEach((n, set) => {
+    total += n;
+    const cell = grid.children[set];
+    if (cell.dataset.live === String(n)) return;
+    cell.dataset.live = String(n);
+    cell.style.opacity = n === 0 ? "" : String(0.25 + 0.75 * (n / ways));
+    cell.title = `set ${set}: ${n} of ${ways} ways live`;
+  });
+  grid.dataset.total = String(total);
+  $("#occupancy-total").textContent = `${total} of ${live.length * ways} entries live`;
+}
+let occupancyAt = 0;
 
 function bytesText(bytes) {
   if (bytes >= 1 << 20) return `${(bytes / (1 << 20)).toFixed(2)} MiB`;
@@ -495,8 +520,8 @@ function init() {
   fillSelect($("#preset"), PRESETS, DEFAULTS.preset);
   fillSelect($("#iotlb-size"), IOTLB_SIZES, DEFAULTS.iotlb);
   $("#occupancy-note").textContent =
-    "Occupancy per set: host.iotlb does not expose it (its API has sets, ways, entries and stats()), " +
-    "so the panel shows the geometry and the counters. An eviction means a fill found its set's ways all live.";
+    "Each cell is a set, darker as more of its ways hold a live entry (host.iotlb.occupancy()). " +
+    "An eviction means a fill found its set's ways all live; an invalidation empties cells at once.";
 
   $("#format").addEventListener("change", guarded(requestRebuild));
   $("#iotlb-size").addEventListener("change", guarded(requestRebuild));

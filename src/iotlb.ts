@@ -29,5 +29,15 @@ export class Iotlb {
     };
   }
 
+  /**
+   * Live entries in each set (index = set), for tools that draw the cache:
+   * an entry counts while a lookup could still hit it. O(sets × ways).
+   */
+  occupancy(): Uint8Array {
+    const e = this.engine;
+    e.wasm.iotlbOccupancy(e.staging);
+    return e.bytes.slice(e.staging, e.staging + this.sets);
+  }
+
   invalidateAll(): void { this.engine.wasm.iotlbFlushAll(); }
 }

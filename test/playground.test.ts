@@ -288,6 +288,12 @@ describe("playground", () => {
     expect(stopped.faults).toBe(0);
     // The chart and the rate line were drawn from the samples.
     expect(await p.textContent("#iotlb-rates")).toMatch(/hits\/s/);
+    // Occupancy: one cell per set, and with evictions every entry of the 16 × 4 IOTLB is live.
+    await p.waitForTimeout(300);
+    expect(await p.locator("#occupancy .set").count()).toBe(16);
+    expect(await p.getAttribute("#occupancy", "data-total")).toBe("64");
+    await p.click("#invalidate");
+    await p.waitForFunction(() => (document.querySelector("#occupancy") as HTMLElement).dataset.total === "0", null, { timeout: 5_000 });
     // The device's walks set accessed bits, which a probe walk now shows.
     const drawn = await walkInPage(PRESETS.small.walkAt, "read");
     expect(drawn.rows[0].lit).toContain("A");

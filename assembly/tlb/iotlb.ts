@@ -224,3 +224,22 @@ export function tlbInit(): void {
   allFlushEpoch = 0;
   hits = 0; misses = 0; evictions = 0; invalidations = 0; walks = 0;
 }
+
+// Live entries per set, one byte a set from out: a view for tools (the
+// playground's occupancy panel), O(sets × ways), never on a DMA path. An
+// entry is live when a lookup could still hit it: the same test as tlbProbe.
+export function tlbOccupancy(out: usize): void {
+  const sets = tlbSetMask + 1;
+  for (let s: u32 = 0; s < sets; s++) {
+    let e = tlb + <usize>s * tlbSetStride;
+    let live: u32 = 0;
+    for (let w: u32 = 0; w < tlbWays; w++, e += TLB_ENTRY_SIZE) {
+      const key = load<u64>(e + TLB_KEY);
+      // An empty way has key 0: a filled one always carries its page size.
+      if (key == 0) continue;
+      const ctxId = <u32>(key >> 8) & 0xFFFFFF;
+      if (ctxId < MAX_CONTEXTS && load<u32>(e + TLB_STAMP) >= liveFrom(ctxId, <u32>(key >> 32))) live++;
+    }
+    store<u8>(out + <usize>s, <u8>live);
+  }
+}

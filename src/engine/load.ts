@@ -32,6 +32,7 @@ export interface EngineExports {
   probe(id: number, iova: bigint, access: number, trace: number): number;
   translate(id: number, pasid: number, iova: bigint, access: number, sourceId: number): number;
   translateBatch(id: number, pasid: number, access: number, sourceId: number, iovas: number, hpas: number, status: number, count: number): number;
+  iotlbOccupancy(out: number): void;
   iotlbFlushAll(): void;
   iotlbFlushContext(id: number): void;
   iotlbFlushPasid(id: number, pasid: number): void;
