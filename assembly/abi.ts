@@ -126,6 +126,10 @@ export const RES_SEGMENT: u32 = 40;
 export const RES_TRACE_COUNT: u32 = 44;
 // Which stage a fault happened in (1, or 2 for a nested walk's stage 2).
 export const RES_STAGE: u32 = 48;
+// dmaPiece: the bytes of the piece whose linear-memory offset it returned.
+export const RES_PIECE_LEN: u32 = 52;
+// dmaPiece returns a status below this, or the piece's offset in linear memory (RAM lies far above it).
+export const PIECE_STATUS_LIMIT: u32 = 256;
 export const LAYOUT_RAM_BASE: u32 = 64;
 export const LAYOUT_RAM_SIZE: u32 = 72;
 export const LAYOUT_STAGING: u32 = 80;

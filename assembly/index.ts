@@ -13,7 +13,7 @@ import { tlbLookup, tlbProbe, isSingleSize, tlbKey, entryOut, entryPerms, entryS
 import { translateOne, missPath, outHpa, outSizeLog, outPerms, outLevel } from "./translate";
 import { walkContext } from "./walk/dispatch";
 import { walkHpa, walkSizeLog, walkPerms, walkLevel, walkStage, WALK_TRACE } from "./walk/walker";
-import { dmaCopy, dmaScatterGather } from "./dma/dma";
+import { dmaCopy, dmaPiece, dmaScatterGather } from "./dma/dma";
 import { ctxFlags } from "./walk/context";
 import { hitNeed, permsAllow } from "./walk/perms";
 import { MAX_CONTEXTS, ST_OK, ERR_EINVAL, RES_STATUS, RES_LEVEL, RES_HPA, RES_SIZE_LOG, RES_PERMS, RES_TRACE_COUNT, RES_STAGE } from "./abi";
@@ -97,6 +97,13 @@ export function probe(id: u32, iova: u64, access: u32, traceEntries: bool): u32 
 }
 
 // ---- translation through the IOTLB
+// A device model's one-address translation: iova below 2^53 as a number, the
+// HPA back as one (physical addresses are below 2^52), or -1 on a fault
+// (recorded, and described in the control block as translate describes it).
+// No BigInt crosses either way.
+export function translateNumber(id: u32, pasid: u32, iova: f64, access: u32, sourceId: u32): f64 {
+  return translate(id, pasid, <u64>iova, access, sourceId) == ST_OK ? <f64>outHpa : -1;
+}
 export function translate(id: u32, pasid: u32, iova: u64, access: u32, sourceId: u32): u32 {
   const st = translateOne(id, pasid, iova, access, hitNeed(access, ctxFlags(ctxPtr(id))), liveFrom(id, pasid), sourceId);
   store<u32>(ctrl + RES_STATUS, st);
@@ -156,6 +163,9 @@ export function iotlbFlushRange(id: u32, pasid: u32, anyPasid: bool, first: u64,
 
 // ---- DMA
 // `table`: the device's PASID table (0: none); a PASID-tagged request then goes to the context bound there.
+export function dmaStep(id: u32, pasid: u32, access: u32, sourceId: u32, iova: f64, want: u32, table: u32): u32 {
+  return dmaPiece(id, pasid, access, sourceId, iova, want, table);
+}
 export function dma(id: u32, pasid: u32, access: u32, sourceId: u32, iova: u64, len: u32, buf: usize, table: u32): u32 {
   return dmaCopy(id, pasid, access, sourceId, iova, len, buf, table);
 }

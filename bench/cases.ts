@@ -7,6 +7,7 @@ import {
   IOVA_BASE, RAM_SIZE, nestedDomain, pagedDomain, sparseDomain, sparseIovas, xorshift,
   type ContainerLike, type DomainLike, type HostLike, type ProcessLike, type VfioHostLike,
 } from "./fixtures.js";
+import { perCallSuite } from "./percall.js";
 
 export interface Case {
   name: string;
@@ -355,8 +356,10 @@ async function pasidFreeRange(): Promise<Case> {
 
 export async function buildSuite(): Promise<Suite> {
   const d4 = await dma4k(), sg = await dma64bSg("dma-64b-sg", 64), wide = await dma64bSg("dma-64b-sg-wide", 1024);
+  const perCall = await perCallSuite();
   return {
-    cases: [await iotlbHit(), await walk(4), await walk(5), await walkNested(), d4.batched, d4.perCall, await deviceDma4k(), sg.c, wide.c, await ptMapUnmap(), await vfioMapUnmap(), await pasidLookup(), await pasidFreeRange()],
-    limits: [d4.limit, sg.limit, wide.limit],
+    cases: [await iotlbHit(), await walk(4), await walk(5), await walkNested(), d4.batched, d4.perCall, await deviceDma4k(), sg.c, wide.c,
+      ...perCall.cases, await ptMapUnmap(), await vfioMapUnmap(), await pasidLookup(), await pasidFreeRange()],
+    limits: [d4.limit, sg.limit, wide.limit, ...perCall.limits],
   };
 }

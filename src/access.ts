@@ -60,14 +60,17 @@ export function accessFlags(bits: number): Required<AccessFlags> {
   };
 }
 
+/** The permissions a result reports: one frozen object per combination, so a translation allocates none. */
 export function permsOf(bits: number): Perms {
-  return {
+  const key = bits & (abi.PERM_R | abi.PERM_W | abi.PERM_X | abi.PERM_U);
+  return PERMS[key] ??= Object.freeze({
     read: (bits & abi.PERM_R) !== 0,
     write: (bits & abi.PERM_W) !== 0,
     exec: (bits & abi.PERM_X) !== 0,
     user: (bits & abi.PERM_U) !== 0,
-  };
+  });
 }
+const PERMS: Perms[] = [];
 
 /**
  * Leaf protection for the builder. read defaults to true, user to true, write

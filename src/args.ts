@@ -123,7 +123,8 @@ export function isInstance<T>(value: unknown, kind: abstract new (...args: never
 export function bytes(value: unknown, what: string): Uint8Array {
   // isView first: it runs no proxy trap, so only real views reach instanceof.
   if (!ArrayBuffer.isView(value) || !isInstance(value, Uint8Array)) fail("EINVAL", `${what} must be a Uint8Array, got ${show(value)}`);
-  if (value.buffer.byteLength === 0 && value.byteLength === 0 && isDetached(value.buffer)) fail("EINVAL", `${what} is a detached Uint8Array`);
+  // byteLength first: reading .buffer of a small array makes V8 give it a real ArrayBuffer, which is slow.
+  if (value.byteLength === 0 && value.buffer.byteLength === 0 && isDetached(value.buffer)) fail("EINVAL", `${what} is a detached Uint8Array`);
   return value;
 }
 

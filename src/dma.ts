@@ -63,6 +63,71 @@ export function checkPasid(pasid: number | undefined): number {
   return pasid;
 }
 
+const TWO_53 = 2 ** 53;
+/** A single transfer ending at or below this address goes piece by piece from the caller's array (no staging). */
+export const PIECES_BELOW = 1n << 53n;
+
+/**
+ * The iova as a number when the whole transfer lies below 2^53 (so every
+ * address of it is exact as a double), else -1; a bad iova throws as iovaOf does.
+ */
+function numberIova(iova: Address, len: number): number {
+  let at = -1;
+  if (typeof iova === "number") {
+    if (Number.isSafeInteger(iova) && iova >= 0) at = iova;
+  } else if (typeof iova === "bigint" && iova >= 0n && iova < 9007199254740992n) {
+    at = Number(iova);
+  }
+  if (at < 0) iovaOf(iova);
+  return at >= 0 && at + len <= TWO_53 ? at : -1;
+}
+
+/**
+ * Copies a piece between RAM (engine memory at `off`) and the caller's
+ * array at `at`, allocating nothing for short pieces: a whole array written
+ * at once is one set(); a short piece moves 4 bytes at a time through
+ * DataViews (a byte loop costs more, a subarray view allocates); a long one
+ * takes a subarray view and set(), whose native copy outruns any loop.
+ */
+function copyPiece(e: Engine, off: number, buffer: Uint8Array, at: number, len: number, toRam: boolean, fresh: boolean): void {
+  if (toRam && at === 0 && len === buffer.byteLength) {
+    e.bytes.set(buffer, off);
+  } else if (len <= SHORT_COPY && !fresh) {
+    const view = callerView(buffer), ram = e.data;
+    const base = buffer.byteOffset + at;
+    const words = len & ~3;
+    if (toRam) for (let i = 0; i < words; i += 4) ram.setInt32(off + i, view.getInt32(base + i));
+    else for (let i = 0; i < words; i += 4) view.setInt32(base + i, ram.getInt32(off + i));
+    for (let i = words; i < len; i++) {
+      if (toRam) e.bytes[off + i] = buffer[at + i];
+      else buffer[at + i] = e.bytes[off + i];
+    }
+  } else if (toRam) {
+    e.bytes.set(buffer.subarray(at, at + len), off);
+  } else {
+    buffer.set(e.bytes.subarray(off, off + len), at);
+  }
+}
+const SHORT_COPY = 128;
+
+// A completed transfer of n bytes: one frozen result per length, so a hit allocates nothing.
+const COMPLETED: DmaResult[] = [];
+function completed(n: number): DmaResult {
+  if (n >= 65536) return { bytes: n };
+  return COMPLETED[n] ??= Object.freeze({ bytes: n });
+}
+
+// A device model reuses its arrays: the DataView over the last one is kept.
+let lastArray: Uint8Array | undefined;
+let lastView: DataView = new DataView(new ArrayBuffer(0));
+function callerView(buffer: Uint8Array): DataView {
+  if (buffer !== lastArray) {
+    lastArray = buffer;
+    lastView = new DataView(buffer.buffer);
+  }
+  return lastView;
+}
+
 const iovaOf = (iova: Address): bigint => (typeof iova === "bigint" && iova >= 0n && iova <= U64_MAX ? iova : toU64(iova, "iova"));
 
 /** One segment of an sg request, checked: its place in the list is `segment`. */
@@ -74,7 +139,8 @@ export interface Piece { iova: bigint; length: number; segment: number }
  * direction and privilege of a scatter-gather request the same way for both.
  */
 export abstract class DmaCalls {
-  protected abstract single(iova: Address, buffer: Uint8Array, base: number, opts?: DmaOptions): DmaResult;
+  /** One transfer; `fresh`: buffer is a plain array this port just made (never on engine memory). */
+  protected abstract single(iova: Address, buffer: Uint8Array, base: number, opts?: DmaOptions, fresh?: boolean): DmaResult;
 
   /**
    * Device reads len bytes at iova (memory → a new buffer). `data` holds the
@@ -86,7 +152,7 @@ export abstract class DmaCalls {
     const start = iovaOf(iova);
     if (n <= READ_CHUNK) {
       const data = new Uint8Array(n);
-      const r = this.readInto(start, data, opts);
+      const r = this.single(start, data, abi.ACCESS_READ, opts, true);
       const got = r.bytes === n ? data : data.subarray(0, r.bytes);
       return r.fault ? { data: got, bytes: r.bytes, fault: r.fault } : { data: got, bytes: r.bytes };
     }
@@ -96,7 +162,7 @@ export abstract class DmaCalls {
     let fault: DmaFault | undefined;
     while (done < n) {
       const part = new Uint8Array(Math.min(READ_CHUNK, n - done));
-      const r = this.readInto(start + BigInt(done), part, opts);
+      const r = this.single(start + BigInt(done), part, abi.ACCESS_READ, opts, true);
       parts.push(part.subarray(0, r.bytes));
       done += r.bytes;
       if (r.fault) { fault = r.fault; break; }
@@ -120,13 +186,22 @@ export abstract class DmaCalls {
 /** Reads longer than this go in chunks of it. */
 const READ_CHUNK = 1 << 20;
 
-/** A DMA's options: the PASID (0: none) and access bits with the privileged bit, checked before anything moves. */
-export function dmaRequest(opts: DmaOptions | undefined, base: number): { access: number; pasid: number } {
-  if (opts === undefined) return { access: base, pasid: 0 };
+/**
+ * A DMA's options, checked before anything moves: the PASID (0: none) and the
+ * access bits with the privileged bit, packed in one number (pasid <<
+ * ACCESS_BITS | access) so a per-call path allocates nothing.
+ */
+export function dmaRequest(opts: DmaOptions | undefined, base: number): number {
+  if (opts === undefined) return base;
   const o = options(opts, "DMA options", DMA_KEYS);
   const pasid = checkPasid(o.pasid as number | undefined);
-  return { access: bool(o.privileged, "privileged", false) ? base | abi.ACCESS_PRIV : base, pasid };
+  return pasid * (1 << ACCESS_BITS) + (bool(o.privileged, "privileged", false) ? base | abi.ACCESS_PRIV : base);
 }
+
+/** The access bits (read, write, exec, privileged) below the PASID in a packed request. */
+const ACCESS_BITS = 4;
+export const requestAccess = (request: number): number => request & ((1 << ACCESS_BITS) - 1);
+export const requestPasid = (request: number): number => request >>> ACCESS_BITS;
 
 const DMA_KEYS = ["pasid", "privileged"] as const;
 const SG_KEYS = ["pasid", "privileged", "direction"] as const;
@@ -181,11 +256,20 @@ export class DmaPort extends DmaCalls {
     fail("EINVAL", `sg: segment ${i} length ${segments[2 * i + 1]} is 2^32 or more`);
   }
 
-  protected single(iova: Address, buffer: Uint8Array, base: number, opts?: DmaOptions): DmaResult {
-    const { access, pasid } = dmaRequest(opts, base);
-    const start = iovaOf(iova);
+  protected single(iova: Address, buffer: Uint8Array, base: number, opts?: DmaOptions, fresh = false): DmaResult {
+    let access = base, pasid = 0;
+    if (opts !== undefined) {
+      const request = dmaRequest(opts, base);
+      access = requestAccess(request);
+      pasid = requestPasid(request);
+    }
+    const at = numberIova(iova, buffer.byteLength);
     const id = this.contextId();
-    const direct = this.engine.isDirect(buffer);
+    // An array this port just made is not on engine memory: no need to look (reading its .buffer costs).
+    const direct = fresh ? -1 : this.engine.isDirect(buffer);
+    // The caller's own array, below 2^53: the engine translates piece by piece and this copies, once.
+    if (direct < 0 && at >= 0) return this.pieces(id, pasid, access, at, buffer, fresh);
+    const start = iovaOf(iova);
     if (direct < 0) {
       if (start + BigInt(buffer.byteLength) > 1n << 64n) fail("EOVERFLOW", `dma: ${hex(start)} + ${buffer.byteLength} wraps past 2^64`);
       const r = this.staged(id, [{ iova: start, length: buffer.byteLength, segment: 0 }], buffer, -1, pasid, access);
@@ -193,11 +277,37 @@ export class DmaPort extends DmaCalls {
       return r.fault ? { bytes: r.bytes, fault: r.fault } : { bytes: r.bytes };
     }
     const st = this.engine.wasm.dma(id, pasid, access, this.sourceId, start, buffer.byteLength, direct, this.pasidTable?.() ?? 0);
-    if (st === abi.ST_OK) return { bytes: buffer.byteLength };
+    if (st === abi.ST_OK) return completed(buffer.byteLength);
     if (st === abi.ERR_EOVERFLOW) fail("EOVERFLOW", `dma: ${hex(start)} + ${buffer.byteLength} wraps past 2^64`);
     if (st === abi.ST_INTERRUPT) return this.interrupt(buffer, this.engine.u32(abi.RES_BYTES), 0);
     const r = this.result(st, pasid, access, 1);
     return { bytes: r.bytes, fault: r.fault };
+  }
+
+  /**
+   * A transfer between RAM and an array of the caller's: each piece is
+   * translated and checked by the engine (dmaStep, the same piece logic as
+   * its own copies), then copied here straight between the array and RAM.
+   * No BigInt, no staging, nothing allocated on a hit.
+   */
+  private pieces(id: number, pasid: number, access: number, at: number, buffer: Uint8Array, fresh: boolean): DmaResult {
+    const e = this.engine;
+    const n = buffer.byteLength;
+    const toRam = (access & abi.ACCESS_WRITE) !== 0;
+    // The PASID table matters only to a PASID-tagged request.
+    const table = pasid === 0 ? 0 : this.pasidTable?.() ?? 0;
+    let done = 0;
+    while (done < n) {
+      const r = e.wasm.dmaStep(id, pasid, access, this.sourceId, at + done, n - done, table) >>> 0;
+      if (r < abi.PIECE_STATUS_LIMIT) {
+        if (r === abi.ST_INTERRUPT) return this.interrupt(buffer, done, 0);
+        return { bytes: done, fault: this.result(r, pasid, access, 1).fault };
+      }
+      const len = e.ctrl32[abi.RES_PIECE_LEN >> 2];
+      copyPiece(e, r, buffer, done, len, toRam, fresh);
+      done += len;
+    }
+    return completed(n);
   }
 
   /**

@@ -36,6 +36,10 @@ export interface NestedDomainOptions extends PageTableOptions {
 export type DomainOptions = DomainFlags & ({ pageTable: PageTable } | PageTableOptions | NestedDomainOptions);
 
 const BATCH_ITEM_BYTES = 17; // iova + hpa + status
+const SAFE_LIMIT = 1n << 53n;
+/** Page sizes by log2, made once: a translation's result reuses them. */
+const PAGE_SIZES = Array.from({ length: 64 }, (_, log) => 1n << BigInt(log));
+const pageSizeOf = (log: number): bigint => PAGE_SIZES[log];
 
 export class Domain {
   readonly id: number;
@@ -100,12 +104,44 @@ export class Domain {
   /** Translates one address through the IOTLB (a miss walks and fills; a fault is recorded). */
   translate(iova: Address, access: Access = "read", opts?: TranslateOptions): Translation {
     const id = this.liveId();
-    const i = toU64(iova, "iova");
-    const st = this.engine.wasm.translate(id, translatePasid(opts), i, accessBits(access), 0);
+    const bits = accessBits(access);
+    const pasid = opts === undefined ? 0 : translatePasid(opts);
     const e = this.engine;
-    if (st !== abi.ST_OK) return { fault: { reason: reasonName(st), level: e.u32(abi.RES_LEVEL), address: i, stage: e.u32(abi.RES_STAGE) === 2 ? 2 : 1 } };
-    const hpa = e.u64(abi.RES_HPA);
-    return { hpa, pageSize: 1n << BigInt(e.u32(abi.RES_SIZE_LOG)), perms: permsOf(e.u32(abi.RES_PERMS)), inRam: hpa < e.ramSize };
+    // Below 2^53 the address crosses as a number (no BigInt into WASM); the answer is read back the same way.
+    const small = typeof iova === "number" ? Number.isSafeInteger(iova) && iova >= 0 : typeof iova === "bigint" && iova >= 0n && iova < SAFE_LIMIT;
+    let hpa: bigint;
+    if (small) {
+      const out = e.wasm.translateNumber(id, pasid, Number(iova), bits, 0);
+      if (out < 0) return this.fault(BigInt(iova));
+      hpa = BigInt(out);
+    } else {
+      const i = toU64(iova, "iova");
+      if (e.wasm.translate(id, pasid, i, bits, 0) !== abi.ST_OK) return this.fault(i);
+      hpa = e.u64(abi.RES_HPA);
+    }
+    const c = e.ctrl32;
+    return { hpa, pageSize: pageSizeOf(c[abi.RES_SIZE_LOG >> 2]), perms: permsOf(c[abi.RES_PERMS >> 2]), inRam: hpa < e.ramSize };
+  }
+
+  /** The fault the last translation recorded, as translate() reports it. */
+  private fault(address: bigint): Translation {
+    const e = this.engine;
+    return { fault: { reason: reasonName(e.u32(abi.RES_STATUS)), level: e.u32(abi.RES_LEVEL), address, stage: e.u32(abi.RES_STAGE) === 2 ? 2 : 1 } };
+  }
+
+  /**
+   * The HPA iova translates to through the IOTLB, as a number, or -1 when it
+   * faults (the fault is recorded as translate() records it). The per-access
+   * call for a device model: with a number iova nothing is allocated and no
+   * BigInt is made (HPAs are below 2^52, exact as numbers).
+   */
+  translateHpa(iova: Address, access: Access = "read", opts?: TranslateOptions): number {
+    const id = this.liveId();
+    const bits = accessBits(access);
+    const pasid = opts === undefined ? 0 : translatePasid(opts);
+    if (typeof iova === "number" && Number.isSafeInteger(iova) && iova >= 0) return this.engine.wasm.translateNumber(id, pasid, iova, bits, 0);
+    const i = toU64(iova, "iova");
+    return this.engine.wasm.translate(id, pasid, i, bits, 0) === abi.ST_OK ? Number(this.engine.u64(abi.RES_HPA)) : -1;
   }
 
   /**

@@ -17,7 +17,7 @@ import { tableLookup } from "../pasid/table";
 import { recordFault } from "./faults";
 import {
   ST_OK, ERR_EINVAL, ERR_EOVERFLOW, FAULT_OUTPUT_OUTSIDE_RAM, RES_STATUS, RES_LEVEL, RES_BYTES, RES_FAULT_ADDR,
-  RES_SEGMENT, RES_STAGE, SEG_SIZE, SEG_IOVA, SEG_LEN, ACCESS_WRITE, ST_INTERRUPT, PASID_TABLE_NONE,
+  RES_SEGMENT, RES_STAGE, RES_PIECE_LEN, SEG_SIZE, SEG_IOVA, SEG_LEN, ACCESS_WRITE, ST_INTERRUPT, PASID_TABLE_NONE,
 } from "../abi";
 
 let moved: u64 = 0;
@@ -30,6 +30,35 @@ export function setDoorbellWindow(start: u64, end: u64): void { doorbellStart = 
 let faultLevel: u32 = 0;
 let faultStage: u32 = 1;
 
+// The piece of a transfer at cur: translated for the access, checked, and cut
+// to what lies in one page (and short of the MSI window for a write). On
+// ST_OK the piece is [pieceHpa, pieceHpa + pieceLen) of RAM; otherwise why
+// the transfer stops there (a fault, recorded, or an interrupt). Both the
+// engine's own copy loop (transfer) and a facade copying into a caller's
+// array (dmaPiece) go through here, so they cannot differ.
+let pieceHpa: u64 = 0;
+let pieceLen: u64 = 0;
+@inline function piece(ctxId: u32, pasid: u32, access: u32, need: u32, minStamp: u32, sourceId: u32, cur: u64, want: u64,
+  toRam: bool, msiStart: u64, msiEnd: u64): u32 {
+  // A write into the untranslated MSI window is an interrupt request, not a memory write.
+  if (toRam && cur >= msiStart && cur <= msiEnd) { faultLevel = 0; return ST_INTERRUPT; }
+  const st = translateOne(ctxId, pasid, cur, access, need, minStamp, sourceId);
+  if (st != ST_OK) { faultLevel = outLevel; faultStage = walkStage; return st; }
+  if (toRam && outHpa >= doorbellStart && outHpa <= doorbellEnd) { faultLevel = 0; return ST_INTERRUPT; }
+  const pageLeft = ((cur | ((<u64>1 << outSizeLog) - 1)) - cur) + 1;
+  let chunk = pageLeft < want ? pageLeft : want;
+  // Stop short of the MSI window so the next piece starts on it.
+  if (toRam && cur < msiStart && msiStart - cur < chunk && msiStart <= msiEnd) chunk = msiStart - cur;
+  if (!inRam(outHpa, chunk)) {
+    recordFault(ctxId, pasid, sourceId, cur, access, FAULT_OUTPUT_OUTSIDE_RAM, 0, 1);
+    faultLevel = 0; faultStage = 1;
+    return FAULT_OUTPUT_OUTSIDE_RAM;
+  }
+  pieceHpa = outHpa;
+  pieceLen = chunk;
+  return ST_OK;
+}
+
 // Moves len bytes between iova.. and buf..; returns the status, bytes done in `moved`.
 function transfer(ctxId: u32, pasid: u32, access: u32, need: u32, minStamp: u32, sourceId: u32, iova: u64, len: u64, buf: usize): u32 {
   const toRam = (access & ACCESS_WRITE) != 0;
@@ -38,25 +67,12 @@ function transfer(ctxId: u32, pasid: u32, access: u32, need: u32, minStamp: u32,
   let done: u64 = 0;
   let cur = iova;
   while (done < len) {
-    // A write into the untranslated MSI window is an interrupt request, not a memory write.
-    if (toRam && cur >= msiStart && cur <= msiEnd) { moved = done; faultLevel = 0; return ST_INTERRUPT; }
-    const st = translateOne(ctxId, pasid, cur, access, need, minStamp, sourceId);
-    if (st != ST_OK) { moved = done; faultLevel = outLevel; faultStage = walkStage; return st; }
-    if (toRam && outHpa >= doorbellStart && outHpa <= doorbellEnd) { moved = done; faultLevel = 0; return ST_INTERRUPT; }
-    const pageLeft = ((cur | ((<u64>1 << outSizeLog) - 1)) - cur) + 1;
-    const want = len - done;
-    let chunk = pageLeft < want ? pageLeft : want;
-    // Stop short of the MSI window so the next piece starts on it.
-    if (toRam && cur < msiStart && msiStart - cur < chunk && msiStart <= msiEnd) chunk = msiStart - cur;
-    if (!inRam(outHpa, chunk)) {
-      recordFault(ctxId, pasid, sourceId, cur, access, FAULT_OUTPUT_OUTSIDE_RAM, 0, 1);
-      moved = done; faultLevel = 0; faultStage = 1;
-      return FAULT_OUTPUT_OUTSIDE_RAM;
-    }
-    if (toRam) memory.copy(ramPtr(outHpa), buf + <usize>done, <usize>chunk);
-    else memory.copy(buf + <usize>done, ramPtr(outHpa), <usize>chunk);
-    done += chunk;
-    cur += chunk;
+    const st = piece(ctxId, pasid, access, need, minStamp, sourceId, cur, len - done, toRam, msiStart, msiEnd);
+    if (st != ST_OK) { moved = done; return st; }
+    if (toRam) memory.copy(ramPtr(pieceHpa), buf + <usize>done, <usize>pieceLen);
+    else memory.copy(buf + <usize>done, ramPtr(pieceHpa), <usize>pieceLen);
+    done += pieceLen;
+    cur += pieceLen;
   }
   moved = done;
   return ST_OK;
@@ -91,6 +107,24 @@ export function dmaCopy(ctxIdIn: u32, pasid: u32, access: u32, sourceId: u32, io
   const need = hitNeed(access, ctxFlags(ctxPtr(ctxId)));
   const st = transfer(ctxId, pasid, access, need, liveFrom(ctxId, pasid), sourceId, iova, len, buf);
   return report(st, moved, st == ST_OK ? 0 : iova + moved, 0);
+}
+
+// One piece of a DMA into or out of a caller's own array, which the facade
+// copies itself (one copy, as a device model's unprotected copy makes): the
+// piece at iova (below 2^53, so a number crosses, not a BigInt) of at most
+// `want` bytes. Returns its offset in linear memory, its length in
+// RES_PIECE_LEN; or a status below PIECE_STATUS_LIMIT, reported as dmaCopy
+// reports one (RES_BYTES 0: the facade counts what it moved before).
+export function dmaPiece(ctxIdIn: u32, pasid: u32, access: u32, sourceId: u32, iova: f64, want: u32, table: u32): u32 {
+  faultLevel = 0; faultStage = 1;
+  const ctxId = resolveContext(ctxIdIn, pasid, table);
+  const ctx = ctxPtr(ctxId);
+  const cur = <u64>iova;
+  const st = piece(ctxId, pasid, access, hitNeed(access, ctxFlags(ctx)), liveFrom(ctxId, pasid), sourceId, cur, want,
+    (access & ACCESS_WRITE) != 0, ctxMsiStart(ctx), ctxMsiEnd(ctx));
+  if (st != ST_OK) return report(st, 0, cur, 0);
+  store<u32>(ctrl + RES_PIECE_LEN, <u32>pieceLen);
+  return <u32>ramPtr(pieceHpa);
 }
 
 // Scatter-gather: segments in order, packed into one buffer of bufLen bytes.

@@ -15,7 +15,7 @@
 // the next (up to) 4 bytes of the buffer are the MSI data and count as moved.
 import * as abi from "../../src/engine/abi.js";
 import type { Address, DmaFault, DmaInterrupt, DmaOptions, DmaResult, SgOptions, SgResult, SgSegments } from "../../src/index.js";
-import { DmaCalls, dmaRequest, normalizeSegments, sgRequest, type Piece } from "../../src/dma.js";
+import { DmaCalls, PIECES_BELOW, dmaRequest, normalizeSegments, requestAccess, requestPasid, sgRequest, type Piece } from "../../src/dma.js";
 import { bytes as checkBytes } from "../../src/args.js";
 import { accessFlags, checkPasid, fail, hex, reasonName, toU64 } from "./args.js";
 import type { Translator } from "./translate.js";
@@ -71,12 +71,14 @@ export class NaiveDmaPort extends DmaCalls {
   }
 
   protected single(iova: Address, buffer: Uint8Array, base: number, opts?: DmaOptions): DmaResult {
-    const { access, pasid } = dmaRequest(opts, base);
+    const request = dmaRequest(opts, base);
+    const access = requestAccess(request), pasid = requestPasid(request);
     const start = toU64(iova, "iova");
     const id = this.contextId();
     if (start + BigInt(buffer.byteLength) > 1n << 64n) fail("EOVERFLOW", `dma: ${hex(start)} + ${buffer.byteLength} wraps past 2^64`);
     const piece = [{ iova: start, length: buffer.byteLength, segment: 0 }];
-    if (this.isDirect(buffer)) {
+    // As the facade: a buffer on engine memory, or a transfer below 2^53 (copied piece by piece), moves page by page with no staging.
+    if (this.isDirect(buffer) || start + BigInt(buffer.byteLength) <= PIECES_BELOW) {
       const r = this.run(this.target(id, pasid), piece, buffer, pasid, access);
       if (r.interruptAt !== undefined) return this.interrupt(buffer, r.bytes, r.interruptAt);
       return r.fault ? { bytes: r.bytes, fault: r.fault } : { bytes: r.bytes };

@@ -78,6 +78,14 @@ export class NaiveDomain {
     return { hpa: r.hpa, pageSize: 1n << BigInt(r.sizeLog), perms: permsOf(r.perms), inRam: r.hpa < this.core.ram.size };
   }
 
+  translateHpa(iova: Address, access: Access = "read", opts?: TranslateOptions): number {
+    const id = this.liveId();
+    const bits = accessBits(access);
+    const pasid = opts === undefined ? 0 : translatePasid(opts);
+    const r = this.translator.translate(id, pasid, toU64(iova, "iova"), bits, 0);
+    return "hpa" in r ? Number(r.hpa) : -1;
+  }
+
   translateBatch(iovas: BigUint64Array, access: Access, out: BigUint64Array, status: Uint8Array, opts?: TranslateOptions): number {
     const id = this.liveId();
     const bits = accessBits(access);

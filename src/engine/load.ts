@@ -37,6 +37,8 @@ export interface EngineExports {
   iotlbFlushContext(id: number): void;
   iotlbFlushPasid(id: number, pasid: number): void;
   iotlbFlushRange(id: number, pasid: number, anyPasid: number, first: bigint, last: bigint): void;
+  dmaStep(id: number, pasid: number, access: number, sourceId: number, iova: number, want: number, table: number): number;
+  translateNumber(id: number, pasid: number, iova: number, access: number, sourceId: number): number;
   dma(id: number, pasid: number, access: number, sourceId: number, iova: bigint, len: number, buf: number, table: number): number;
   dmaSg(id: number, pasid: number, access: number, sourceId: number, segs: number, count: number, buf: number, bufLen: number, table: number): number;
   iotlbCounters(): void;
