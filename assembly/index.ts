@@ -6,7 +6,7 @@ import { framesInit, allocFrames, freeFrames, claimFrame } from "./mem/frames";
 import { inRam, ramPtr } from "./mem/phys";
 import { ctxPtr, ctxSet, ctxClear, ctxSetFlags, ctxSetMsiWindow, ctxSetNested, ctxTlbSizes } from "./walk/context";
 import { mapRange, unmapRange, processMap, processUnmap, pinMap, unpinUnmap, dirtyScan, guestMap, guestUnmap } from "./walk/dispatch";
-import { guestTablesNeeded as builderGuestTablesNeeded, releasedCount as builderReleasedCount } from "./walk/builder";
+import { guestTablesNeeded as builderGuestTablesNeeded, releasedCount as builderReleasedCount, unmapStatus as builderUnmapStatus } from "./walk/builder";
 import { pinCount } from "./mem/pins";
 import { setDoorbellWindow } from "./dma/dma";
 import { tlbLookup, tlbProbe, isSingleSize, tlbKey, entryOut, entryPerms, entrySizeLog, countHits, countersPublish, tlbOccupancy, tlbInit, tlbFlushAll, tlbFlushContext, tlbFlushPasid, tlbFlushRange, liveFrom } from "./tlb/iotlb";
@@ -63,6 +63,8 @@ export function ptGuestUnmap(id: u32, iova: u64, last: u64, released: usize, cap
 }
 export function guestTablesNeeded(): u32 { return builderGuestTablesNeeded; }
 export function guestTablesReleased(): u32 { return builderReleasedCount; }
+// The last guest unmap: ST_OK, or ERR_EFAULT (nothing changed) when a table of its range was out of reach.
+export function guestUnmapStatus(): u32 { return builderUnmapStatus; }
 
 // ---- process memory and pinned DMA mappings
 export function procMap(id: u32, vaddr: u64, last: u64, prot: u32): u32 { return processMap(ctxPtr(id), vaddr, last, prot); }

@@ -274,3 +274,54 @@ describe("a refused attach leaves no driver behind", () => {
     expect(c.msiDoorbellIova).toBe(0x8000000n);
   });
 });
+
+describe.each(ARCHES)("refused guest-table calls change nothing (%s)", (arch, format) => {
+  /** A nesting container whose guest RAM is mapped at GPA 0 in 256 KiB chunks, so a chunk holding table pages can go. */
+  async function chunked() {
+    const h = await createHost({ ramSize: 64 * 1024 * 1024, arch });
+    h.addDevice({ bdf: "0000:01:00.0" });
+    const vmm = h.createProcess();
+    const ram = vmm.mmap(4n * MiB);
+    const c = h.openContainer({ process: vmm });
+    const g = h.openGroup(0);
+    g.setContainer(c);
+    c.setIommu("nesting");
+    const K = 0x40000n;
+    for (let at = 0n; at < 4n * MiB; at += K) c.mapDma({ vaddr: ram + at, iova: at, size: K, read: true, write: true });
+    return { h, c, vmm, ram, K, dev: g.device("0000:01:00.0") };
+  }
+
+  it("unmap where stage 2 no longer reaches a table is EFAULT and leaves every leaf, as map does", async () => {
+    const { c, vmm, ram, K } = await chunked();
+    const pages = [0x40000n, 0x41000n, 0x42000n, 0x1000n];
+    const freed: bigint[] = [];
+    const pt = c.gpa.pageTable({ format, allocTable: () => pages.shift()!, freeTable: (gpa) => { freed.push(gpa); } });
+    pt.map(GVA, 0x300000n, 0x3000n, { write: true });
+    const tables = vmm.read(ram, Number(4n * MiB));
+    c.unmapDma({ iova: 0n, size: K }); // the chunk with the lowest table leaves stage 2
+    expect(errno(() => pt.map(GVA + 0x3000n, 0x303000n, 0x1000n))).toBe("EFAULT");
+    expect(errno(() => pt.unmap(GVA, 0x1000n))).toBe("EFAULT");
+    expect(errno(() => pt.unmap(GVA, 0x200000n))).toBe("EFAULT");
+    expect(vmm.read(ram, Number(4n * MiB))).toEqual(tables);
+    expect(freed).toEqual([]);
+    // Once stage 2 reaches the tables again, the leaves are all there and unmap takes them.
+    c.mapDma({ vaddr: ram, iova: 0n, size: K, read: true, write: true });
+    expect(pt.unmap(GVA, 0x200000n)).toBe(0x3000n);
+  });
+
+  it("a refused map writes none of the pages offered: a live root offered again stays intact", async () => {
+    const { c, dev } = await chunked();
+    let give: () => bigint = (() => { let next = 0x10000n; return () => { const p = next; next += 0x1000n; return p; }; })();
+    const pt = c.gpa.pageTable({ format, allocTable: () => give() });
+    pt.map(GVA, 0x300000n, 0x1000n);
+    c.gpa.write(0x300000n, bytes("still here"));
+    const pasid = c.pasid.alloc({ min: 1, max: 10 });
+    dev.bindPgtbl({ pasid, format, root: pt.root });
+    const root = c.gpa.read(pt.root, 0x1000);
+    give = () => pt.root; // the guest's allocator hands out its own live root
+    expect(errno(() => pt.map(0x7f0000000000n & ((1n << 48n) - 1n), 0x301000n, 0x1000n))).toBe("EINVAL");
+    expect(c.gpa.read(pt.root, 0x1000)).toEqual(root);
+    c.invalidate([{ addr: 0n, npages: (1n << 64n) - 1n }]);
+    expect(text(dev.dma.read(GVA, 10, { pasid }).data)).toBe("still here");
+  });
+});

@@ -19,7 +19,7 @@
 // root is never freed.
 import { tableStamps, frameCount, undoLog } from "../layout";
 import { markOwned } from "../mem/pins";
-import { inRam, loadPte, storePte } from "../mem/phys";
+import { inRam, loadPte, storePte, ramPtr } from "../mem/phys";
 import { allocFrames, freeFrames, framesFree, frameIsAllocated, claimFrame } from "../mem/frames";
 import { ctxRoot, ctxLevels, ctxFlags, ctxPgsizes } from "./context";
 import { walkIn, walkHpa, isNested, NoStage2 } from "./walker";
@@ -46,6 +46,8 @@ let poolUsed: u32 = 0;
 let releasedAt: usize = 0;
 let releasedCap: u32 = 0;
 export let releasedCount: u32 = 0;
+// A guest unmap's status: EFAULT (nothing changed) when stage 2 keeps a table of the range out of reach.
+export let unmapStatus: u32 = ST_OK;
 export let guestTablesNeeded: u32 = 0;
 
 const NO_PAGE: u64 = u64.MAX_VALUE;
@@ -175,10 +177,14 @@ function mapApply<F, G>(table: u64, level: u32, iova: u64, last: u64, hpa: u64, 
       if (freshLeaves) { page = allocFrames(1); markOwned(page); }
       storePte(pteAddr, fmt.makeLeaf(page, level, prot, flags));
     } else {
-      // A new table: a host frame, or the next guest page offered (the caller zeroed it).
+      // A new table: a host frame (zeroed by the allocator), or the next guest
+      // page offered, zeroed only now: a refused map writes no guest page.
       let sub: u64;
-      if (isNested<G>()) { sub = load<u64>(poolAt + (<usize>poolUsed << 3)); poolUsed++; }
-      else sub = allocFrames(1);
+      if (isNested<G>()) {
+        sub = load<u64>(poolAt + (<usize>poolUsed << 3));
+        poolUsed++;
+        memory.fill(ramPtr(tableHpa<G>(sub)), 0, 4096);
+      } else sub = allocFrames(1);
       storePte(pteAddr, fmt.makeTable(sub));
       if (undoActive) {
         const rec = undoLog + (<usize>undoCount << 4);
@@ -277,17 +283,48 @@ export function buildUnmap<F>(ctx: usize, iova: u64, last: u64): u64 {
 function buildUnmapIn<F, G>(ctx: usize, iova: u64, last: u64): u64 {
   const root = changetype<F>(0).rootAddr(ctxRoot(ctx));
   const rootHpa = tableHpa<G>(root);
-  if (rootHpa == NO_PAGE) return 0;
+  unmapStatus = ST_OK;
+  if (rootHpa == NO_PAGE) {
+    if (isNested<G>()) unmapStatus = ERR_EFAULT;
+    return 0;
+  }
+  // A guest unmap is all or nothing, as its map is: every table it would touch
+  // must be guest RAM stage 2 lets it read and write, or nothing is changed.
+  if (isNested<G>()) {
+    beginVisits();
+    firstVisit(rootHpa);
+    if (!unmapReachable<F, G>(root, ctxLevels(ctx) - 1, iova, last)) { unmapStatus = ERR_EFAULT; return 0; }
+  }
   beginVisits();
   firstVisit(rootHpa);
   return unmapRange<F, G>(root, ctxLevels(ctx) - 1, iova, last);
+}
+
+// Whether every table below `table` that an unmap of [iova, last] would visit is reachable.
+function unmapReachable<F, G>(table: u64, level: u32, iova: u64, last: u64): bool {
+  const fmt = changetype<F>(0);
+  const shift = fmt.levelShift(level);
+  const th = tableHpa<G>(table);
+  let cur = iova;
+  while (true) {
+    const end = slotLast(cur, shift);
+    const chunkLast = end < last ? end : last;
+    const pte = loadPte(th + (<u64>fmt.index(cur, level) << 3));
+    if (fmt.entryKind(pte, level) == KIND_TABLE) {
+      const sh = tableHpa<G>(fmt.tableAddr(pte));
+      if (sh == NO_PAGE) return false;
+      if (firstVisit(sh) && !unmapReachable<F, G>(fmt.tableAddr(pte), level - 1, cur, chunkLast)) return false;
+    }
+    if (chunkLast == last) return true;
+    cur = chunkLast + 1;
+  }
 }
 
 // ---- guest tables: a stage-1 context whose stage 2 is its s2 link
 
 // Every guest call starts from nothing, so a call that fails before the
 // builder runs (no stage 2, wrong format) reports no tables needed or released.
-export function beginGuestCall(): void { guestTablesNeeded = 0; releasedCount = 0; }
+export function beginGuestCall(): void { guestTablesNeeded = 0; releasedCount = 0; unmapStatus = ST_OK; }
 
 // Maps [iova, last] → gpa.. in the guest table of nested context ctx; new
 // tables from `count` GPAs at `pool` (ENOMEM with guestTablesNeeded set when

@@ -122,10 +122,43 @@ export class Builder {
   }
 
   /** Unmaps [iova, last] in a guest table; the GPAs of the tables it emptied, in the order they were unlinked. */
-  guestUnmap(ctx: Context, s2: Context, iova: bigint, last: bigint): { bytes: bigint; released: bigint[] } {
+  guestUnmap(ctx: Context, s2: Context, iova: bigint, last: bigint): { bytes: bigint; released: bigint[]; status: number } {
     const space = this.guestSpace(s2, []);
+    // All or nothing, as the engine: every table the unmap would touch must be reachable first.
+    const reachable = this.within(space, () => this.unmapReachable(ctx, iova, last));
+    if (!reachable) return { bytes: 0n, released: [], status: abi.ERR_EFAULT };
     const bytes = this.within(space, () => this.unmap(ctx, iova, last));
-    return { bytes, released: space.guest!.released.slice(0, GUEST_LIST_MAX) };
+    return { bytes, released: space.guest!.released.slice(0, GUEST_LIST_MAX), status: abi.ST_OK };
+  }
+
+  private unmapReachable(ctx: Context, iova: bigint, last: bigint): boolean {
+    const fmt = ctx.fmt;
+    if (!fmt) return true;
+    const root = fmt.rootAddr(ctx.root);
+    const rootHpa = this.space.hpa(root);
+    if (rootHpa === undefined) return false;
+    const visited = new Set([rootHpa]);
+    const reach = (table: bigint, level: number, from: bigint, to: bigint): boolean => {
+      const shift = fmt.levelShift(level);
+      const tableHpa = this.space.hpa(table)!;
+      for (let cur = from; ;) {
+        const end = slotLast(cur, shift);
+        const chunkLast = end < to ? end : to;
+        const pte = this.ram.loadPte(tableHpa + (fmt.index(cur, level) << 3n));
+        if (fmt.entryKind(pte, level) === KIND_TABLE) {
+          const sub = fmt.tableAddr(pte);
+          const subHpa = this.space.hpa(sub);
+          if (subHpa === undefined) return false;
+          if (!visited.has(subHpa)) {
+            visited.add(subHpa);
+            if (!reach(sub, level - 1, cur, chunkLast)) return false;
+          }
+        }
+        if (chunkLast === to) return true;
+        cur = chunkLast + 1n;
+      }
+    };
+    return reach(root, ctx.levels - 1, iova, last);
   }
 
   /** mmap: every page of [iova, last] gets a fresh zeroed 4 KiB frame the process owns. */
@@ -267,10 +300,11 @@ export class Builder {
         }
         this.ram.storePte(pteAddr, fmt.makeLeaf(page, level, prot, flags));
       } else {
-        // A new table: a host frame, or the next page the guest offered (the caller zeroed it).
+        // A new table: a host frame (zeroed), or the next page the guest offered, zeroed only now.
         const guest = this.space.guest;
         const sub = guest ? guest.pool[guest.used++] : this.frames.alloc(1);
         if (sub === undefined) throw new BuilderDivergence("out of frames after the check pass counted enough");
+        if (guest) this.ram.zero(this.space.hpa(sub)!, 4096);
         this.ram.storePte(pteAddr, fmt.makeTable(sub));
         undo?.push({ pteAddr, table: sub });
         this.apply(fmt, sub, level - 1, cur, chunkLast, out, prot, flags, pgsizes, fresh, undo);

@@ -112,9 +112,9 @@ export class NaivePlane implements DataPlane {
     return this.core.builder.guestMap(t.stage1, t.s2, iova, last, gpa, prot, pool);
   }
 
-  guestUnmap(ctx: number, iova: bigint, last: bigint): { bytes: bigint; released: bigint[] } {
+  guestUnmap(ctx: number, iova: bigint, last: bigint): { bytes: bigint; released: bigint[]; status: number } {
     const t = this.guestTable(ctx);
-    if (!t) return { bytes: 0n, released: [] };
+    if (!t) return { bytes: 0n, released: [], status: abi.ST_OK };
     return this.core.builder.guestUnmap(t.stage1, t.s2, iova, last);
   }
 }

@@ -23,6 +23,7 @@ export interface EngineExports {
   ptGuestUnmap(id: number, iova: bigint, last: bigint, released: number, cap: number): bigint;
   guestTablesNeeded(): number;
   guestTablesReleased(): number;
+  guestUnmapStatus(): number;
   procUnmap(id: number, vaddr: bigint, last: bigint): bigint;
   dmaPinMap(procId: number, domId: number, vaddr: bigint, last: bigint, iova: bigint, access: number, prot: number): number;
   dmaUnpinUnmap(domId: number, iova: bigint, last: bigint): bigint;

@@ -370,7 +370,7 @@ export class Container {
     }
     const made = ctx;
     this.guestTables.add(made);
-    return new GuestPageTable(this.host.plane, made, zero, options, () => this.guestTables.delete(made));
+    return new GuestPageTable(this.host.plane, made, options, () => this.guestTables.delete(made));
   }
 
   // ------------------------------------------------------------------ nesting: stage-1 bindings

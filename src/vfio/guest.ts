@@ -58,7 +58,7 @@ export class GuestPageTable {
 
   /** @internal */
   constructor(private readonly plane: DataPlane, private readonly ctx: GuestTableContext,
-    private readonly zero: (gpa: bigint) => void, private readonly options: GuestPageTableOptions, private readonly forget: () => void) {}
+    private readonly options: GuestPageTableOptions, private readonly forget: () => void) {}
 
   get root(): bigint { return this.ctx.root; }
 
@@ -72,15 +72,9 @@ export class GuestPageTable {
     return this.ctx.id;
   }
 
+  /** A page for a new table from the guest's allocator; the builder zeroes it only once the map is sure to go ahead. */
   private page(): bigint {
-    const gpa = takeGuestPage(this.options);
-    try {
-      this.zero(gpa);
-    } catch (e) {
-      this.options.freeTable?.(gpa);
-      throw e;
-    }
-    return gpa;
+    return takeGuestPage(this.options);
   }
 
   /** Maps [gva, gva + size) to [gpa, gpa + size) with the largest pages that fit. All or nothing. */
@@ -115,6 +109,7 @@ export class GuestPageTable {
     const id = this.live();
     const { first: v, last } = unmapSpan(this.ctx.format, gva, size, "gva");
     const r = this.plane.guestUnmap(id, v, last);
+    if (r.status === abi.ERR_EFAULT) fail("EFAULT", `unmap: a table on the path of [${hex(v)}, ${hex(last)}] is not guest RAM that stage 2 lets the IOMMU read and write`);
     for (const gpaPage of r.released) this.options.freeTable?.(gpaPage);
     return r.bytes;
   }

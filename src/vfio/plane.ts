@@ -27,8 +27,8 @@ export interface DataPlane {
    * pool is short: ERR_ENOMEM and `needed` (nothing changed).
    */
   guestMap(ctx: number, iova: bigint, last: bigint, gpa: bigint, prot: number, pool: readonly bigint[]): { status: number; needed: number; used: number };
-  /** Unmaps [iova, last] in the guest table; the GPAs of tables it emptied. */
-  guestUnmap(ctx: number, iova: bigint, last: bigint): { bytes: bigint; released: bigint[] };
+  /** Unmaps [iova, last] in the guest table; the GPAs of tables it emptied; status ERR_EFAULT (nothing changed) when stage 2 keeps a table of the range out of reach. */
+  guestUnmap(ctx: number, iova: bigint, last: bigint): { bytes: bigint; released: bigint[]; status: number };
 }
 
 export class EnginePlane implements DataPlane {
@@ -81,12 +81,12 @@ export class EnginePlane implements DataPlane {
     return { status, needed: e.wasm.guestTablesNeeded(), used: status === abi.ST_OK ? e.wasm.guestTablesNeeded() : 0 };
   }
 
-  guestUnmap(ctx: number, iova: bigint, last: bigint): { bytes: bigint; released: bigint[] } {
+  guestUnmap(ctx: number, iova: bigint, last: bigint): { bytes: bigint; released: bigint[]; status: number } {
     const e = this.engine;
     const cap = e.stagingSize / 8;
     const bytes = BigInt.asUintN(64, e.wasm.ptGuestUnmap(ctx, iova, last, e.staging, cap));
     const n = Math.min(e.wasm.guestTablesReleased(), cap);
-    return { bytes, released: [...new BigUint64Array(e.buffer, e.staging, n)] };
+    return { bytes, released: [...new BigUint64Array(e.buffer, e.staging, n)], status: e.wasm.guestUnmapStatus() };
   }
 
   setDomainFlags(domCtx: number, flags: number): void { this.engine.wasm.contextSetFlags(domCtx, flags); }
