@@ -4,7 +4,8 @@
 // pieces with one scatter-gather read, writes them to the destination, and
 // writes a completion status back into the descriptor. A descriptor that
 // points at memory the IOMMU does not map completes with an error, and the
-// fault names the address.
+// fault names the address. Addresses are plain numbers where they can be:
+// below 2^53 a DMA call then makes no BigInt and allocates nothing.
 // Run: node examples/device-model.mjs
 import { createHost } from "iommu-wasm";
 
@@ -24,7 +25,7 @@ class CopyEngine {
   /** The guest wrote the ring's tail register: process descriptors [head, tail). */
   doorbell(ringIova, head, tail, statusIova) {
     for (let i = head; i < tail; i++) {
-      const at = ringIova + BigInt(i * DESC_SIZE);
+      const at = ringIova + i * DESC_SIZE;
       const read = this.dma.readInto(at, this.desc);
       if (read.fault) return this.complete(statusIova, i, STATUS_FAULT, read.fault);
       const len0 = this.view.getUint32(OFF.len0, true), len1 = this.view.getUint32(OFF.len1, true);
@@ -41,7 +42,7 @@ class CopyEngine {
 
   complete(statusIova, index, status, fault) {
     new DataView(this.status.buffer).setUint32(0, status, true);
-    this.dma.write(statusIova + BigInt(index * 4), this.status);
+    this.dma.write(statusIova + index * 4, this.status);
     if (fault) console.log(`descriptor ${index}: ${fault.reason} at 0x${fault.address.toString(16)}`);
   }
 }
@@ -58,7 +59,7 @@ const guest = {
 const engine = new CopyEngine(domain.dma);
 
 // The guest driver: two descriptors, the second pointing past the end of its memory.
-const RING = 0x1000n, STATUS = 0x2000n;
+const RING = 0x1000, STATUS = 0x2000;
 guest.write(0x10000n, new TextEncoder().encode("hello, "));
 guest.write(0x20ff0n, new TextEncoder().encode("IOMMU world"));
 const descriptor = (src0, len0, src1, len1, dst) => {
@@ -68,12 +69,12 @@ const descriptor = (src0, len0, src1, len1, dst) => {
   d.setBigUint64(OFF.dst, dst, true);
   return new Uint8Array(d.buffer);
 };
-guest.write(RING, descriptor(0x10000n, 7, 0x20ff0n, 11, 0x30000n));
-guest.write(RING + 32n, descriptor(0x10000n, 7, 0x200000n, 11, 0x30100n));
+guest.write(BigInt(RING), descriptor(0x10000n, 7, 0x20ff0n, 11, 0x30000n));
+guest.write(BigInt(RING + 32), descriptor(0x10000n, 7, 0x200000n, 11, 0x30100n));
 
 engine.doorbell(RING, 0, 2, STATUS);
 
-const status = new DataView(guest.read(STATUS, 8).buffer);
+const status = new DataView(guest.read(BigInt(STATUS), 8).buffer);
 console.log(`status: ${status.getUint32(0, true)} ${status.getUint32(4, true)} (1 = done, 2 = fault)`);
 console.log(`destination: ${new TextDecoder().decode(guest.read(0x30000n, 18))}`);
 console.log(`IOTLB: ${JSON.stringify(host.iotlb.stats())}`);

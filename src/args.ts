@@ -81,6 +81,21 @@ export function options<K extends string>(value: unknown, what: string, known: r
   }
 }
 
+/**
+ * A cheap check for a per-call path: a plain object whose enumerable keys are
+ * all in `known`. False when in doubt (a proxy, a symbol key is not seen
+ * here): the caller then reads it with options(), which refuses precisely.
+ */
+export function knownPlainKeys(value: unknown, known: readonly string[]): value is Record<string, unknown> {
+  try {
+    if (!isPlainObject(value)) return false;
+    for (const key in value) if (!known.includes(key)) return false;
+    return Object.getOwnPropertySymbols(value).length === 0;
+  } catch {
+    return false;
+  }
+}
+
 /** A boolean option; undefined gives `fallback`. Truthy strings or numbers are not booleans. */
 export function bool(value: unknown, what: string, fallback: boolean): boolean {
   if (value === undefined) return fallback;

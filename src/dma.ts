@@ -7,7 +7,7 @@
 // the engine's staging area in chunks, one WASM call per chunk. The engine
 // itself checks wrap-around and segment lists, so the direct path does no
 // BigInt arithmetic here.
-import { bool, bytes as checkBytes, isInstance, list as checkList, options, show } from "./args.js";
+import { bool, bytes as checkBytes, isInstance, knownPlainKeys, list as checkList, options, show } from "./args.js";
 import { toU64, toLength, hex, U64_MAX, type Address } from "./addr.js";
 import { reasonName, accessFlags, type AccessFlags, type FaultReason } from "./access.js";
 import { fail } from "./errors.js";
@@ -193,9 +193,28 @@ const READ_CHUNK = 1 << 20;
  */
 export function dmaRequest(opts: DmaOptions | undefined, base: number): number {
   if (opts === undefined) return base;
-  const o = options(opts, "DMA options", DMA_KEYS);
-  const pasid = checkPasid(o.pasid as number | undefined);
-  return pasid * (1 << ACCESS_BITS) + (bool(o.privileged, "privileged", false) ? base | abi.ACCESS_PRIV : base);
+  const o = perCallOptions(opts, "DMA options", DMA_KEYS);
+  const pasid = checkPasid(field(o, "pasid", "DMA options") as number | undefined);
+  return pasid * (1 << ACCESS_BITS) + (bool(field(o, "privileged", "DMA options"), "privileged", false) ? base | abi.ACCESS_PRIV : base);
+}
+
+/**
+ * Options on a per-call path: a plain object of known keys is used as it is
+ * (no copy: a device model passes one with every call), each field read once
+ * by the caller through field(); anything else goes through options(), which
+ * copies or refuses it.
+ */
+function perCallOptions<K extends string>(opts: unknown, what: string, known: readonly K[]): { [P in K]?: unknown } {
+  return knownPlainKeys(opts, known) ? (opts as { [P in K]?: unknown }) : options(opts, what, known);
+}
+
+/** One field of per-call options; a getter that throws is a refusal, never a raw exception. */
+function field<K extends string>(o: { [P in K]?: unknown }, key: K, what: string): unknown {
+  try {
+    return o[key];
+  } catch {
+    return fail("EINVAL", `${what}.${key} cannot be read`);
+  }
 }
 
 /** The access bits (read, write, exec, privileged) below the PASID in a packed request. */
@@ -206,12 +225,14 @@ export const requestPasid = (request: number): number => request >>> ACCESS_BITS
 const DMA_KEYS = ["pasid", "privileged"] as const;
 const SG_KEYS = ["pasid", "privileged", "direction"] as const;
 
-/** The access bits of an sg request: its direction (EINVAL unless "read" or "write") and privilege. */
-export function sgRequest(opts: SgOptions): { access: number; pasid: number } {
-  const o = options(opts, "sg options", SG_KEYS);
-  const base = o.direction === "write" ? abi.ACCESS_WRITE : o.direction === "read" ? abi.ACCESS_READ : -1;
-  if (base < 0) fail("EINVAL", `sg: direction must be "read" or "write", got ${show(o.direction)}`);
-  return { access: bool(o.privileged, "privileged", false) ? base | abi.ACCESS_PRIV : base, pasid: checkPasid(o.pasid as number | undefined) };
+/** An sg request packed as dmaRequest packs one: its direction (EINVAL unless "read" or "write"), privilege and PASID. */
+export function sgRequest(opts: SgOptions): number {
+  const o = perCallOptions(opts, "sg options", SG_KEYS);
+  const direction = field(o, "direction", "sg options");
+  const base = direction === "write" ? abi.ACCESS_WRITE : direction === "read" ? abi.ACCESS_READ : -1;
+  if (base < 0) fail("EINVAL", `sg: direction must be "read" or "write", got ${show(direction)}`);
+  const access = bool(field(o, "privileged", "sg options"), "privileged", false) ? base | abi.ACCESS_PRIV : base;
+  return checkPasid(field(o, "pasid", "sg options") as number | undefined) * (1 << ACCESS_BITS) + access;
 }
 
 export class DmaPort extends DmaCalls {
@@ -228,7 +249,8 @@ export class DmaPort extends DmaCalls {
 
   /** Moves every segment, in order, to or from one packed buffer. */
   sg(segments: SgSegments, buffer: Uint8Array, opts: SgOptions): SgResult {
-    const { access, pasid } = sgRequest(opts);
+    const request = sgRequest(opts);
+    const access = requestAccess(request), pasid = requestPasid(request);
     checkBytes(buffer, "sg buffer");
     const id = this.contextId();
     const e = this.engine;
@@ -263,19 +285,21 @@ export class DmaPort extends DmaCalls {
       access = requestAccess(request);
       pasid = requestPasid(request);
     }
-    const at = numberIova(iova, buffer.byteLength);
-    const id = this.contextId();
     // An array this port just made is not on engine memory: no need to look (reading its .buffer costs).
     const direct = fresh ? -1 : this.engine.isDirect(buffer);
-    // The caller's own array, below 2^53: the engine translates piece by piece and this copies, once.
-    if (direct < 0 && at >= 0) return this.pieces(id, pasid, access, at, buffer, fresh);
-    const start = iovaOf(iova);
     if (direct < 0) {
+      // The caller's own array, below 2^53: the engine translates piece by piece and this copies, once.
+      const at = numberIova(iova, buffer.byteLength);
+      const id = this.contextId();
+      if (at >= 0) return this.pieces(id, pasid, access, at, buffer, fresh);
+      const start = iovaOf(iova);
       if (start + BigInt(buffer.byteLength) > 1n << 64n) fail("EOVERFLOW", `dma: ${hex(start)} + ${buffer.byteLength} wraps past 2^64`);
       const r = this.staged(id, [{ iova: start, length: buffer.byteLength, segment: 0 }], buffer, -1, pasid, access);
       if (r.interrupt) return { bytes: r.bytes, interrupt: r.interrupt };
       return r.fault ? { bytes: r.bytes, fault: r.fault } : { bytes: r.bytes };
     }
+    const start = iovaOf(iova);
+    const id = this.contextId();
     const st = this.engine.wasm.dma(id, pasid, access, this.sourceId, start, buffer.byteLength, direct, this.pasidTable?.() ?? 0);
     if (st === abi.ST_OK) return completed(buffer.byteLength);
     if (st === abi.ERR_EOVERFLOW) fail("EOVERFLOW", `dma: ${hex(start)} + ${buffer.byteLength} wraps past 2^64`);

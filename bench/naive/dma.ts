@@ -50,7 +50,8 @@ export class NaiveDmaPort extends DmaCalls {
   }
 
   sg(segments: SgSegments, buffer: Uint8Array, opts: SgOptions): SgResult {
-    const { access, pasid } = sgRequest(opts);
+    const request = sgRequest(opts);
+    const access = requestAccess(request), pasid = requestPasid(request);
     checkBytes(buffer, "sg buffer");
     const id = this.contextId();
     const direct = this.isDirect(buffer);
