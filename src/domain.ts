@@ -36,7 +36,6 @@ export interface NestedDomainOptions extends PageTableOptions {
 export type DomainOptions = DomainFlags & ({ pageTable: PageTable } | PageTableOptions | NestedDomainOptions);
 
 const BATCH_ITEM_BYTES = 17; // iova + hpa + status
-const SAFE_LIMIT = 1n << 53n;
 /** Page sizes by log2, made once: a translation's result reuses them. */
 const PAGE_SIZES = Array.from({ length: 64 }, (_, log) => 1n << BigInt(log));
 const pageSizeOf = (log: number): bigint => PAGE_SIZES[log];
@@ -107,11 +106,10 @@ export class Domain {
     const bits = accessBits(access);
     const pasid = opts === undefined ? 0 : translatePasid(opts);
     const e = this.engine;
-    // Below 2^53 the address crosses as a number (no BigInt into WASM); the answer is read back the same way.
-    const small = typeof iova === "number" ? Number.isSafeInteger(iova) && iova >= 0 : typeof iova === "bigint" && iova >= 0n && iova < SAFE_LIMIT;
+    // A number address crosses as a number (no BigInt into WASM); a bigint one as an i64, which costs the same as converting it.
     let hpa: bigint;
-    if (small) {
-      const out = e.wasm.translateNumber(id, pasid, Number(iova), bits, 0);
+    if (typeof iova === "number" && Number.isSafeInteger(iova) && iova >= 0) {
+      const out = e.wasm.translateNumber(id, pasid, iova, bits, 0);
       if (out < 0) return this.fault(BigInt(iova));
       hpa = BigInt(out);
     } else {
