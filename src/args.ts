@@ -96,6 +96,25 @@ export function knownPlainKeys(value: unknown, known: readonly string[]): value 
   }
 }
 
+/**
+ * Options on a per-call path (DMA, sg, PASID requests): a plain object of known keys is used as it is
+ * (no copy: a device model passes one with every call), each field read once
+ * by the caller through field(); anything else goes through options(), which
+ * copies or refuses it.
+ */
+export function perCallOptions<K extends string>(opts: unknown, what: string, known: readonly K[]): { [P in K]?: unknown } {
+  return knownPlainKeys(opts, known) ? (opts as { [P in K]?: unknown }) : options(opts, what, known);
+}
+
+/** One field of per-call options; a getter that throws is a refusal, never a raw exception. */
+export function field<K extends string>(o: { [P in K]?: unknown }, key: K, what: string): unknown {
+  try {
+    return o[key];
+  } catch {
+    return fail("EINVAL", `${what}.${key} cannot be read`);
+  }
+}
+
 /** A boolean option; undefined gives `fallback`. Truthy strings or numbers are not booleans. */
 export function bool(value: unknown, what: string, fallback: boolean): boolean {
   if (value === undefined) return fallback;

@@ -7,7 +7,7 @@
 // the engine's staging area in chunks, one WASM call per chunk. The engine
 // itself checks wrap-around and segment lists, so the direct path does no
 // BigInt arithmetic here.
-import { bool, bytes as checkBytes, isInstance, knownPlainKeys, list as checkList, options, show } from "./args.js";
+import { bool, bytes as checkBytes, field, isInstance, list as checkList, options, perCallOptions, show } from "./args.js";
 import { toU64, toLength, hex, U64_MAX, type Address } from "./addr.js";
 import { reasonName, accessFlags, type AccessFlags, type FaultReason } from "./access.js";
 import { fail } from "./errors.js";
@@ -198,24 +198,7 @@ export function dmaRequest(opts: DmaOptions | undefined, base: number): number {
   return pasid * (1 << ACCESS_BITS) + (bool(field(o, "privileged", "DMA options"), "privileged", false) ? base | abi.ACCESS_PRIV : base);
 }
 
-/**
- * Options on a per-call path: a plain object of known keys is used as it is
- * (no copy: a device model passes one with every call), each field read once
- * by the caller through field(); anything else goes through options(), which
- * copies or refuses it.
- */
-function perCallOptions<K extends string>(opts: unknown, what: string, known: readonly K[]): { [P in K]?: unknown } {
-  return knownPlainKeys(opts, known) ? (opts as { [P in K]?: unknown }) : options(opts, what, known);
-}
 
-/** One field of per-call options; a getter that throws is a refusal, never a raw exception. */
-function field<K extends string>(o: { [P in K]?: unknown }, key: K, what: string): unknown {
-  try {
-    return o[key];
-  } catch {
-    return fail("EINVAL", `${what}.${key} cannot be read`);
-  }
-}
 
 /** The access bits (read, write, exec, privileged) below the PASID in a packed request. */
 const ACCESS_BITS = 4;

@@ -6,7 +6,7 @@
 // quota, errno. The trees (assembly/pasid) are a data plane behind
 // PasidPlane; the naive twin implements the same plane with Maps
 // (bench/naive/pasid.ts), so both run this control logic.
-import { integer, isInstance, options, show } from "../args.js";
+import { field, integer, isInstance, perCallOptions, show } from "../args.js";
 import * as abi from "../engine/abi.js";
 import type { Engine } from "../engine/engine.js";
 import { fail } from "../errors.js";
@@ -124,10 +124,13 @@ export class EnginePasidPlane implements PasidPlane {
 
 const isU32 = (v: unknown): v is number => typeof v === "number" && Number.isInteger(v) && v >= 0 && v <= 0xffffffff;
 
+const RANGE_KEYS = ["min", "max"] as const;
+
 /** The range of a PASID request: integers in 0..0xFFFFFFFF with min ≤ max, else EINVAL. */
 function checkRange(range: PasidRange, what: string): { min: number; max: number } {
   if (range === undefined) fail("EINVAL", `pasid ${what}: give { min, max }`);
-  const { min, max } = options(range, `pasid ${what} range`, ["min", "max"] as const) as Partial<PasidRange>;
+  const o = perCallOptions(range, `pasid ${what} range`, RANGE_KEYS);
+  const min = field(o, "min", `pasid ${what} range`), max = field(o, "max", `pasid ${what} range`);
   if (!isU32(min) || !isU32(max)) fail("EINVAL", `pasid ${what}: min and max must be integers in 0..0xffffffff, got ${show(min)}, ${show(max)}`);
   if (min > max) fail("EINVAL", `pasid ${what}: min ${min} is above max ${max}`);
   return { min, max };
