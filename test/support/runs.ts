@@ -16,3 +16,17 @@ export function runs(numRuns: number): number {
 export function params(numRuns: number): fc.Parameters<unknown> {
   return { numRuns: runs(numRuns), ...(SEED !== undefined ? { seed: SEED } : {}) };
 }
+
+/**
+ * A coverage floor a property test asserts after its runs (it met something
+ * more than this many times): as given in CI, a twentieth in a quick run (a
+ * tenth of the runs, with room for chance).
+ */
+export function atLeast(floor: number): number {
+  return QUICK ? Math.floor(floor / 20) : floor;
+}
+
+/** How many of a must-see list a run may miss: none in CI; in a quick run (a tenth of the runs), the rarer half. */
+export function mayMiss(mustSee: number): number {
+  return QUICK ? Math.ceil(mustSee / 2) : 0;
+}
