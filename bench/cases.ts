@@ -4,7 +4,7 @@
 import { createHost, PAGE_4K, type Container, type Domain, type Host } from "../src/index.js";
 import { createNaiveHost, type NaiveHost } from "./naive/index.js";
 import {
-  IOVA_BASE, RAM_SIZE, nestedDomain, pagedDomain, sparseDomain, sparseIovas, xorshift,
+  IOVA_BASE, RAM_SIZE, nestedDomain, pagedDomain, sparseDomain, sparseIovas, vfioSetup, xorshift,
   type ContainerLike, type DomainLike, type HostLike, type ProcessLike, type VfioHostLike,
 } from "./fixtures.js";
 import { perCallSuite } from "./percall.js";
@@ -177,19 +177,6 @@ async function ptMapUnmap(): Promise<Case> {
 
 // ---- VFIO: the same container logic over the engine's data plane and the twin's.
 
-const DEVICE = "0000:00:01.0";
-
-/** A host (VT-d) with one device in group 0, a process with `bytes` of memory, and a container with the group attached. */
-function vfioSetup(host: VfioHostLike, bytes: bigint): { process: ProcessLike; vaddr: bigint; container: ContainerLike; dma: DomainLike["dma"] } {
-  host.addDevice({ bdf: DEVICE });
-  const process = host.createProcess();
-  const vaddr = process.mmap(bytes);
-  const container = host.openContainer({ process });
-  const group = host.openGroup(0);
-  group.setContainer(container);
-  container.setIommu("type1v2");
-  return { process, vaddr, container, dma: group.device(DEVICE).dma };
-}
 
 /**
  * MAP_DMA chunk sizes: a fixed pseudo-random sequence of 4 KiB multiples

@@ -114,3 +114,17 @@ export function nestedDomain(host: HostLike & { ram: { readU64(hpa: bigint): big
   }
   return host.createDomain({ stage2: s2, format: "x86-64", levels: 4, root: 0n });
 }
+
+const DEVICE = "0000:00:01.0";
+
+/** A host (VT-d) with one device in group 0, a process with `bytes` of memory, and a container with the group attached. */
+export function vfioSetup(host: VfioHostLike, bytes: bigint): { process: ProcessLike; vaddr: bigint; container: ContainerLike; dma: DomainLike["dma"] } {
+  host.addDevice({ bdf: DEVICE });
+  const process = host.createProcess();
+  const vaddr = process.mmap(bytes);
+  const container = host.openContainer({ process });
+  const group = host.openGroup(0);
+  group.setContainer(container);
+  container.setIommu("type1v2");
+  return { process, vaddr, container, dma: group.device(DEVICE).dma };
+}

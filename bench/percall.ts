@@ -6,7 +6,7 @@
 // offsets the DMA reaches, as an emulator without an IOMMU copies.
 import { createHost, PAGE_4K, type Domain, type Host } from "../src/index.js";
 import { createNaiveHost } from "./naive/index.js";
-import { IOVA_BASE, RAM_SIZE, nestedDomain, pagedDomain, xorshift, type HostLike, type VfioHostLike } from "./fixtures.js";
+import { IOVA_BASE, RAM_SIZE, nestedDomain, pagedDomain, vfioSetup, xorshift, type HostLike, type VfioHostLike } from "./fixtures.js";
 import type { Case, Limit } from "./cases.js";
 
 const PAGES = 1024;
@@ -153,15 +153,9 @@ async function deviceRead(): Promise<{ c: Case }> {
   const [eh, nh] = [await createHost({ ramSize: RAM_SIZE }), await createNaiveHost({ ramSize: RAM_SIZE })] as unknown as VfioHostLike[];
   const bytes = BigInt(PAGES) * PAGE_4K;
   const [ePort, nPort] = [eh, nh].map((host) => {
-    host.addDevice({ bdf: "0000:01:00.0" });
-    const process = host.createProcess();
-    const vaddr = process.mmap(bytes);
-    const container = host.openContainer({ process });
-    const group = host.openGroup(0);
-    group.setContainer(container);
-    container.setIommu("type1v2");
-    container.mapDma({ vaddr, iova: IOVA_BASE, size: bytes, read: true, write: true });
-    return group.device("0000:01:00.0").dma as unknown as PortLike;
+    const side = vfioSetup(host, bytes);
+    side.container.mapDma({ vaddr: side.vaddr, iova: IOVA_BASE, size: bytes, read: true, write: true });
+    return side.dma as unknown as PortLike;
   });
   const iovas = addresses(64, 9);
   const eBuf = new Uint8Array(64), nBuf = new Uint8Array(64);
