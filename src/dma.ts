@@ -3,10 +3,12 @@
 // completed and the fault. Errors are thrown only for bad arguments.
 //
 // A buffer on engine memory (allocBuffer(), or a view of RAM) is passed by
-// offset: one copy, page by page, inside WASM. Any other buffer goes through
-// the engine's staging area in chunks, one WASM call per chunk. The engine
-// itself checks wrap-around and segment lists, so the direct path does no
-// BigInt arithmetic here.
+// offset: one copy, page by page, inside WASM. A single transfer from any
+// other array, below 2^53, goes piece by piece: the engine translates each
+// piece and this copies it once between the array and RAM (no BigInt, no
+// staging). Scatter-gather lists and transfers above 2^53 go through the
+// engine's staging area in chunks, one WASM call per chunk. The engine
+// itself checks wrap-around and segment lists.
 import { bool, bytes as checkBytes, field, isInstance, list as checkList, options, perCallOptions, show } from "./args.js";
 import { toU64, toLength, hex, U64_MAX, type Address } from "./addr.js";
 import { reasonName, accessFlags, type AccessFlags, type FaultReason } from "./access.js";
