@@ -25,11 +25,13 @@ console.log(`NIC reads GPA 0x1000: ${new TextDecoder().decode(nic.dma.read(0x100
 host.onInterrupt(({ device, address, data }) => console.log(`MSI from ${device} at 0x${address.toString(16)}, data ${data}`));
 nic.dma.write(nic.msiAddress, new Uint8Array([1, 0, 0, 0]));
 
+// Migration: track dirty pages, read bitmaps while the guest runs, take the last ones with the unmap.
+const dirtyPages = (bitmap) => [...bitmap].flatMap((byte, i) => [0, 1, 2, 3, 4, 5, 6, 7].filter((b) => byte & (1 << b)).map((b) => `0x${((i * 8 + b) * 4096).toString(16)}`));
 c.dirty.start();
 nic.dma.write(0x3000n, new TextEncoder().encode("pong"));
-const bitmap = c.dirty.bitmap({ iova: 0n, size: 64n * MiB, pgsize: 4096n });  // bit i: page iova + i·4 KiB; whole mappings only
-const dirty = [];
-bitmap.forEach((byte, i) => { for (let b = 0; b < 8; b++) if (byte & (1 << b)) dirty.push(`0x${((i * 8 + b) * 4096).toString(16)}`); });
-console.log(`dirty since start: ${dirty.join(", ")}`);
-
-console.log(`unmapped ${c.unmapDma({ all: true }) / MiB} MiB; locked now ${vmm.lockedBytes}`);
+const bits = c.dirty.bitmap({ iova: 0n, size: 64n * MiB, pgsize: 4096n });  // bit i: page i written since the last read
+console.log(`dirty since start: ${dirtyPages(bits).join(", ")}`);
+nic.dma.write(0x5000n, new TextEncoder().encode("late"));
+const { size, bitmap } = c.unmapDma({ iova: 0n, size: 64n * MiB, dirtyBitmap: { pgsize: 4096n } }); // read before the pages go
+c.dirty.stop();
+console.log(`unmapped ${size / MiB} MiB, dirty at the unmap: ${dirtyPages(bitmap).join(", ")}; locked now ${vmm.lockedBytes}`);

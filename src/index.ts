@@ -1,7 +1,7 @@
 // Public exports of iommu-wasm.
 export { createHost, Host, type HostOptions, type ContainerOptions, type TranslationBatch } from "./host.js";
 export { Process, type ProcessOptions, type MmapOptions, type ProcessPageTable } from "./vfio/process.js";
-export { Container, type IommuType, type MapDmaRequest, type UnmapDmaRequest, type ContainerInfo, type DirtyBitmapRequest, type BindPgtblOptions, type InvalidateEntry, type GuestMemory, type ContainerDomain } from "./vfio/container.js";
+export { Container, type IommuType, type MapDmaRequest, type UnmapDmaRequest, type UnmapDirtyRequest, type UnmapDirtyResult, type ContainerInfo, type DirtyBitmapRequest, type BindPgtblOptions, type InvalidateEntry, type GuestMemory, type ContainerDomain } from "./vfio/container.js";
 export type { DmaMapping } from "./vfio/mappings.js";
 export { VTD_S1_SRE, VTD_S1_EAFE, VTD_S1_WPE, type VtdStage1Flags, type ArmStage1Flags, type Stage1Description } from "./vfio/bind.js";
 export { VfioGroup, VfioDevice, type Interrupt } from "./vfio/group.js";

@@ -27,7 +27,7 @@ const EXPECTED: Record<string, RegExp[]> = {
     /NIC reads GPA 0x1000: ping/,
     /MSI from 0000:03:00.0 at 0xfee00000, data 1/,
     /dirty since start: 0x3000$/m,
-    /unmapped 64 MiB; locked now 0/,
+    /unmapped 64 MiB, dirty at the unmap: 0x5000; locked now 0/,
   ],
   "guest.mjs": [
     /PASID 1 reads GVA 0x7f0000000000: guest buffer/,

@@ -71,7 +71,9 @@ type MapTweak = "none" | "misalignVaddr" | "misalignIova" | "misalignSize" | "ze
 type UnmapHow =
   | { k: "all" } | { k: "allWithIova" }
   | { k: "mapping"; m: number } | { k: "span"; m: number; n: number }
-  | { k: "bisect"; m: number; delta: bigint } | { k: "raw"; iova: bigint; size: bigint };
+  | { k: "bisect"; m: number; delta: bigint } | { k: "raw"; iova: bigint; size: bigint }
+  // GET_DIRTY_BITMAP: a mapping or a span, with the page size asked for (the kernel takes only the smallest).
+  | { k: "dirty"; m: number; n: number; pgsize: bigint };
 
 type Op =
   | { t: "addDevice"; dev: number; group?: number; reserved: RegionSpec[]; msiIsolated?: boolean; driver?: Driver }
@@ -223,6 +225,12 @@ function unmapRequest(c: Any, how: UnmapHow): Record<string, unknown> {
     }
     case "bisect": { const x = m(how.m); return x ? { iova: x.iova + how.delta, size: sizeOf(x) } : { iova: how.delta, size: PAGE }; }
     case "raw": return { iova: how.iova, size: how.size };
+    case "dirty": {
+      const x = m(how.m), y = m(how.m + how.n);
+      if (!x) return { iova: 0n, size: PAGE, dirtyBitmap: { pgsize: how.pgsize } };
+      const hi = y && y.last > x.last ? y : x;
+      return { iova: x.iova, size: (hi.last as bigint) - (x.iova as bigint) + 1n, dirtyBitmap: { pgsize: how.pgsize } };
+    }
   }
 }
 
@@ -510,7 +518,11 @@ function note(key: string): void { stats.seen.set(key, (stats.seen.get(key) ?? 0
 
 /** Counts what an engine outcome shows: errnos per op, faults, interrupts, bitmaps with bits, big leaves. */
 function tally(op: Op, out: Outcome): void {
-  if ("error" in out) { note(`${op.t}:${out.error}`); return; }
+  if ("error" in out) {
+    note(`${op.t}:${out.error}`);
+    if (op.t === "unmap" && op.how.k === "dirty") note(`unmapDirty:${out.error}`);
+    return;
+  }
   note(`${op.t}:ok`);
   const v = out.ok as Any;
   const r = v?.r;
@@ -520,6 +532,7 @@ function tally(op: Op, out: Outcome): void {
   if (op.t === "pasidDma" && !v?.fault && v?.bytes > 0) note("pasidDma:moved");
   if ((op.t === "invalidate" || op.t === "guestMap") && v?.error) note(`${op.t}:${v.error}`);
   if (op.t === "dirtyBitmap" && v.bitmap.some((b: number) => b !== 0)) note("dirtyBitmap:dirty");
+  if (op.t === "unmap" && op.how.k === "dirty") note(v.bytes.bitmap.some((b: number) => b !== 0) ? "unmapDirty:dirty" : "unmapDirty:ok");
   if (op.t === "map" && v.pageSize > PAGE) note("map:large-leaf");
 }
 
@@ -652,6 +665,7 @@ const opArb: fc.Arbitrary<Op> = fc.oneof(
     { weight: 2, arbitrary: fc.record({ k: fc.constant("span" as const), m: fc.nat(8), n: fc.nat(3) }) },
     { weight: 2, arbitrary: fc.record({ k: fc.constant("bisect" as const), m: fc.nat(8), delta: fc.constantFrom(PAGE, 0x800n, 0n - PAGE) }) },
     { weight: 1, arbitrary: fc.record({ k: fc.constant("raw" as const), iova: iovaArb, size: fc.constantFrom(PAGE, MiB, 0x800n, 0n, U64_MAX + 1n - PAGE) }) },
+    { weight: 3, arbitrary: fc.record({ k: fc.constant("dirty" as const), m: fc.nat(8), n: fc.nat(2), pgsize: fc.oneof({ weight: 8, arbitrary: fc.constant(PAGE) }, { weight: 1, arbitrary: fc.constant(0x200000n) }) }) },
   ) }) },
   { weight: 6, arbitrary: fc.record({ t: fc.constant("info" as const), c }) },
   { weight: 3, arbitrary: fc.record({ t: fc.constant("allow" as const), c, ranges: fc.array(fc.record({ start: iovaArb, end: iovaArb }).map((r) => (r.start <= r.end ? r : { start: r.end, end: r.start })), { maxLength: 2 }) }) },
@@ -867,7 +881,7 @@ describe("VFIO on the engine and on the naive twin agree", () => {
       "map:ok", "map:EEXIST", "map:EINVAL", "map:EOVERFLOW", "map:ENOSPC", "map:ENOMEM", "map:EFAULT",
       "unmap:ok", "unmap:EINVAL", "setContainer:EPERM", "setIommu:ok", "mmap:ENOMEM", "munmap:ok",
       "dma:interrupt", "sg:interrupt", "dma:fault:not-present", "dma:fault:no-context", "dma:fault:permission",
-      "dirtyBitmap:ok", "dirtyBitmap:dirty", "dirtyBitmap:EINVAL", "info:ok", "allow:ok",
+      "dirtyBitmap:ok", "dirtyBitmap:dirty", "dirtyBitmap:EINVAL", "unmapDirty:ok", "unmapDirty:dirty", "unmapDirty:EINVAL", "info:ok", "allow:ok",
       "map:large-leaf", "pinMap:rollback", `pinMap:status:${ERR_ENOMEM}`,
       "pasidAlloc:ok", "pasidAlloc:ENOSPC", "pasidFree:ok", "bindPgtbl:ok", "bindPgtbl:EBUSY", "bindPgtbl:EINVAL", "bindPgtbl:EOPNOTSUPP",
       "unbindPgtbl:ok", "invalidate:ok", "invalidate:EINVAL", "invalidate:EOPNOTSUPP", "pasidDma:moved",

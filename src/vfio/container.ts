@@ -65,6 +65,12 @@ export interface MapDmaRequest {
 
 export type UnmapDmaRequest = { iova: Address; size: Address } | { all: true };
 
+/** UNMAP_DMA with VFIO_DMA_UNMAP_FLAG_GET_DIRTY_BITMAP: the pages of the range written since the last report, read as it is unmapped. */
+export interface UnmapDirtyRequest { iova: Address; size: Address; dirtyBitmap: { pgsize: Address } }
+
+/** What an unmap with dirtyBitmap returns: the bytes unmapped, and one bit per pgsize page of [iova, iova + size). */
+export interface UnmapDirtyResult { size: bigint; bitmap: Uint8Array }
+
 export interface ContainerInfo {
   /** Bitmap of the IOMMU page sizes (AND over the attached domains). */
   pgsizes: bigint;
@@ -521,11 +527,20 @@ export class Container {
     return iova;
   }
 
-  /** VFIO_IOMMU_UNMAP_DMA (v2). Returns the bytes unmapped. */
-  unmapDma(given: UnmapDmaRequest): bigint {
+  /**
+   * VFIO_IOMMU_UNMAP_DMA (v2). Returns the bytes unmapped; with dirtyBitmap
+   * (GET_DIRTY_BITMAP), also the pages of the range written since the last
+   * report, read (and cleared) before anything is unmapped, so none is lost.
+   */
+  unmapDma(request: UnmapDirtyRequest): UnmapDirtyResult;
+  unmapDma(request: UnmapDmaRequest): bigint;
+  unmapDma(given: UnmapDmaRequest | UnmapDirtyRequest): bigint | UnmapDirtyResult {
     const domain = this.requireIommu();
     if (given === undefined) fail("EINVAL", "unmap: give { iova, size } or { all: true }");
-    const request = options(given, "unmapDma request", ["iova", "size", "all"] as const) as { iova?: Address; size?: Address; all?: unknown };
+    const request = options(given, "unmapDma request", ["iova", "size", "all", "dirtyBitmap"] as const) as { iova?: Address; size?: Address; all?: unknown; dirtyBitmap?: unknown };
+    const wantDirty = request.dirtyBitmap !== undefined;
+    // The ioctl refuses the flag with ALL before anything else (vfio_iommu_type1_unmap_dma).
+    if (wantDirty && request.all !== undefined) fail("EINVAL", "unmap: dirtyBitmap cannot be asked with all");
     let first: bigint, last: bigint;
     if (request.all !== undefined) {
       if (request.all !== true) fail("EINVAL", `unmap: all must be true, got ${show(request.all)}`);
@@ -541,11 +556,15 @@ export class Container {
       if (size === 0n || size % min !== 0n) fail("EINVAL", `unmap: size ${hex(size)} is zero or not a multiple of ${hex(min)}`);
       if (iova + size - 1n > U64_MAX) fail("EOVERFLOW", `unmap: ${hex(iova)} + ${hex(size)} wraps past 2^64`);
       first = iova; last = iova + size - 1n;
+      // vfio_dma_do_unmap: after the range checks, before the bisect checks.
+      if (wantDirty) this.checkDirtyPgsize(options(request.dirtyBitmap, "dirtyBitmap", ["pgsize"] as const).pgsize as Address, "unmap");
       this.checkNoBisect(first, last, "unmap");
     }
+    // Read before any mapping goes: a page written up to this call is in the bitmap.
+    const bitmap = wantDirty ? this.mappedDirty(domain, first, last) : undefined;
     let bytes = 0n;
     for (const m of this.maps.inside(first, last)) bytes += this.removeMapping(domain, m);
-    return bytes;
+    return bitmap ? { size: bytes, bitmap } : bytes;
   }
 
   /** The range may not cut a mapping: the one holding its first byte starts there, the one holding its last byte ends there. */
@@ -676,7 +695,26 @@ export class Container {
     if ((pages + 7n) / 8n > MAX_DIRTY_BITMAP_BYTES) fail("EINVAL", "dirty bitmap: the range needs more than 256 MiB of bitmap");
     if (!this.dirtyTracking) fail("EINVAL", "dirty bitmap: tracking is not started");
     this.checkNoBisect(iova, iova + size - 1n, "dirty bitmap");
-    const out = this.host.plane.readDirty(domain.id, iova, iova + size - 1n);
+    return this.mappedDirty(domain, iova, iova + size - 1n);
+  }
+
+  /** GET_DIRTY_BITMAP's conditions: tracking started, and pgsize the smallest IOMMU page. */
+  private checkDirtyPgsize(given: Address, what: string): void {
+    const pgsize = toU64(given, `${what} dirtyBitmap.pgsize`);
+    if (!this.dirtyTracking || pgsize !== this.minPageSize()) {
+      fail("EINVAL", `${what}: dirty pages need tracking started and pgsize ${hex(this.minPageSize())}`);
+    }
+  }
+
+  /**
+   * The dirty bits of [first, last], read and cleared, kept only where a
+   * mapping is (vfio_iova_dirty_bitmap walks the vfio_dma entries): an
+   * IOMMU entry no MAP_DMA made (the MSI doorbell) is never reported.
+   */
+  private mappedDirty(domain: ContainerDomain, first: bigint, last: bigint): Uint8Array {
+    const read = this.host.plane.readDirty(domain.id, first, last);
+    const out = new Uint8Array(read.length);
+    for (const m of this.maps.inside(first, last)) copyBits(out, read, Number((m.iova - first) / PAGE_SIZE), Number((m.last - first) / PAGE_SIZE));
     return out;
   }
 
@@ -693,4 +731,12 @@ export class Container {
     this.pasid.release();
     this.closed = true;
   }
+}
+
+/** Bits [from, to] (inclusive, bit i at byte i >> 3, bit i & 7) of src into dst: whole bytes in the middle, bit by bit at the ends. */
+function copyBits(dst: Uint8Array, src: Uint8Array, from: number, to: number): void {
+  let i = from;
+  for (; i <= to && (i & 7) !== 0; i++) dst[i >> 3] |= src[i >> 3] & (1 << (i & 7));
+  for (; i + 7 <= to; i += 8) dst[i >> 3] = src[i >> 3];
+  for (; i <= to; i++) dst[i >> 3] |= src[i >> 3] & (1 << (i & 7));
 }
