@@ -106,6 +106,11 @@ export function probe(id: u32, iova: u64, access: u32, traceEntries: bool): u32 
 export function translateNumber(id: u32, pasid: u32, iova: f64, access: u32, sourceId: u32): f64 {
   return translate(id, pasid, <u64>iova, access, sourceId) == ST_OK ? <f64>outHpa : -1;
 }
+// The HPA alone (domain.translateHpa): nothing else is written back, so a hit is the lookup and the call.
+export function translateHpaNumber(id: u32, pasid: u32, iova: f64, access: u32): f64 {
+  const st = translateOne(id, pasid, <u64>iova, access, hitNeed(access, ctxFlags(ctxPtr(id))), liveFrom(id, pasid), 0);
+  return st == ST_OK ? <f64>outHpa : -1;
+}
 export function translate(id: u32, pasid: u32, iova: u64, access: u32, sourceId: u32): u32 {
   const st = translateOne(id, pasid, iova, access, hitNeed(access, ctxFlags(ctxPtr(id))), liveFrom(id, pasid), sourceId);
   store<u32>(ctrl + RES_STATUS, st);

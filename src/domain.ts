@@ -137,7 +137,7 @@ export class Domain {
     const id = this.liveId();
     const bits = accessBits(access);
     const pasid = opts === undefined ? 0 : translatePasid(opts);
-    if (typeof iova === "number" && Number.isSafeInteger(iova) && iova >= 0) return this.engine.wasm.translateNumber(id, pasid, iova, bits, 0);
+    if (typeof iova === "number" && Number.isSafeInteger(iova) && iova >= 0) return this.engine.wasm.translateHpaNumber(id, pasid, iova, bits);
     const i = toU64(iova, "iova");
     return this.engine.wasm.translate(id, pasid, i, bits, 0) === abi.ST_OK ? Number(this.engine.u64(abi.RES_HPA)) : -1;
   }
