@@ -62,6 +62,10 @@ describe.each(ARCHES)("unmap with the dirty bitmap (%s)", (arch) => {
     expect(errno(() => c.unmapDma({ iova: 0x100000n, size: 16n * PAGE, dirtyBitmap: { pgsize: 0x200000n } }))).toBe("EINVAL");
     expect(errno(() => c.unmapDma({ iova: 0x100000n, size: 8n * PAGE, dirtyBitmap: { pgsize: PAGE } }))).toBe("EINVAL");
     expect(errno(() => c.unmapDma({ iova: 0x100000n, size: 16n * PAGE, dirtyBitmap: { pgsize: PAGE, pgszie: 1 } as never }))).toBe("EINVAL");
+    // A range whose bitmap would pass 256 MiB (verify_bitmap_size) is refused before anything is read.
+    c.mapDma({ vaddr: ram + 16n * PAGE, iova: 1n << 45n, size: PAGE, read: true, write: true });
+    expect(errno(() => c.unmapDma({ iova: 0x100000n, size: (1n << 45n) + PAGE - 0x100000n, dirtyBitmap: { pgsize: PAGE } }))).toBe("EINVAL");
+    expect(c.unmapDma({ iova: 1n << 45n, size: PAGE })).toBe(PAGE);
     expect(c.mappings()).toHaveLength(1);
     // The written page is still reported: no refusal read (and cleared) the bits.
     expect(pagesOf(c.dirty.bitmap({ iova: 0x100000n, size: 16n * PAGE, pgsize: PAGE }), 0x100000n)).toEqual([0x100n]);

@@ -551,13 +551,19 @@ export class Container {
       first = 0n; last = U64_MAX;
     } else {
       const iova = toU64(request.iova as Address, "iova"), size = toU64(request.size as Address, "size");
+      // verify_bitmap_size, before the range checks: some pages, and a bitmap of at most 256 MiB.
+      const pgsize = wantDirty ? toU64(options(request.dirtyBitmap, "dirtyBitmap", ["pgsize"] as const).pgsize as Address, "unmap dirtyBitmap.pgsize") : 0n;
+      if (wantDirty) {
+        const pages = pgsize === 0n ? 0n : size / pgsize;
+        if (pages === 0n || (pages + 7n) / 8n > MAX_DIRTY_BITMAP_BYTES) fail("EINVAL", `unmap: a dirty bitmap of ${hex(size)} bytes in ${hex(pgsize)} pages is empty or over 256 MiB`);
+      }
       const min = this.minPageSize();
       if (iova % min !== 0n) fail("EINVAL", `unmap: iova ${hex(iova)} is not a multiple of ${hex(min)}`);
       if (size === 0n || size % min !== 0n) fail("EINVAL", `unmap: size ${hex(size)} is zero or not a multiple of ${hex(min)}`);
       if (iova + size - 1n > U64_MAX) fail("EOVERFLOW", `unmap: ${hex(iova)} + ${hex(size)} wraps past 2^64`);
       first = iova; last = iova + size - 1n;
       // vfio_dma_do_unmap: after the range checks, before the bisect checks.
-      if (wantDirty) this.checkDirtyPgsize(options(request.dirtyBitmap, "dirtyBitmap", ["pgsize"] as const).pgsize as Address, "unmap");
+      if (wantDirty) this.checkDirtyPgsize(pgsize, "unmap");
       this.checkNoBisect(first, last, "unmap");
     }
     // Read before any mapping goes: a page written up to this call is in the bitmap.
