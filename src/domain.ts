@@ -104,7 +104,7 @@ export class Domain {
   translate(iova: Address, access: Access = "read", opts?: TranslateOptions): Translation {
     const id = this.liveId();
     const bits = accessBits(access);
-    const pasid = opts === undefined ? 0 : translatePasid(opts);
+    const pasid = translatePasid(opts);
     const e = this.engine;
     // A number address crosses as a number (no BigInt into WASM); a bigint one as an i64, which costs the same as converting it.
     let hpa: bigint;
@@ -136,7 +136,7 @@ export class Domain {
   translateHpa(iova: Address, access: Access = "read", opts?: TranslateOptions): number {
     const id = this.liveId();
     const bits = accessBits(access);
-    const pasid = opts === undefined ? 0 : translatePasid(opts);
+    const pasid = translatePasid(opts);
     if (typeof iova === "number" && Number.isSafeInteger(iova) && iova >= 0) return this.engine.wasm.translateHpaNumber(id, pasid, iova, bits);
     const i = toU64(iova, "iova");
     return this.engine.wasm.translate(id, pasid, i, bits, 0) === abi.ST_OK ? Number(this.engine.u64(abi.RES_HPA)) : -1;

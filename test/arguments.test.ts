@@ -165,3 +165,27 @@ describe("bytes, lengths, typed arrays and callbacks", () => {
     expect(errno(() => c.mapDma(undefined as never))).toBe("EINVAL");
   });
 });
+
+describe("objects of this host only, and batches all or nothing", () => {
+  it("createDomain over a page table or stage 2 of another host, or a look-alike, is EINVAL", async () => {
+    const h = await createHost({ ramSize: 1 << 24 }), other = await createHost({ ramSize: 1 << 24 });
+    const foreignS2 = other.createDomain({ format: "vtd-sl", inputBits: 48 });
+    expect(errno(() => h.createDomain({ stage2: foreignS2, format: "x86-64", root: 0x1000n }))).toBe("EINVAL");
+    expect(errno(() => h.createDomain({ pageTable: other.createPageTable({ format: "x86-64" }) }))).toBe("EINVAL");
+    expect(errno(() => h.createDomain({ stage2: { id: 1, format: foreignS2.format } as never, format: "x86-64", root: 0x1000n }))).toBe("EINVAL");
+    const s2 = h.createDomain({ format: "vtd-sl", inputBits: 48 });
+    expect(errno(() => h.createDomain({ stage2: s2, format: "x86-64", root: 0x1000n }))).toBe("no error");
+  });
+
+  it("freeTranslationBatch frees nothing unless all three arrays are this host's; a batch that does not fit takes nothing", async () => {
+    const h = await createHost({ ramSize: 1 << 24, bufferArenaSize: 64 * 1024 });
+    const batch = h.createTranslationBatch(16);
+    expect(errno(() => h.freeTranslationBatch({ ...batch, status: new Uint8Array(16) }))).toBe("EINVAL");
+    // Nothing was freed: the whole batch still frees once, and then not again.
+    expect(errno(() => h.freeTranslationBatch(batch))).toBe("no error");
+    expect(errno(() => h.freeTranslationBatch(batch))).toBe("EINVAL");
+    // 3900 entries need 31200 + 31200 + 3900 bytes of a 64 KiB arena: the third does not fit after the first two. Both go back.
+    expect(errno(() => h.createTranslationBatch(3900))).toBe("ENOMEM");
+    expect(errno(() => h.allocBuffer(64 * 1024))).toBe("no error");
+  });
+});

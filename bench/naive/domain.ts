@@ -81,7 +81,7 @@ export class NaiveDomain {
   translateHpa(iova: Address, access: Access = "read", opts?: TranslateOptions): number {
     const id = this.liveId();
     const bits = accessBits(access);
-    const pasid = opts === undefined ? 0 : translatePasid(opts);
+    const pasid = translatePasid(opts);
     const r = this.translator.translate(id, pasid, toU64(iova, "iova"), bits, 0);
     return "hpa" in r ? Number(r.hpa) : -1;
   }

@@ -325,18 +325,17 @@ export class Container {
   }
 
   private guestMemory(): GuestMemory {
-    const pieces = (gpa: Address, len: number) => this.guestPieces(gpa, len);
     const read = (gpa: Address, len: number): Uint8Array => {
       const n = toLength(len, "gpa read length");
       // Every page is resolved before anything is allocated for the copy.
-      const list = pieces(gpa, n);
+      const list = this.guestPieces(gpa, n);
       const out = new Uint8Array(n);
       for (const p of list) out.set(this.host.ram.read(p.hpa, p.bytes), p.offset);
       return out;
     };
     const write = (gpa: Address, bytes: Uint8Array): void => {
       const data = checkBytes(bytes, "gpa write bytes");
-      for (const p of pieces(gpa, data.length)) this.host.ram.write(p.hpa, data.subarray(p.offset, p.offset + p.bytes));
+      for (const p of this.guestPieces(gpa, data.length)) this.host.ram.write(p.hpa, data.subarray(p.offset, p.offset + p.bytes));
     };
     return {
       read,
