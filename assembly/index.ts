@@ -55,8 +55,8 @@ export function ptUnmap(id: u32, iova: u64, last: u64): u64 { return unmapRange(
 
 // ---- guest tables (a nested context's stage 1, in guest memory)
 // ERR_ENOMEM with guestTablesNeeded() set when the pool of `count` GPAs at `pool` is short.
-export function ptGuestMap(id: u32, iova: u64, last: u64, gpa: u64, prot: u32, pool: usize, count: u32): u32 {
-  return guestMap(ctxPtr(id), iova, last, gpa, prot, pool, count);
+export function ptGuestMap(id: u32, iova: u64, last: u64, gpa: u64, prot: u32, pool: usize, count: u32, released: usize, cap: u32): u32 {
+  return guestMap(ctxPtr(id), iova, last, gpa, prot, pool, count, released, cap);
 }
 export function ptGuestUnmap(id: u32, iova: u64, last: u64, released: usize, cap: u32): u64 {
   return guestUnmap(ctxPtr(id), iova, last, released, cap);

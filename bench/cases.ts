@@ -8,6 +8,7 @@ import {
   type ContainerLike, type DomainLike, type HostLike, type ProcessLike, type VfioHostLike,
 } from "./fixtures.js";
 import { perCallSuite } from "./percall.js";
+import { ptChurn } from "./ptchurn.js";
 
 export interface Case {
   name: string;
@@ -22,6 +23,8 @@ export interface Case {
   naiveSetup?: () => void;
   /** Another way to do the engine's work, timed in the same run and reported as `field` (ns per item) on the case. */
   variant?: { field: string; run: () => void; setup?: () => void };
+  /** Counts the fixture measured (not times), reported with the case. */
+  facts?: Record<string, number>;
 }
 
 /** A limit: the same copies as case `bounds`, with no translation. */
@@ -346,7 +349,7 @@ export async function buildSuite(): Promise<Suite> {
   const perCall = await perCallSuite();
   return {
     cases: [await iotlbHit(), await walk(4), await walk(5), await walkNested(), d4.batched, d4.perCall, await deviceDma4k(), sg.c, wide.c,
-      ...perCall.cases, await ptMapUnmap(), await vfioMapUnmap(), await pasidLookup(), await pasidFreeRange()],
+      ...perCall.cases, await ptMapUnmap(), await ptChurn(), await vfioMapUnmap(), await pasidLookup(), await pasidFreeRange()],
     limits: [d4.limit, sg.limit, wide.limit, ...perCall.limits],
   };
 }

@@ -39,7 +39,7 @@ async function measure(name: string, fn: () => void, items: number, setup?: () =
   return best;
 }
 
-type CaseResult = { name: string; unit: string; engine_ns: number; naive_ns: number; speedup: number; extra: Record<string, number> };
+type CaseResult = { name: string; unit: string; engine_ns: number; naive_ns: number; speedup: number; extra: Record<string, number>; facts?: Record<string, number> };
 type LimitResult = { name: string; unit: string; ns: number; bounds: string };
 
 /**
@@ -54,7 +54,7 @@ async function runCase(c: Case, limit: Limit | undefined): Promise<{ result: Cas
   // A limit is timed right after the case it bounds, so both see the same machine.
   const limitResult = limit && { name: limit.name, unit: limit.unit, ns: await measure(limit.name, limit.run, limit.items), bounds: c.name };
   const naive_ns = await measure(`${c.name} naive`, c.naive, c.items, c.naiveSetup);
-  return { result: { name: c.name, unit: c.unit, engine_ns, naive_ns, speedup: naive_ns / engine_ns, extra }, limit: limitResult };
+  return { result: { name: c.name, unit: c.unit, engine_ns, naive_ns, speedup: naive_ns / engine_ns, extra, ...(c.facts ? { facts: c.facts } : {}) }, limit: limitResult };
 }
 
 // Building the fixtures (1 GiB of mappings among them) takes a while: say so first.
@@ -86,7 +86,7 @@ console.error("");
 console.log(`iommu-wasm benchmark (node ${process.version}; per task: 3 rounds of ${Math.round(time / 3)} ms, lowest median)\n`);
 console.table(cases.map((c) => ({
   case: c.name, per: c.unit, engine: fmt(c.engine_ns), naive: fmt(c.naive_ns), speedup: formatSpeedup(c.speedup),
-  also: Object.entries(c.extra).map(([k, v]) => `${k} ${fmt(v)}`).join(", "),
+  also: [...Object.entries(c.extra).map(([k, v]) => `${k} ${fmt(v)}`), ...Object.entries(c.facts ?? {}).map(([k, v]) => `${k} ${v}`)].join(", "),
 })));
 console.table(limits.map((l) => ({ limit: l.name, per: l.unit, time: fmt(l.ns) })));
 
@@ -126,6 +126,15 @@ const rules: (() => Target | undefined)[] = [
     const c = by(name), b = by(base);
     return c && b && { target: `${name} ≤ ${max}× ${base}`, value: ratio(c.engine_ns, b.engine_ns), ok: c.engine_ns <= max * b.engine_ns };
   }),
+  // After churn, the table holds what a fresh 2 MiB map holds, and walks as fast.
+  () => {
+    const c = by("pt-churn"), f = c?.facts;
+    return c && f && {
+      target: "pt-churn: leaves and tables as fresh, walk ≤ 1.1× fresh_ns",
+      value: `${f.churned_leaves}/${f.fresh_leaves} leaves, ${f.churned_tables}/${f.fresh_tables} tables, ${ratio(c.engine_ns, c.extra.fresh_ns)}`,
+      ok: f.churned_leaves === f.fresh_leaves && f.churned_tables === f.fresh_tables && c.engine_ns <= 1.1 * c.extra.fresh_ns,
+    };
+  },
   () => { const c = by("vfio-map-unmap"); return c && { target: "vfio-map-unmap ≥ 5× twin", value: formatSpeedup(c.speedup), ok: c.speedup >= 5 }; },
   () => { const c = by("pasid-lookup"); return c && { target: "pasid-lookup ≥ 3× twin (Map)", value: formatSpeedup(c.speedup), ok: c.speedup >= 3 }; },
   // Both per PASID: the range free of [0, 0xFFFFFFFF] against freeing the same 1000 one call each.

@@ -9,7 +9,9 @@
 // VT-d second level with 3, 4 and 5 levels), translate through a
 // small IOTLB (so sets fill and evict), invalidate at every granularity or not
 // at all (stale entries), move data by DMA and scatter-gather, write garbage
-// entries and aliases into table pages, and walk the result.
+// entries and aliases into table pages, and walk the result. Churn maps a
+// span in small pieces, unmaps it (whole or in other pieces) and maps it again
+// in one call, so a large leaf takes the place of the tables the unmap emptied.
 //
 // FC_SEED=<n> replays a seed, FC_RUNS=<n> sets the number of runs (test/support/runs.ts).
 import fc from "fast-check";
@@ -85,7 +87,8 @@ type Op =
   | { t: "drain" }
   | { t: "destroy"; d: number }
   | { t: "destroyTable"; d: number }
-  | { t: "create"; spec: DomainSpec };
+  | { t: "create"; spec: DomainSpec }
+  | { t: "churn"; d: number; iova: bigint; hpa: bigint; pieces: number; unmap: "whole" | "pieces" | "partial"; remap: "span" | "1g"; prot: { write?: boolean } };
 
 /** How an entry on a walk path is rewritten. */
 type Corruption =
@@ -114,6 +117,34 @@ function corrupt(domain: AnyDomain, iova: bigint, depth: number, how: Corruption
 }
 
 const bytesFrom = seededBytes;
+
+const CHURN_SPAN = 2n * PAGE_2M;
+
+/**
+ * Maps a 4 MiB span in `pieces` calls (so its leaves are small), unmaps it,
+ * then maps the span (or its whole 1 GiB) in one call; every call's outcome
+ * and the page size the remap left at the span's start.
+ */
+function churn(pt: AnyDomain, op: Extract<Op, { t: "churn" }>): unknown {
+  const cuts = (n: number): bigint[] => Array.from({ length: n + 1 }, (_, k) => ((CHURN_SPAN / 4096n) * BigInt(k) / BigInt(n)) * 4096n);
+  const mapCuts = cuts(op.pieces);
+  const out: unknown[] = [];
+  for (let k = 0; k < op.pieces; k++) {
+    out.push(attempt(() => pt.map(op.iova + mapCuts[k], op.hpa + mapCuts[k], mapCuts[k + 1] - mapCuts[k], op.prot)));
+  }
+  if (op.unmap === "whole") out.push(attempt(() => pt.unmap(op.iova, CHURN_SPAN)));
+  else {
+    // Other cuts than the map's; "partial" leaves the last piece mapped, so its tables stay.
+    const unmapCuts = cuts(op.pieces + 1);
+    const n = op.unmap === "partial" ? op.pieces : op.pieces + 1;
+    for (let k = 0; k < n; k++) out.push(attempt(() => pt.unmap(op.iova + unmapCuts[k], unmapCuts[k + 1] - unmapCuts[k])));
+  }
+  if (op.remap === "span") out.push(attempt(() => pt.map(op.iova, op.hpa, CHURN_SPAN, op.prot)));
+  else out.push(attempt(() => pt.map(op.iova & ~(PAGE_1G - 1n), op.hpa & ~(PAGE_1G - 1n), PAGE_1G, op.prot)));
+  const size = pt.walk(op.iova).pageSize;
+  if (size !== undefined && size > PAGE_4K) stats.churnLarge++;
+  return { out, size };
+}
 
 function specOf(specs: DomainSpec[], d: number): DomainSpec {
   const s = specs[d];
@@ -152,6 +183,7 @@ function apply(side: Side, specs: DomainSpec[], op: Op): unknown {
       return dom(d) ? dom(d).pageTable.map(o.iova, o.hpa, o.size, o.prot) : "no domain";
     }
     case "unmap": return dom(op.d)?.pageTable.unmap(op.iova, op.size);
+    case "churn": return dom(op.d) ? churn(dom(op.d).pageTable, op) : "no domain";
     case "translate": return dom(op.d)?.translate(op.iova, op.access, { pasid: op.pasid });
     case "batch": {
       const n = op.iovas.length;
@@ -275,7 +307,7 @@ function expectSameRam(engine: Side, twin: Side): void {
   expect.fail(`RAM differs first at 0x${i.toString(16)}: engine u64 0x${engine.host.ram.readU64(at).toString(16)}, twin 0x${twin.host.ram.readU64(at).toString(16)}`);
 }
 
-const stats = { runs: 0, ops: 0, errors: 0, faults: 0, evictions: 0, seen: new Map<string, number>() };
+const stats = { runs: 0, ops: 0, errors: 0, faults: 0, evictions: 0, churnLarge: 0, seen: new Map<string, number>() };
 
 /** Counts every fault reason and errno an engine outcome carries. */
 function tally(value: unknown): void {
@@ -450,6 +482,11 @@ const d = fc.nat(5);
 const opArb = (w: { build: number; garbage: number }): fc.Arbitrary<Op> => fc.oneof(
   { weight: 6 * w.build, arbitrary: fc.record({ t: fc.constant("map" as const), d, iova: pageIovaArb, hpa: hpaArb, size: sizeArb, prot: protArb }) },
   { weight: 2 * w.build, arbitrary: fc.record({ t: fc.constant("unmap" as const), d, iova: pageIovaArb, size: unmapSizeArb }) },
+  { weight: 1 * w.build, arbitrary: fc.record({
+    t: fc.constant("churn" as const), d, iova: iovaAnchorArb, hpa: fc.constantFrom(0n, 0x200000n, 0x400000n, 0x40000000n, 0x80000000n),
+    pieces: fc.constantFrom(1, 2, 3, 7, 16), unmap: fc.constantFrom("whole" as const, "pieces" as const, "partial" as const),
+    remap: fc.constantFrom("span" as const, "span" as const, "1g" as const), prot: fc.record({ write: fc.boolean() }),
+  }) },
   { weight: 100, arbitrary: fc.record({ t: fc.constant("translate" as const), d, iova: iovaArb, access: accessArb, pasid: pasidArb }) },
   { weight: 30, arbitrary: fc.record({ t: fc.constant("batch" as const), d, iovas: fc.array(iovaArb, { maxLength: 40 }), access: accessArb, pasid: pasidArb, resident: fc.boolean() }) },
   { weight: 40, arbitrary: fc.record({
@@ -551,6 +588,8 @@ describe("engine and naive twin agree", () => {
     if (process.env.DIFF_STATS) console.log(stats);
     expect(stats.ops).toBeGreaterThan(stats.runs * 20);
     expect(stats.evictions).toBeGreaterThan(0);
+    // Churn remapped over emptied tables with a large leaf.
+    expect(stats.churnLarge).toBeGreaterThan(0);
     const reasons = ["not-present", "permission", "reserved-bit", "non-canonical", "table-outside-ram", "table-cycle",
       "output-outside-ram", "access-flag", "address-size", "input-range"];
     const errnos = ["EINVAL", "EEXIST", "ENOMEM", "EFAULT", "EOVERFLOW", "ENODEV"];

@@ -188,7 +188,7 @@ describe("the guest page-table builder agrees with a model of its leaves", () =>
     const plain = h.createDomain({ format: "x86-64" });
     expect(wasm.ptGuestUnmap(plain.id, 0n, (1n << 47n) - 1n, 0, 0)).toBe(0n);
     expect(wasm.guestTablesReleased()).toBe(0);
-    expect(wasm.ptGuestMap(plain.id, 0n, PAGE - 1n, 0n, 1, 0, 0)).not.toBe(0);
+    expect(wasm.ptGuestMap(plain.id, 0n, PAGE - 1n, 0n, 1, 0, 0, 0, 0)).not.toBe(0);
     expect(wasm.guestTablesNeeded()).toBe(0);
   });
 

@@ -115,7 +115,8 @@ type Op =
   | { t: "pasidDma"; g: number; dev: number; pasid: number; gva: bigint; len: number; write: boolean; privileged: boolean; seed: number }
   | { t: "guestTable"; c: number; arm: boolean; sloppy: "no" | "alias" | "outside" }
   | { t: "guestMap"; i: number; gva: bigint; gpa: bigint; size: bigint; write: boolean }
-  | { t: "guestUnmap"; i: number; gva: bigint; size: bigint };
+  | { t: "guestUnmap"; i: number; gva: bigint; size: bigint }
+  | { t: "guestChurn"; i: number; gva: bigint; gpa: bigint; write: boolean };
 
 const bytesFrom = seededBytes;
 
@@ -462,6 +463,17 @@ function apply(side: Side, op: Op): unknown {
         throw e;
       }
     }
+    case "guestChurn": {
+      const t = pick(side.guestTables, op.i);
+      if (!t) throw new NoTarget();
+      const span = op.gva & ~(PAGE_2M_ - 1n);
+      const steps = [
+        attempt(() => t.pt.map(op.gva, op.gpa, PAGE, { write: op.write })),
+        attempt(() => t.pt.unmap(op.gva, PAGE)),
+        attempt(() => t.pt.map(span, op.gpa, PAGE_2M_, { write: op.write })),
+      ];
+      return { steps, log: t.log.splice(0) };
+    }
     case "guestUnmap": {
       const t = pick(side.guestTables, op.i);
       if (!t) throw new NoTarget();
@@ -545,7 +557,22 @@ function instrument(twin: Side): void {
     if (st !== 0) note(`pinMap:status:${st}`);
     return st;
   };
-  builder.rollback = (...args: unknown[]) => { note("pinMap:rollback"); return rollback(...args); };
+  builder.rollback = (...args: unknown[]) => {
+    note("pinMap:rollback");
+    if ((args[3] as object[]).some((rec) => "old" in rec)) note("pinMap:replaced-rollback");
+    return rollback(...args);
+  };
+  // A large leaf took the place of an emptied table: in a pinned map (stage 2), or in a guest's table.
+  const commit = builder.commit.bind(builder), guestMap = builder.guestMap.bind(builder);
+  builder.commit = (...args: unknown[]) => {
+    if ((args[1] as object[]).some((rec) => "old" in rec)) note("pinMap:replaced");
+    return commit(...args);
+  };
+  builder.guestMap = (...args: unknown[]) => {
+    const r = guestMap(...args);
+    if (r.released.length > 0) note("guestMap:replaced");
+    return r;
+  };
 }
 
 interface Config {
@@ -813,6 +840,10 @@ describe("VFIO on the engine and on the naive twin agree", () => {
         const config: Config = { arch, addressWidth: 48, ramMiB: 8, allowUnsafeInterrupts: false, platformReserved: [], iotlb: { sets: 16, ways: 4 } };
         const ops: Op[] = [
           ...twoDevicesInContainer("type1v2", 1024, 508),
+          // Churn: a 4 KiB map leaves a table behind its unmap; the 2 MiB map over it takes the table's place.
+          { t: "map", c: 0, area: 0, offPages: 0, pages: 1, fit: true, iova: { k: "fixed", iova: 0x800000n }, read: true, write: true, tweak: "none" },
+          { t: "unmap", c: 0, how: { k: "raw", iova: 0x800000n, size: PAGE } },
+          { t: "map", c: 0, area: 0, offPages: 0, pages: 512, fit: true, iova: { k: "fixed", iova: 0x800000n }, read: true, write: true, tweak: "none" },
           ...maps.map((m): Op => ({ t: "map", c: 0, area: 0, offPages: m.offPages, pages: m.pages, fit: true, iova: { k: "fixed", iova: m.iova }, read: true, write: true, tweak: "none" })),
           { t: "dirtyStart", c: 0 },
           ...tail,
@@ -849,6 +880,8 @@ describe("VFIO on the engine and on the naive twin agree", () => {
       { weight: 4, arbitrary: fc.record({ t: fc.constant("guestMap" as const), i: fc.nat(1), gva: guestGva, gpa: fc.constantFrom(0x10000n, 0x11000n, 0x1f000n, 0n, PAGE_2M_, 0x100000n),
         size: fc.constantFrom(PAGE, 2n * PAGE, PAGE_2M_), write: fc.boolean() }) },
       { weight: 2, arbitrary: fc.record({ t: fc.constant("guestUnmap" as const), i: fc.nat(1), gva: guestGva, size: fc.constantFrom(PAGE, PAGE_2M_, 1n << 30n, 1n << 39n) }) },
+      // Churn in a guest table: map a page, unmap it, map the 2 MiB around it (the emptied table goes back to the guest).
+      { weight: 1, arbitrary: fc.record({ t: fc.constant("guestChurn" as const), i: fc.nat(1), gva: guestGva, gpa: fc.constantFrom(0n, PAGE_2M_), write: fc.boolean() }) },
       // Stage 2 takes the guest tables' half of guest RAM away, and gives it back, maybe read-only.
       { weight: 1, arbitrary: fc.constant<Op>({ t: "unmap", c: 0, how: { k: "raw", iova: 0x20000n, size: 32n * PAGE } }) },
       { weight: 1, arbitrary: fc.record({ t: fc.constant("map" as const), c: fc.constant(0), area: fc.constant(0), offPages: fc.constant(32), pages: fc.constant(32), fit: fc.constant(true),
@@ -889,6 +922,7 @@ describe("VFIO on the engine and on the naive twin agree", () => {
       "unbindPgtbl:ok", "invalidate:ok", "invalidate:EINVAL", "invalidate:EOPNOTSUPP", "pasidDma:moved",
       "pasidDma:fault:no-context:1", "pasidDma:fault:not-present:1", "pasidDma:fault:permission:1", "pasidDma:fault:not-present:2",
       "guestTable:ok", "guestMap:ok", "guestMap:EEXIST", "guestMap:EFAULT", "guestMap:EINVAL", "guestUnmap:ok",
+      "pinMap:replaced", "guestMap:replaced",
     ];
     const missed = mustSee.filter((k) => !stats.seen.has(k));
     expect(missed.length, `never met: ${missed.join(", ")}`).toBeLessThanOrEqual(mayMiss(mustSee.length));

@@ -13,6 +13,15 @@
 // huge request fails fast). Only then are those existing tables adopted
 // (so no new table can land on one) and the apply pass writes; it cannot fail.
 //
+// Where a leaf fits over a slot that holds a table with no valid entry below
+// it (an unmap emptied it), the leaf takes the table's place and the emptied
+// tables go back (host frames to the allocator, guest pages to the guest), as
+// the kernel's page-table code does; a table still holding a leaf is EEXIST.
+// Nothing cached needs invalidating for that: the IOTLB holds only
+// translations, and an empty table gave none. A pinned map (with an undo log)
+// only unlinks them and logs the slot, so a rollback can link them back; they
+// are released when the whole pinned map succeeds (commitUndo).
+//
 // unmap never splits a leaf: a leaf only partly inside the range stays and
 // is not counted. A table whose whole span lies inside the range is unlinked
 // and, on its first visit and if the frame allocator holds it, freed; the
@@ -34,6 +43,9 @@ let undoCount: u32 = 0;
 // Rollback unmaps leave tables in place (the undo log removes the new ones).
 let keepTables = false;
 let tablesAdopted: u32 = 0;
+// Emptied tables a map releases, and the slots where a leaf replaces one.
+let tablesFreed: u32 = 0;
+let slotsReplaced: u32 = 0;
 let overBudget = false;
 let visitStamp: u32 = 0;
 
@@ -113,9 +125,16 @@ function mapCheck<F, G>(table: u64, virt: bool, level: u32, iova: u64, last: u64
       const sh = tableHpa<G>(sub);
       if (sh == NO_PAGE) return ERR_EFAULT;
       if (!firstVisit(sh)) return ERR_EINVAL;
-      if (!isNested<G>() && !frameIsAllocated(sub)) tablesAdopted++;
-      const st = mapCheck<F, G>(sub, false, level - 1, cur, chunkLast, out, pgsizes);
-      if (st != ST_OK) return st;
+      if (fitsLeaf<F>(level, cur, chunkLast, out, pgsizes)) {
+        // The leaf replaces the table if nothing below it is valid.
+        const st = emptyBelow<F, G>(sub, level - 1);
+        if (st != ST_OK) return st;
+        slotsReplaced++;
+      } else {
+        if (!isNested<G>() && !frameIsAllocated(sub)) tablesAdopted++;
+        const st = mapCheck<F, G>(sub, false, level - 1, cur, chunkLast, out, pgsizes);
+        if (st != ST_OK) return st;
+      }
     } else if (!overBudget) {
       if (!fitsLeaf<F>(level, cur, chunkLast, out, pgsizes)) {
         tablesNeeded++;
@@ -133,6 +152,61 @@ function mapCheck<F, G>(table: u64, virt: bool, level: u32, iova: u64, last: u64
     out += chunkLast - cur + 1;
     cur = chunkLast + 1;
   }
+}
+
+// ST_OK when no entry of `table` or of the tables below it is a leaf (EEXIST
+// otherwise); every table met is counted in tablesFreed, and must be a usable
+// page (EFAULT) reached once (EINVAL), as on any other path of the map.
+function emptyBelow<F, G>(table: u64, level: u32): u32 {
+  const fmt = changetype<F>(0);
+  const th = tableHpa<G>(table);
+  tablesFreed++;
+  for (let i: u64 = 0; i < 512; i++) {
+    const pte = loadPte(th + (i << 3));
+    const kind = fmt.entryKind(pte, level);
+    if (kind == KIND_LEAF) return ERR_EEXIST;
+    if (kind == KIND_TABLE) {
+      const sub = fmt.tableAddr(pte);
+      const sh = tableHpa<G>(sub);
+      if (sh == NO_PAGE) return ERR_EFAULT;
+      if (!firstVisit(sh)) return ERR_EINVAL;
+      const st = emptyBelow<F, G>(sub, level - 1);
+      if (st != ST_OK) return st;
+    }
+  }
+  return ST_OK;
+}
+
+// Gives back an emptied table and every table below it, the lower ones
+// first: a guest page to the guest's list, a host frame the allocator holds to it.
+function releaseTables<F, G>(table: u64, level: u32): void {
+  const fmt = changetype<F>(0);
+  const th = tableHpa<G>(table);
+  if (th == NO_PAGE) return;
+  for (let i: u64 = 0; i < 512; i++) {
+    const pte = loadPte(th + (i << 3));
+    if (fmt.entryKind(pte, level) == KIND_TABLE) releaseTables<F, G>(fmt.tableAddr(pte), level - 1);
+  }
+  releaseTable<G>(table);
+}
+
+@inline function releaseTable<G>(table: u64): void {
+  if (isNested<G>()) {
+    if (releasedCount < releasedCap) store<u64>(releasedAt + (<usize>releasedCount << 3), table);
+    releasedCount++;
+  } else if (frameIsAllocated(table)) freeFrames(table, 1);
+}
+
+// Undo records: a new table (its PTE address, its frame), or a slot where a
+// leaf replaced an emptied table (the PTE address tagged with the table's
+// level, and the old entry).
+const UNDO_REPLACED: u64 = <u64>1 << 63;
+
+@inline function logUndo(pteAddr: u64, value: u64): void {
+  const rec = undoLog + (<usize>undoCount << 4);
+  store<u64>(rec, pteAddr);
+  store<u64>(rec, value, 8);
+  undoCount++;
 }
 
 // Hands the existing tables of the range that the allocator does not hold to it.
@@ -169,7 +243,12 @@ function mapApply<F, G>(table: u64, level: u32, iova: u64, last: u64, hpa: u64, 
     // table on the path is held by the allocator, so no new frame aliases one.
     // Only tables are descended into: nothing can take the walk below level 0.
     if (kind == KIND_TABLE) {
-      mapApply<F, G>(fmt.tableAddr(pte), level - 1, cur, chunkLast, out, prot, flags, pgsizes);
+      if (fitsLeaf<F>(level, cur, chunkLast, out, pgsizes)) {
+        // The check pass found nothing valid below: the leaf takes the table's place.
+        storePte(pteAddr, fmt.makeLeaf(out, level, prot, flags));
+        if (undoActive) logUndo(pteAddr | UNDO_REPLACED | (<u64>(level - 1) << 56), pte);
+        else releaseTables<F, G>(fmt.tableAddr(pte), level - 1);
+      } else mapApply<F, G>(fmt.tableAddr(pte), level - 1, cur, chunkLast, out, prot, flags, pgsizes);
     } else if (kind == KIND_LEAF) {
       // unreachable after the check pass; leave the entry alone
     } else if (fitsLeaf<F>(level, cur, chunkLast, out, pgsizes)) {
@@ -186,12 +265,7 @@ function mapApply<F, G>(table: u64, level: u32, iova: u64, last: u64, hpa: u64, 
         memory.fill(ramPtr(tableHpa<G>(sub)), 0, 4096);
       } else sub = allocFrames(1);
       storePte(pteAddr, fmt.makeTable(sub));
-      if (undoActive) {
-        const rec = undoLog + (<usize>undoCount << 4);
-        store<u64>(rec, pteAddr);
-        store<u64>(rec, sub, 8);
-        undoCount++;
-      }
+      if (undoActive) logUndo(pteAddr, sub);
       mapApply<F, G>(sub, level - 1, cur, chunkLast, out, prot, flags, pgsizes);
     }
     if (chunkLast == last) return;
@@ -212,6 +286,8 @@ function buildMapIn<F, G>(ctx: usize, iova: u64, last: u64, hpa: u64, prot: u32)
   if (rootHpa == NO_PAGE) return ERR_EFAULT;
   tablesNeeded = 0;
   tablesAdopted = 0;
+  tablesFreed = 0;
+  slotsReplaced = 0;
   overBudget = false;
   beginVisits();
   firstVisit(rootHpa);
@@ -232,7 +308,9 @@ function buildMapIn<F, G>(ctx: usize, iova: u64, last: u64, hpa: u64, prot: u32)
       if (!firstVisit(h)) return ERR_EINVAL;
     }
   }
-  if (undoActive && <u64>undoCount + tablesNeeded > <u64>UNDO_LOG_ENTRIES) return ERR_ENOMEM;
+  // A guest map hands back the tables it empties in the space after the pool.
+  if (isNested<G>() && tablesFreed > releasedCap) return ERR_ENOMEM;
+  if (undoActive && <u64>undoCount + tablesNeeded + slotsReplaced > <u64>UNDO_LOG_ENTRIES) return ERR_ENOMEM;
   if (adoptRoot) claimFrame(root);
   if (tablesAdopted > <u32>adoptRoot) adoptTables<F>(root, levels - 1, iova, last);
   mapApply<F, G>(root, levels - 1, iova, last, hpa, prot, ctxFlags(ctx), pgsizes);
@@ -262,13 +340,8 @@ function unmapRange<F, G>(table: u64, level: u32, iova: u64, last: u64): u64 {
       if (first) bytes += unmapRange<F, G>(sub, level - 1, cur, chunkLast);
       if (whole && !keepTables) {
         storePte(pteAddr, 0);
-        if (first) {
-          if (isNested<G>()) {
-            // The guest's page goes back to the guest.
-            if (releasedCount < releasedCap) store<u64>(releasedAt + (<usize>releasedCount << 3), sub);
-            releasedCount++;
-          } else if (frameIsAllocated(sub)) freeFrames(sub, 1);
-        }
+        // A guest's page goes back to the guest, a host frame to the allocator.
+        if (first) releaseTable<G>(sub);
       }
     }
     if (chunkLast == last) return bytes;
@@ -329,10 +402,13 @@ export function beginGuestCall(): void { guestTablesNeeded = 0; releasedCount = 
 // Maps [iova, last] → gpa.. in the guest table of nested context ctx; new
 // tables from `count` GPAs at `pool` (ENOMEM with guestTablesNeeded set when
 // short: nothing changed). Returns the status; on success the pages used are
-// the first guestTablesNeeded of the pool.
-export function buildGuestMap<F, G>(ctx: usize, s2: usize, iova: u64, last: u64, gpa: u64, prot: u32, pool: usize, count: u32): u32 {
+// the first guestTablesNeeded of the pool, and the GPAs of the emptied tables
+// a leaf replaced are written at `released` (releasedCount of them; ENOMEM,
+// nothing changed, when there would be more than cap).
+export function buildGuestMap<F, G>(ctx: usize, s2: usize, iova: u64, last: u64, gpa: u64, prot: u32, pool: usize, count: u32, released: usize, cap: u32): u32 {
   guestS2 = s2;
   poolAt = pool; poolCount = count; poolUsed = 0;
+  releasedAt = released; releasedCap = cap; releasedCount = 0;
   guestTablesNeeded = 0;
   return buildMapIn<F, G>(ctx, iova, last, gpa, prot);
 }
@@ -357,9 +433,21 @@ export function buildMapFresh<F>(ctx: usize, iova: u64, last: u64, prot: u32): u
 export function beginUndo(): void { undoActive = true; undoCount = 0; }
 export function endUndo(): void { undoActive = false; }
 
-// Removes the leaves of [iova, last] without freeing any table, then the
-// tables this pinned map created, newest first: RAM and the allocator end up
-// as they were before the call.
+// The pinned map succeeded: the emptied tables its leaves replaced go back now.
+export function commitUndo<F>(): void {
+  for (let k: u32 = 0; k < undoCount; k++) {
+    const rec = undoLog + (<usize>k << 4);
+    const tagged = load<u64>(rec);
+    if ((tagged & UNDO_REPLACED) != 0) {
+      releaseTables<F, NoStage2>(changetype<F>(0).tableAddr(load<u64>(rec, 8)), <u32>(tagged >> 56) & 0x7f);
+    }
+  }
+  undoActive = false;
+}
+
+// Removes the leaves of [iova, last] without freeing any table, then, newest
+// first, links back the emptied tables its leaves replaced and removes the
+// tables it created: RAM and the allocator end up as they were before the call.
 export function rollbackMap<F>(ctx: usize, iova: u64, last: u64): void {
   keepTables = true;
   buildUnmap<F>(ctx, iova, last);
@@ -367,8 +455,12 @@ export function rollbackMap<F>(ctx: usize, iova: u64, last: u64): void {
   while (undoCount > 0) {
     undoCount--;
     const rec = undoLog + (<usize>undoCount << 4);
-    storePte(load<u64>(rec), 0);
-    freeFrames(load<u64>(rec, 8), 1);
+    const tagged = load<u64>(rec);
+    if ((tagged & UNDO_REPLACED) != 0) storePte(tagged & ((<u64>1 << 56) - 1), load<u64>(rec, 8));
+    else {
+      storePte(tagged, 0);
+      freeFrames(load<u64>(rec, 8), 1);
+    }
   }
   undoActive = false;
 }

@@ -3,7 +3,7 @@
 // Processes always use x86-64 tables (they model a Linux process on x86).
 import { ctxPtr, ctxFormat, ctxFlags, ctxS2Id } from "./context";
 import { walk, walkIn, noWalk, walkStage } from "./walker";
-import { buildMap, buildUnmap, buildMapFresh, beginUndo, endUndo, rollbackMap, buildGuestMap, buildGuestUnmap, beginGuestCall } from "./builder";
+import { buildMap, buildUnmap, buildMapFresh, beginUndo, endUndo, commitUndo, rollbackMap, buildGuestMap, buildGuestUnmap, beginGuestCall } from "./builder";
 import { visitRange, setVisitNeed, setDirtyScan, beginRuns, flushRun, pinnedEnd, mappedEnd, dirtyFound,
   LEAF_CHECK, LEAF_PIN, LEAF_UNPIN, LEAF_DISOWN, LEAF_DIRTY } from "./leaves";
 import { X86Format } from "../fmt/x86_64";
@@ -62,21 +62,21 @@ export function unmapRange(ctx: usize, iova: u64, last: u64): u64 {
 
 // ---- guest tables: stage 1 (x86-64 or Arm stage 1) in guest memory, over stage 2
 
-function guestMapOver<F>(ctx: usize, s2: usize, iova: u64, last: u64, gpa: u64, prot: u32, pool: usize, count: u32): u32 {
+function guestMapOver<F>(ctx: usize, s2: usize, iova: u64, last: u64, gpa: u64, prot: u32, pool: usize, count: u32, released: usize, cap: u32): u32 {
   switch (ctxFormat(s2)) {
-    case FORMAT_VTD_SL: return buildGuestMap<F, VtdSlFormat>(ctx, s2, iova, last, gpa, prot, pool, count);
-    case FORMAT_ARM64_S2: return buildGuestMap<F, Arm64S2Format>(ctx, s2, iova, last, gpa, prot, pool, count);
+    case FORMAT_VTD_SL: return buildGuestMap<F, VtdSlFormat>(ctx, s2, iova, last, gpa, prot, pool, count, released, cap);
+    case FORMAT_ARM64_S2: return buildGuestMap<F, Arm64S2Format>(ctx, s2, iova, last, gpa, prot, pool, count, released, cap);
     default: return ERR_EINVAL;
   }
 }
 
-export function guestMap(ctx: usize, iova: u64, last: u64, gpa: u64, prot: u32, pool: usize, count: u32): u32 {
+export function guestMap(ctx: usize, iova: u64, last: u64, gpa: u64, prot: u32, pool: usize, count: u32, released: usize, cap: u32): u32 {
   beginGuestCall();
   const s2 = ctxS2Id(ctx);
   if (s2 == 0) return ERR_EINVAL;
   switch (ctxFormat(ctx)) {
-    case FORMAT_X86_64: return guestMapOver<X86Format>(ctx, ctxPtr(s2), iova, last, gpa, prot, pool, count);
-    case FORMAT_ARM64_S1: return guestMapOver<Arm64S1Format>(ctx, ctxPtr(s2), iova, last, gpa, prot, pool, count);
+    case FORMAT_X86_64: return guestMapOver<X86Format>(ctx, ctxPtr(s2), iova, last, gpa, prot, pool, count, released, cap);
+    case FORMAT_ARM64_S1: return guestMapOver<Arm64S1Format>(ctx, ctxPtr(s2), iova, last, gpa, prot, pool, count, released, cap);
     default: return ERR_EINVAL;
   }
 }
@@ -121,7 +121,7 @@ function pinMapInto<G>(proc: usize, dom: usize, vaddr: u64, last: u64, iova: u64
   beginRuns(dom, prot, iova - vaddr, vaddr);
   let st = visitRange<X86Format, G>(proc, vaddr, last, LEAF_PIN);
   if (st == ST_OK) st = flushRun<G>();
-  if (st == ST_OK) { endUndo(); return ST_OK; }
+  if (st == ST_OK) { commitUndo<G>(); return ST_OK; }
   // Undo: the mapped runs and the tables they created, then every pin taken.
   // (A run that failed mapped nothing: buildMap is all or nothing.)
   if (mappedEnd != vaddr) rollbackMap<G>(dom, iova, iova + (mappedEnd - vaddr) - 1);

@@ -9,8 +9,11 @@
 // allocate plus the existing tables the frame allocator does not hold (ENOMEM
 // beyond the free frames; counting of new tables stops there). Then those
 // existing tables are adopted and an apply pass writes, using the largest
-// page that fits and descending into (never replacing) existing tables.
-// Tables are allocated in the engine's order, so HPAs match.
+// page that fits and descending into existing tables. Where a leaf fits over
+// a table with no valid entry below it, the leaf replaces the table and the
+// emptied tables are given back (lower ones first): a table still holding a
+// leaf is EEXIST. Tables are allocated and freed in the engine's order, so
+// HPAs match.
 //
 // unmap never splits a leaf: a leaf only partly inside the range stays and is
 // not counted. A table whose whole span lies inside the range is unlinked and,
@@ -20,7 +23,9 @@
 // leaf with a fresh frame the process owns (counted like a table by the check
 // pass, allocated right after the tables above it); a map with an undo log
 // records every table it creates, so rollback() can remove the leaves of a
-// failed pinned map and then those tables, newest first.
+// failed pinned map and then those tables, newest first. A pinned map only
+// unlinks the emptied tables its leaves replace (logging the slot, so a
+// rollback links them back) and gives them back once it succeeds (commit).
 //
 // Guest tables (guestMap / guestUnmap) are the same passes over a table whose
 // addresses are GPAs: every table page is found through stage 2 (which must
@@ -39,8 +44,12 @@ import type { Ram } from "./ram.js";
 /** Tables one pinned map may create (the engine's undo log size). */
 export const UNDO_LOG_ENTRIES = abi.UNDO_LOG_ENTRIES;
 
-/** The tables a pinned map created: where each was linked, and its frame. */
-export type UndoLog = { pteAddr: bigint; table: bigint }[];
+/**
+ * What a pinned map changed: a table it created (where it was linked, and its
+ * frame), or a slot where a leaf replaced an emptied table (the old entry and
+ * the level of that table).
+ */
+export type UndoLog = ({ pteAddr: bigint; table: bigint } | { pteAddr: bigint; old: bigint; level: number })[];
 
 /**
  * The apply pass met something the check pass did not see. The check pass
@@ -64,7 +73,7 @@ function fitsLeaf(fmt: Format, level: number, iova: bigint, chunkLast: bigint, h
   return (iova & mask) === 0n && chunkLast === (iova | mask) && (hpa & mask) === 0n;
 }
 
-interface MapCheck { visited: Set<bigint>; needed: number; adopted: number; overBudget: boolean; fresh: boolean }
+interface MapCheck { visited: Set<bigint>; needed: number; adopted: number; overBudget: boolean; fresh: boolean; freed: number; replaced: number }
 
 /** The most new tables one guest map may count (the engine's bound). */
 const GUEST_TABLES_MAX = 1 << 20;
@@ -81,7 +90,7 @@ interface TableSpace {
   guest?: { pool: readonly bigint[]; used: number; released: bigint[] };
 }
 
-export interface GuestMapResult { status: number; needed: number; used: number }
+export interface GuestMapResult { status: number; needed: number; used: number; released: bigint[] }
 
 export class Builder {
   private readonly host: TableSpace = { hpa: (table) => (this.ram.inRam(table, 4096n) ? table : undefined) };
@@ -114,11 +123,12 @@ export class Builder {
    * short (nothing changed); on success `used` pages of the pool were taken.
    */
   guestMap(ctx: Context, s2: Context, iova: bigint, last: bigint, gpa: bigint, prot: number, pool: readonly bigint[]): GuestMapResult {
-    if (pool.length > GUEST_LIST_MAX) return { status: abi.ERR_ENOMEM, needed: pool.length, used: 0 };
+    if (pool.length > GUEST_LIST_MAX) return { status: abi.ERR_ENOMEM, needed: pool.length, used: 0, released: [] };
     const space = this.guestSpace(s2, pool);
     let needed = 0;
     const status = this.within(space, () => this.map(ctx, iova, last, gpa, prot, { onCounted: (n) => { needed = n; } }));
-    return { status, needed, used: status === abi.ST_OK ? needed : 0 };
+    const ok = status === abi.ST_OK;
+    return { status, needed, used: ok ? needed : 0, released: ok ? space.guest!.released : [] };
   }
 
   /** Unmaps [iova, last] in a guest table; the GPAs of the tables it emptied, in the order they were unlinked. */
@@ -181,7 +191,7 @@ export class Builder {
     // The root too must be held by the allocator, or a new table could be handed its frame (host tables).
     const adoptRoot = !guest && !this.frames.isAllocated(root);
     const fresh = mode.fresh === true;
-    const state: MapCheck = { visited: new Set([rootHpa]), needed: 0, adopted: adoptRoot ? 1 : 0, overBudget: false, fresh };
+    const state: MapCheck = { visited: new Set([rootHpa]), needed: 0, adopted: adoptRoot ? 1 : 0, overBudget: false, fresh, freed: 0, replaced: 0 };
     const st = this.check(fmt, root, false, ctx.levels - 1, iova, last, hpa, ctx.pgsizes, state);
     if (st !== abi.ST_OK) return st;
     if (state.overBudget) return abi.ERR_ENOMEM;
@@ -196,7 +206,9 @@ export class Builder {
         state.visited.add(h);
       }
     }
-    if (mode.undo && mode.undo.length + state.needed > UNDO_LOG_ENTRIES) return abi.ERR_ENOMEM;
+    // A guest map lists the tables it empties after the pool, in the engine's staging area.
+    if (guest && state.freed > GUEST_LIST_MAX - guest.pool.length) return abi.ERR_ENOMEM;
+    if (mode.undo && mode.undo.length + state.needed + state.replaced > UNDO_LOG_ENTRIES) return abi.ERR_ENOMEM;
     if (adoptRoot) this.frames.claim(root);
     if (state.adopted > (adoptRoot ? 1 : 0)) this.adopt(fmt, root, ctx.levels - 1, iova, last);
     this.apply(fmt, root, ctx.levels - 1, iova, last, hpa, prot, ctx.flags, ctx.pgsizes, fresh, mode.undo);
@@ -211,10 +223,60 @@ export class Builder {
   rollback(ctx: Context, iova: bigint, last: bigint, undo: UndoLog): void {
     this.unmap(ctx, iova, last, true);
     for (let k = undo.length - 1; k >= 0; k--) {
-      this.ram.storePte(undo[k].pteAddr, 0n);
-      this.frames.release(undo[k].table, 1);
+      const rec = undo[k];
+      if ("old" in rec) {
+        this.ram.storePte(rec.pteAddr, rec.old);
+      } else {
+        this.ram.storePte(rec.pteAddr, 0n);
+        this.frames.release(rec.table, 1);
+      }
     }
     undo.length = 0;
+  }
+
+  /** A pinned map succeeded: the emptied tables its leaves replaced are given back. */
+  commit(ctx: Context, undo: UndoLog): void {
+    const fmt = ctx.fmt!;
+    for (const rec of undo) if ("old" in rec) this.releaseTables(fmt, fmt.tableAddr(rec.old), rec.level);
+    undo.length = 0;
+  }
+
+  /** ST_OK when nothing below `table` is a leaf (EEXIST); counts every table met, each a usable page (EFAULT) met once (EINVAL). */
+  private emptyBelow(fmt: Format, table: bigint, level: number, state: MapCheck): number {
+    const tableHpa = this.space.hpa(table)!;
+    state.freed++;
+    for (let i = 0n; i < 512n; i++) {
+      const pte = this.ram.loadPte(tableHpa + (i << 3n));
+      const kind = fmt.entryKind(pte, level);
+      if (kind === KIND_LEAF) return abi.ERR_EEXIST;
+      if (kind === KIND_TABLE) {
+        const sub = fmt.tableAddr(pte);
+        const subHpa = this.space.hpa(sub);
+        if (subHpa === undefined) return abi.ERR_EFAULT;
+        if (state.visited.has(subHpa)) return abi.ERR_EINVAL;
+        state.visited.add(subHpa);
+        const st = this.emptyBelow(fmt, sub, level - 1, state);
+        if (st !== abi.ST_OK) return st;
+      }
+    }
+    return abi.ST_OK;
+  }
+
+  /** Gives back an emptied table and the tables below it, the lower ones first. */
+  private releaseTables(fmt: Format, table: bigint, level: number): void {
+    const tableHpa = this.space.hpa(table);
+    if (tableHpa === undefined) return;
+    for (let i = 0n; i < 512n; i++) {
+      const pte = this.ram.loadPte(tableHpa + (i << 3n));
+      if (fmt.entryKind(pte, level) === KIND_TABLE) this.releaseTables(fmt, fmt.tableAddr(pte), level - 1);
+    }
+    this.releaseTable(table);
+  }
+
+  /** A guest's page goes back to the guest; a host frame the allocator holds, to the allocator. */
+  private releaseTable(table: bigint): void {
+    if (this.space.guest) this.space.guest.released.push(table);
+    else if (this.frames.isAllocated(table)) this.frames.release(table, 1);
   }
 
   // virt: the table does not exist yet, everything below it is new.
@@ -234,9 +296,16 @@ export class Builder {
         if (subHpa === undefined) return abi.ERR_EFAULT;
         if (state.visited.has(subHpa)) return abi.ERR_EINVAL;
         state.visited.add(subHpa);
-        if (!this.space.guest && !this.frames.isAllocated(sub)) state.adopted++;
-        const st = this.check(fmt, sub, false, level - 1, cur, chunkLast, out, pgsizes, state);
-        if (st !== abi.ST_OK) return st;
+        if (fitsLeaf(fmt, level, cur, chunkLast, out, pgsizes, state.fresh)) {
+          // The leaf replaces the table if nothing below it is valid.
+          const st = this.emptyBelow(fmt, sub, level - 1, state);
+          if (st !== abi.ST_OK) return st;
+          state.replaced++;
+        } else {
+          if (!this.space.guest && !this.frames.isAllocated(sub)) state.adopted++;
+          const st = this.check(fmt, sub, false, level - 1, cur, chunkLast, out, pgsizes, state);
+          if (st !== abi.ST_OK) return st;
+        }
       } else if (!state.overBudget) {
         if (!fitsLeaf(fmt, level, cur, chunkLast, out, pgsizes, state.fresh)) {
           state.needed++;
@@ -287,7 +356,12 @@ export class Builder {
       const pteAddr = tableHpa + (fmt.index(cur, level) << 3n);
       const pte = this.ram.loadPte(pteAddr);
       if (fmt.entryKind(pte, level) === KIND_TABLE) {
-        this.apply(fmt, fmt.tableAddr(pte), level - 1, cur, chunkLast, out, prot, flags, pgsizes, fresh, undo);
+        if (fitsLeaf(fmt, level, cur, chunkLast, out, pgsizes, fresh)) {
+          // The check pass found nothing valid below: the leaf takes the table's place.
+          this.ram.storePte(pteAddr, fmt.makeLeaf(out, level, prot, flags));
+          if (undo) undo.push({ pteAddr, old: pte, level: level - 1 });
+          else this.releaseTables(fmt, fmt.tableAddr(pte), level - 1);
+        } else this.apply(fmt, fmt.tableAddr(pte), level - 1, cur, chunkLast, out, prot, flags, pgsizes, fresh, undo);
       } else if (fmt.entryKind(pte, level) === KIND_LEAF) {
         throw new BuilderDivergence("a leaf the check pass did not see");
       } else if (fitsLeaf(fmt, level, cur, chunkLast, out, pgsizes, fresh)) {
@@ -350,9 +424,7 @@ export class Builder {
         }
         if (whole && !keepTables) {
           this.ram.storePte(pteAddr, 0n);
-          // A guest's page goes back to the guest; a host frame to the allocator.
-          if (first && this.space.guest) this.space.guest.released.push(sub);
-          else if (first && this.frames.isAllocated(sub)) this.frames.release(sub, 1);
+          if (first) this.releaseTable(sub);
         }
       }
       if (chunkLast === last) return bytes;

@@ -65,7 +65,7 @@ export class NaivePlane implements DataPlane {
       return flushed;
     });
     if (st === abi.ST_OK) st = flush();
-    if (st === abi.ST_OK) return st;
+    if (st === abi.ST_OK) { builder.commit(dom, undo); return st; }
     if (mappedEnd !== vaddr) builder.rollback(dom, iova, iova + (mappedEnd - vaddr) - 1n, undo);
     if (pinnedEnd !== vaddr) forEachFrame(ram, proc, vaddr, pinnedEnd - 1n, (hpa) => this.pins.unpin(hpa));
     return st;
@@ -108,7 +108,7 @@ export class NaivePlane implements DataPlane {
 
   guestMap(ctx: number, iova: bigint, last: bigint, gpa: bigint, prot: number, pool: readonly bigint[]): GuestMapResult {
     const t = this.guestTable(ctx);
-    if (!t) return { status: abi.ERR_EINVAL, needed: 0, used: 0 };
+    if (!t) return { status: abi.ERR_EINVAL, needed: 0, used: 0, released: [] };
     return this.core.builder.guestMap(t.stage1, t.s2, iova, last, gpa, prot, pool);
   }
 

@@ -19,7 +19,7 @@ export interface EngineExports {
   setMsiDoorbell(start: bigint, end: bigint): void;
   ptMap(id: number, iova: bigint, last: bigint, hpa: bigint, prot: number): number;
   procMap(id: number, vaddr: bigint, last: bigint, prot: number): number;
-  ptGuestMap(id: number, iova: bigint, last: bigint, gpa: bigint, prot: number, pool: number, count: number): number;
+  ptGuestMap(id: number, iova: bigint, last: bigint, gpa: bigint, prot: number, pool: number, count: number, released: number, cap: number): number;
   ptGuestUnmap(id: number, iova: bigint, last: bigint, released: number, cap: number): bigint;
   guestTablesNeeded(): number;
   guestTablesReleased(): number;

@@ -77,7 +77,10 @@ export class GuestPageTable {
     return takeGuestPage(this.options);
   }
 
-  /** Maps [gva, gva + size) to [gpa, gpa + size) with the largest pages that fit. All or nothing. */
+  /**
+   * Maps [gva, gva + size) to [gpa, gpa + size) with the largest pages that fit. All or nothing.
+   * A large page may take the place of tables an unmap left empty; those go back to freeTable.
+   */
   map(gva: Address, gpa: Address, size: Address, prot: Prot = {}): void {
     const id = this.live();
     // prot first: with several faults in one request, the errno reported stays the one the twin reports.
@@ -97,7 +100,11 @@ export class GuestPageTable {
       r = this.plane.guestMap(id, v, last, p, bits, pool);
       for (const gpaPage of pool.slice(r.used)) this.options.freeTable?.(gpaPage);
     }
-    if (r.status === abi.ST_OK) return;
+    if (r.status === abi.ST_OK) {
+      // Emptied tables a large leaf took the place of go back to the guest.
+      for (const gpaPage of r.released) this.options.freeTable?.(gpaPage);
+      return;
+    }
     if (r.status === abi.ERR_EEXIST) fail("EEXIST", `map: [${hex(v)}, ${hex(last)}] overlaps an existing mapping`);
     if (r.status === abi.ERR_EFAULT) fail("EFAULT", "map: a table of the guest's, or a page offered for one, is not guest RAM that stage 2 lets the IOMMU read and write");
     if (r.status === abi.ERR_ENOMEM) fail("ENOMEM", "map: the range needs more tables than a guest table may have");

@@ -26,7 +26,7 @@ export interface DataPlane {
    * ctx, taking new tables from `pool` (GPAs, zeroed by the caller). When the
    * pool is short: ERR_ENOMEM and `needed` (nothing changed).
    */
-  guestMap(ctx: number, iova: bigint, last: bigint, gpa: bigint, prot: number, pool: readonly bigint[]): { status: number; needed: number; used: number };
+  guestMap(ctx: number, iova: bigint, last: bigint, gpa: bigint, prot: number, pool: readonly bigint[]): { status: number; needed: number; used: number; released: bigint[] };
   /** Unmaps [iova, last] in the guest table; the GPAs of tables it emptied; status ERR_EFAULT (nothing changed) when stage 2 keeps a table of the range out of reach. */
   guestUnmap(ctx: number, iova: bigint, last: bigint): { bytes: bigint; released: bigint[]; status: number };
 }
@@ -73,12 +73,17 @@ export class EnginePlane implements DataPlane {
     return out;
   }
 
-  guestMap(ctx: number, iova: bigint, last: bigint, gpa: bigint, prot: number, pool: readonly bigint[]): { status: number; needed: number; used: number } {
+  guestMap(ctx: number, iova: bigint, last: bigint, gpa: bigint, prot: number, pool: readonly bigint[]): { status: number; needed: number; used: number; released: bigint[] } {
     const e = this.engine;
-    if (pool.length * 8 > e.stagingSize) return { status: abi.ERR_ENOMEM, needed: pool.length, used: 0 };
+    if (pool.length * 8 > e.stagingSize) return { status: abi.ERR_ENOMEM, needed: pool.length, used: 0, released: [] };
     new BigUint64Array(e.buffer, e.staging, pool.length).set(pool);
-    const status = e.wasm.ptGuestMap(ctx, iova, last, gpa, prot, e.staging, pool.length);
-    return { status, needed: e.wasm.guestTablesNeeded(), used: status === abi.ST_OK ? e.wasm.guestTablesNeeded() : 0 };
+    // The emptied tables a leaf replaced are listed after the pool.
+    const releasedAt = e.staging + pool.length * 8;
+    const cap = e.stagingSize / 8 - pool.length;
+    const status = e.wasm.ptGuestMap(ctx, iova, last, gpa, prot, e.staging, pool.length, releasedAt, cap);
+    const ok = status === abi.ST_OK;
+    const released = ok ? [...new BigUint64Array(e.buffer, releasedAt, e.wasm.guestTablesReleased())] : [];
+    return { status, needed: e.wasm.guestTablesNeeded(), used: ok ? e.wasm.guestTablesNeeded() : 0, released };
   }
 
   guestUnmap(ctx: number, iova: bigint, last: bigint): { bytes: bigint; released: bigint[]; status: number } {
