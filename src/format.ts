@@ -21,7 +21,7 @@ export interface PageTableOptions {
   levels?: 3 | 4 | 5;
   /** arm64: input-address size, 64 - T0SZ (25..48). vtd-sl: 39, 48 or 57. Default 48. */
   inputBits?: number;
-  /** arm64: translation stage, 1 (default) or 2. */
+  /** arm64: translation stage, 1 (default) or 2. vtd-sl is a second stage (2 or left out); x86-64 takes none. */
   stage?: 1 | 2;
   /** Physical-address width (x86 MAXPHYADDR / VT-d HAW, Arm IPS). Default 52 (x86), 48 (arm64). */
   physAddrWidth?: number;
@@ -111,6 +111,8 @@ export function resolveFormat(options: PageTableOptions): ResolvedFormat {
     inputRanges = [[0n, (1n << BigInt(inputBits)) - 1n]];
     defaultWidth = 48;
   } else if (name === "vtd-sl") {
+    // A second-stage format: stage 2 may be said, nothing else.
+    if (options.stage !== undefined && options.stage !== 2) fail("EINVAL", `vtd-sl is VT-d's second stage: stage must be 2 or left out, got ${show(options.stage)}`);
     const byLevels: Record<number, number> = { 3: 39, 4: 48, 5: 57 };
     inputBits = options.inputBits ?? byLevels[options.levels ?? 4];
     levels = (inputBits - 12) / 9;

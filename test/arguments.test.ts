@@ -59,6 +59,15 @@ describe("options objects", () => {
     expect(await createHost({ allowUnsafeInterrupts: 1 } as never).catch((e: IommuError) => e.code)).toBe("EINVAL");
   });
 
+  it("a stage the format does not have is refused: x86-64 has none, vtd-sl is a second stage", async () => {
+    const h = await createHost({ ramSize: 1 << 24 });
+    const free = h.ram.framesFree;
+    expect(errno(() => h.createPageTable({ format: "x86-64", stage: 1 }))).toBe("EINVAL");
+    for (const stage of [1, 3]) expect(errno(() => h.createPageTable({ format: "vtd-sl", stage } as never))).toBe("EINVAL");
+    expect(h.ram.framesFree).toBe(free);
+    expect(errno(() => h.createPageTable({ format: "vtd-sl", stage: 2 }).destroy())).toBe("no error");
+  });
+
   it("non-objects are not taken as {}", async () => {
     expect(await createHost(true as never).catch((e: IommuError) => e.code)).toBe("EINVAL");
     expect(await createHost(null as never).catch((e: IommuError) => e.code)).toBe("EINVAL");
