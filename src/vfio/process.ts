@@ -7,7 +7,8 @@ import { bool, bytes as checkBytes, options } from "../args.js";
 import { fail } from "../errors.js";
 import * as abi from "../engine/abi.js";
 import type { DataPlane } from "./plane.js";
-import type { WalkResult, Access } from "../index.js";
+import type { WalkResult } from "../pagetable.js";
+import type { Access } from "../access.js";
 
 /** The process's page table (the engine's PageTable, or the twin's). */
 export interface ProcessPageTable {
