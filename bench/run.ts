@@ -135,6 +135,7 @@ const rules: (() => Target | undefined)[] = [
       ok: f.churned_leaves === f.fresh_leaves && f.churned_tables === f.fresh_tables && c.engine_ns <= 1.1 * c.extra.fresh_ns,
     };
   },
+  () => { const c = by("dma-map-page"); return c && { target: "dma-map-page ≥ 5× twin", value: formatSpeedup(c.speedup), ok: c.speedup >= 5 }; },
   () => { const c = by("vfio-map-unmap"); return c && { target: "vfio-map-unmap ≥ 5× twin", value: formatSpeedup(c.speedup), ok: c.speedup >= 5 }; },
   () => { const c = by("pasid-lookup"); return c && { target: "pasid-lookup ≥ 3× twin (Map)", value: formatSpeedup(c.speedup), ok: c.speedup >= 3 }; },
   // Both per PASID: the range free of [0, 0xFFFFFFFF] against freeing the same 1000 one call each.

@@ -3,7 +3,7 @@
 
 export type Errno =
   | "EINVAL" | "EEXIST" | "ENOSPC" | "ENOMEM" | "EPERM" | "EBUSY" | "ENOENT" | "EFAULT"
-  | "EOVERFLOW" | "EADDRINUSE" | "EMSGSIZE" | "EOPNOTSUPP" | "ENODEV" | "EACCES";
+  | "EOVERFLOW" | "EADDRINUSE" | "EMSGSIZE" | "EOPNOTSUPP" | "ENODEV" | "EACCES" | "EIO";
 
 export class IommuError extends Error {
   readonly code: Errno;

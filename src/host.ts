@@ -17,6 +17,7 @@ import { DOORBELL_HPA } from "./vfio/msi.js";
 import { EnginePlane } from "./vfio/plane.js";
 import { EnginePasidPlane, PasidSpace } from "./vfio/pasid.js";
 import { VfioHost, type VfioSettings } from "./vfio/vfiohost.js";
+import { IovaDomain } from "./dmaapi/iova.js";
 
 export type { HostOptions } from "./hostoptions.js";
 export type { ContainerOptions } from "./vfio/vfiohost.js";
@@ -50,6 +51,10 @@ export class Host extends VfioHost<DmaPort> {
 
   protected makePort(domainId: () => number, sourceId: number, raise: (irq: DmaInterrupt) => void, pasidTable: () => number): DmaPort {
     return new DmaPort(this.engine, domainId, sourceId, raise, pasidTable);
+  }
+
+  protected makeIova(startPfn: bigint): IovaDomain {
+    return new IovaDomain({ startPfn });
   }
 
   /** A page table in RAM (a new root frame unless `root` is given). */

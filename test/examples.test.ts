@@ -15,6 +15,13 @@ const CHROMIUM = process.env.CHROMIUM_PATH ?? "/usr/bin/chromium";
 
 /** What each Node example must print (in order). */
 const EXPECTED: Record<string, RegExp[]> = {
+  "dma-api.mjs": [
+    /dma_map_page → 0xfffff080/,
+    /the NIC reads: tx packet/,
+    /the NIC writes: permission/,
+    /after dma_unmap_page: not-present/,
+    /the next map reuses it: 0xfffff080, rcache hits 1/,
+  ],
   "translate.mjs": [
     /translate 0x40001234 → hpa 0x201234, page 0x200000/,
     /read 5 bytes: hello/,

@@ -5,6 +5,7 @@
 // The VFIO API is the facade's own control logic (src/vfio: topology,
 // container, process, group) run over the twin's data plane (NaivePlane),
 // page tables, RAM and DMA ports, so only the data plane is restated here.
+import { NaiveIovaDomain } from "./iova.js";
 import type { DomainFlags, HostOptions, IotlbStats, PageTableOptions, TranslationBatch } from "../../src/index.js";
 import type { DmaInterrupt } from "../../src/dma.js";
 import { hostConfig } from "../../src/hostoptions.js";
@@ -79,6 +80,10 @@ export class NaiveHost extends VfioHost<NaiveDmaPort> {
   framePins(hpa: bigint): number { return this.pins.count(hpa); }
 
   // A PASID-tagged request goes through the device's PASID table when it has one (the engine looks it up in WASM).
+  protected makeIova(startPfn: bigint): NaiveIovaDomain {
+    return new NaiveIovaDomain({ startPfn });
+  }
+
   protected makePort(domainId: () => number, sourceId: number, raise: (irq: DmaInterrupt) => void, pasidTable: () => number): NaiveDmaPort {
     return new NaiveDmaPort(this.translator, this.isDirect, domainId, sourceId, this.core.doorbell, raise, (pasid) => {
       const table = pasidTable();

@@ -96,6 +96,9 @@ export class NaivePlane implements DataPlane {
   setDomainFlags(domCtx: number, flags: number): void { this.core.contexts.setFlags(domCtx, flags); }
   setMsiWindow(domCtx: number, start: bigint, end: bigint): void { this.core.contexts.setMsiWindow(domCtx, start, end); }
   flushDomain(domCtx: number): void { this.core.iotlb.flushContext(domCtx); }
+  mapRange(domCtx: number, iova: bigint, last: bigint, hpa: bigint, prot: number): number { return this.core.builder.map(this.ctx(domCtx), iova, last, hpa, prot); }
+  unmapRange(domCtx: number, iova: bigint, last: bigint): bigint { return this.core.builder.unmap(this.ctx(domCtx), iova, last); }
+  flushRange(domCtx: number, iova: bigint, last: bigint): void { this.core.iotlb.flushRange(domCtx, undefined, iova, last); }
 
   /** A guest table of nested context ctx: the engine's checks (a stage-1 format over a stage-2 one), then the builder over guest pages. */
   private guestTable(ctx: number) {

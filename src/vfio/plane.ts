@@ -21,6 +21,12 @@ export interface DataPlane {
   /** An IOVA window whose device writes are interrupt requests (start > end: none). */
   setMsiWindow(domCtx: number, start: bigint, end: bigint): void;
   flushDomain(domCtx: number): void;
+  /** The DMA API's map: [iova, last] → hpa.. in the domain's table, largest pages that fit (abi status; nothing changed on an error). */
+  mapRange(domCtx: number, iova: bigint, last: bigint, hpa: bigint, prot: number): number;
+  /** The DMA API's unmap: the leaves wholly inside [iova, last]; the bytes unmapped. */
+  unmapRange(domCtx: number, iova: bigint, last: bigint): bigint;
+  /** Invalidates the domain's IOTLB entries (every PASID) over [iova, last]. */
+  flushRange(domCtx: number, iova: bigint, last: bigint): void;
   /**
    * Maps [iova, last] → gpa.. in the guest stage-1 table of nested context
    * ctx, taking new tables from `pool` (GPAs, zeroed by the caller). When the
@@ -97,4 +103,7 @@ export class EnginePlane implements DataPlane {
   setDomainFlags(domCtx: number, flags: number): void { this.engine.wasm.contextSetFlags(domCtx, flags); }
   setMsiWindow(domCtx: number, start: bigint, end: bigint): void { this.engine.wasm.contextSetMsiWindow(domCtx, start, end); }
   flushDomain(domCtx: number): void { this.engine.wasm.iotlbFlushContext(domCtx); }
+  mapRange(domCtx: number, iova: bigint, last: bigint, hpa: bigint, prot: number): number { return this.engine.wasm.ptMap(domCtx, iova, last, hpa, prot); }
+  unmapRange(domCtx: number, iova: bigint, last: bigint): bigint { return BigInt.asUintN(64, this.engine.wasm.ptUnmap(domCtx, iova, last)); }
+  flushRange(domCtx: number, iova: bigint, last: bigint): void { this.engine.wasm.iotlbFlushRange(domCtx, 0, 1, iova, last); }
 }

@@ -6,6 +6,7 @@ import { bool, list as checkList, options, show } from "../args.js";
 import { fail } from "../errors.js";
 import { U64_MAX } from "../addr.js";
 import type { ArchPreset } from "./arch.js";
+import type { DmaPort } from "../dma.js";
 import {
   intersect, isRelaxable, mergeRegions, RESERVED_TYPES, subtractRanges, sysfsText, toIovaRange, toReservedRegion,
   type IovaRange, type RangeSpec, type ReservedRegion, type ReservedRegionSpec,
@@ -32,6 +33,13 @@ export interface DeviceSpec {
   driver?: Driver;
 }
 
+/** What a device asks of its host: whether VFIO holds its group, whether the host's DMA API still maps for it, its DMA port. */
+export interface DeviceOwners {
+  claimed(group: number): boolean;
+  dmaBusy(group: number): boolean;
+  port(device: HostDevice): DmaPort;
+}
+
 export class HostDevice {
   private boundDriver: Driver;
 
@@ -42,7 +50,7 @@ export class HostDevice {
     readonly reserved: readonly Readonly<ReservedRegion>[],
     readonly msiIsolated: boolean,
     driver: Driver,
-    private readonly claimedByVfio: () => boolean,
+    private readonly owners: DeviceOwners,
   ) {
     this.boundDriver = driver;
   }
@@ -50,14 +58,25 @@ export class HostDevice {
   get driver(): Driver { return this.boundDriver; }
 
   /**
+   * The device's DMA as it issues it: through its group's default domain
+   * (the DMA API's) while a host driver owns it; with no owner, or while VFIO
+   * holds it (use the VFIO device's port then), every access faults.
+   */
+  get dma(): DmaPort { return this.owners.port(this); }
+
+  /**
    * Binds the device to another driver; null unbinds it. Viability of its
    * group follows. A host driver cannot take a device whose group VFIO owns
-   * (in a container): EBUSY, as the kernel's DMA-owner claim refuses it.
+   * (in a container): EBUSY, as the kernel's DMA-owner claim refuses it; nor
+   * let go of one while the group's DMA API still has live mappings (EBUSY).
    */
   bindDriver(driver: Driver): void {
     const next = toDriver(driver, this.bdf);
-    if (next === "host" && this.boundDriver !== "host" && this.claimedByVfio()) {
+    if (next === "host" && this.boundDriver !== "host" && this.owners.claimed(this.group)) {
       fail("EBUSY", `${this.bdf}: group ${this.group} is in a VFIO container; a host driver cannot take the device`);
+    }
+    if (next !== "host" && this.boundDriver === "host" && this.owners.dmaBusy(this.group)) {
+      fail("EBUSY", `${this.bdf}: group ${this.group}'s DMA API still has live mappings; unmap them before the driver lets go`);
     }
     this.boundDriver = next;
   }
@@ -125,6 +144,8 @@ export class Topology {
   private readonly members = new Map<number, HostDevice[]>();
   /** Groups VFIO holds (in a container): their devices' DMA is the container's, no host driver's. */
   private readonly claimed = new Set<number>();
+  /** @internal The host's DMA side (set by the host that owns this topology). */
+  dmaOwners: Omit<DeviceOwners, "claimed"> = { dmaBusy: () => false, port: () => fail("ENODEV", "this host has no DMA API") };
 
   constructor(preset: ArchPreset, platformReserved: readonly ReservedRegionSpec[] = []) {
     this.preset = preset;
@@ -146,7 +167,8 @@ export class Topology {
     bool(msiIsolated, `${bdf}: msiIsolated`, false);
     const driver = spec.driver === undefined ? "vfio-pci" : toDriver(spec.driver, bdf);
 
-    const device = new HostDevice(bdf, group, reserved, msiIsolated, driver, () => this.claimed.has(group));
+    const owners: DeviceOwners = { claimed: (g) => this.claimed.has(g), dmaBusy: (g) => this.dmaOwners.dmaBusy(g), port: (d) => this.dmaOwners.port(d) };
+    const device = new HostDevice(bdf, group, reserved, msiIsolated, driver, owners);
     this.devices.set(bdf, device);
     const list = this.members.get(group);
     if (list === undefined) this.members.set(group, [device]);
@@ -181,6 +203,8 @@ export class Topology {
     return this.membersOf(group).every((d) => d.driver === "vfio-pci" || d.driver === null);
   }
 
+  /** Whether VFIO holds the group (it is in a container). */
+  isClaimed(group: number): boolean { return this.claimed.has(group); }
   /** @internal VFIO takes (or gives back) a group's DMA ownership as it joins (leaves) a container. */
   claim(group: number, held: boolean): void {
     if (held) this.claimed.add(group);

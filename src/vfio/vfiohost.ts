@@ -14,6 +14,9 @@ import type { DataPlane } from "./plane.js";
 import { Process, processLimit, type ProcessOptions, type ProcessPageTable, type ProcessRam } from "./process.js";
 import type { IovaRange, RangeSpec, ReservedRegion } from "./reserved.js";
 import type { Conflict, DeviceSpec, GuestMapCheckOptions, HostDevice, Topology } from "./topology.js";
+import { PASID_TABLE_NONE } from "../engine/abi.js";
+import { HostDma } from "../dmaapi/hostdevices.js";
+import type { DmaApi, IovaAllocator } from "../dmaapi/dmaapi.js";
 
 export interface ContainerOptions {
   /** The process whose memory MAP_DMA pins (each call may name another). */
@@ -26,7 +29,7 @@ export interface ContainerOptions {
 export interface VfioSettings { topology: Topology; dmaEntryLimit: number; allowUnsafeInterrupts: boolean }
 
 export abstract class VfioHost<Port> {
-  abstract readonly ram: ProcessRam & ContainerHost["ram"];
+  abstract readonly ram: ProcessRam & ContainerHost["ram"] & { readonly size: bigint };
   /** The host-wide PASID space: containers allocate from it (c.pasid); it makes device PASID tables. */
   abstract readonly pasids: PasidSpace;
   protected abstract readonly plane: DataPlane;
@@ -37,11 +40,40 @@ export abstract class VfioHost<Port> {
   /** Page tables and domains this host made: the only ones a domain may be built over. */
   private readonly made = new WeakSet<object>();
   private processes = 0;
+  /** Devices host drivers own: default domains, the DMA API, device ports (made at first use). */
+  private hostDmaRef: HostDma<Port> | undefined;
 
   protected constructor(settings: VfioSettings) {
     this.settings = settings;
     this.topology = settings.topology;
+    this.topology.dmaOwners = {
+      dmaBusy: (group) => this.hostDmaRef?.busy(group) ?? false,
+      port: (device) => this.hostDma.port(device) as never,
+    };
   }
+
+  /** An IOVA allocator for a default domain (iova.c's; the twin brings its own). */
+  protected abstract makeIova(startPfn: bigint): IovaAllocator;
+
+  private get hostDma(): HostDma<Port> {
+    this.hostDmaRef ??= new HostDma<Port>({
+      topology: this.topology,
+      ramSize: this.ram.size,
+      createDomain: (o) => this.createDomain(o),
+      plane: this.plane,
+      makeIova: (startPfn) => this.makeIova(startPfn),
+      makePort: (domainId, sourceId, raise) => this.makePort(domainId, sourceId, raise, () => PASID_TABLE_NONE),
+      raise: (device, irq) => this.raise({ device, address: irq.address, data: irq.data }),
+    });
+    return this.hostDmaRef;
+  }
+
+  /**
+   * The DMA API of a device a host driver owns (driver 'host'): dma_map_page
+   * and friends over its group's default domain. EBUSY while VFIO owns the
+   * device (bound to vfio-pci, or its group in a container); ENODEV with no driver.
+   */
+  dmaApi(bdf: string): DmaApi { return this.hostDma.dmaApi(bdf); }
 
   abstract createPageTable(options: PageTableOptions & DomainFlags): ProcessPageTable;
   abstract createDomain(options: PageTableOptions): ContainerDomain;

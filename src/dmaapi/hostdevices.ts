@@ -1,0 +1,108 @@
+// Devices a host driver owns: each IOMMU group's default domain (the arch's
+// stage-2 format, made when first needed, as the kernel gives every group
+// one at probe), the DMA API on it (dma-iommu's cookie: the domain, its IOVA
+// allocator, the live mappings), and each device's own DMA port through it.
+//
+// Who owns a device's DMA: its group in a VFIO container → VFIO (EBUSY);
+// bound to vfio-pci → VFIO too (EBUSY); no driver → nobody (ENODEV); bound to
+// a host driver → that driver, through the DMA API. A host driver cannot let
+// go of a device while the group's DMA API still has live mappings (EBUSY):
+// the mappings would outlive the driver that made them.
+import { fail } from "../errors.js";
+import { PAGE_SIZE } from "../addr.js";
+import type { PageTableOptions } from "../format.js";
+import { stage2Options } from "../vfio/arch.js";
+import { requesterId } from "../vfio/group.js";
+import type { HostDevice, Topology } from "../vfio/topology.js";
+import type { DmaInterrupt } from "../dma.js";
+import type { DataPlane } from "../vfio/plane.js";
+import { DmaApi, DmaCookie, type DmaApiDomain, type IovaAllocator } from "./dmaapi.js";
+
+export interface HostDmaEnv<Port> {
+  topology: Topology;
+  ramSize: bigint;
+  /** A default domain (its id: the data plane maps, unmaps and flushes it). */
+  createDomain(options: PageTableOptions): { readonly id: number };
+  plane: Pick<DataPlane, "mapRange" | "unmapRange" | "flushRange" | "setMsiWindow">;
+  /** An IOVA allocator whose lowest page is `startPfn` (iova.c's, or the twin's). */
+  makeIova(startPfn: bigint): IovaAllocator;
+  makePort(domainId: () => number, sourceId: number, raise: (irq: DmaInterrupt) => void): Port;
+  raise(device: string, irq: DmaInterrupt): void;
+}
+
+export class HostDma<Port> {
+  private readonly cookies = new Map<number, DmaCookie>();
+  private readonly apis = new Map<string, DmaApi>();
+  private readonly ports = new Map<string, Port>();
+
+  constructor(private readonly env: HostDmaEnv<Port>) {}
+
+  /** host.dmaApi(bdf): the DMA API of a device a host driver owns. */
+  dmaApi(bdf: string): DmaApi {
+    const device = this.env.topology.device(bdf);
+    this.checkOwned(device);
+    let api = this.apis.get(device.bdf);
+    if (api === undefined) {
+      api = new DmaApi(device.bdf, this.cookie(device.group), () => this.checkOwned(device));
+      this.apis.set(device.bdf, api);
+    }
+    return api;
+  }
+
+  /** The device's DMA as it issues it: through its group's default domain while a host driver owns it, nowhere (faults) otherwise. */
+  port(device: HostDevice): Port {
+    let port = this.ports.get(device.bdf);
+    if (port === undefined) {
+      const topology = this.env.topology;
+      port = this.env.makePort(
+        () => (device.driver === "host" && !topology.isClaimed(device.group) ? this.cookie(device.group).domain.id : 0),
+        requesterId(device.bdf),
+        (irq) => this.env.raise(device.bdf, irq),
+      );
+      this.ports.set(device.bdf, port);
+    }
+    return port;
+  }
+
+  /** Whether the group's DMA API holds live mappings (a host driver may not let go of its devices then). */
+  busy(group: number): boolean {
+    return (this.cookies.get(group)?.live.size ?? 0) > 0;
+  }
+
+  private checkOwned(device: HostDevice): void {
+    if (this.env.topology.isClaimed(device.group)) fail("EBUSY", `${device.bdf}: group ${device.group} is in a VFIO container; its DMA is VFIO's`);
+    if (device.driver === "vfio-pci") fail("EBUSY", `${device.bdf}: bound to vfio-pci; its DMA is VFIO's (bind it to a host driver for the DMA API)`);
+    if (device.driver !== "host") fail("ENODEV", `${device.bdf}: no driver is bound, so it has no DMA API`);
+  }
+
+  /**
+   * The group's default domain and its IOVA allocator: every reserved region
+   * but sw-msi is kept out of the allocator (iova_reserve_iommu_regions;
+   * sw-msi is the DMA layer's own to manage), and VT-d's interrupt window is
+   * decoded by the domain.
+   */
+  private cookie(group: number): DmaCookie {
+    let cookie = this.cookies.get(group);
+    if (cookie === undefined) {
+      const { topology } = this.env;
+      const preset = topology.preset;
+      const { id } = this.env.createDomain(stage2Options(preset));
+      const plane = this.env.plane;
+      const domain: DmaApiDomain = {
+        id,
+        map: (iova, last, hpa, prot) => plane.mapRange(id, iova, last, hpa, prot),
+        unmap: (iova, last) => plane.unmapRange(id, iova, last),
+        flush: (iova, last) => plane.flushRange(id, iova, last),
+      };
+      const iova = this.env.makeIova(preset.aperture.start / PAGE_SIZE > 1n ? preset.aperture.start / PAGE_SIZE : 1n);
+      for (const r of topology.reservedRegions(group)) {
+        if (r.type !== "sw-msi") iova.reserve(r.start / PAGE_SIZE, r.end / PAGE_SIZE);
+      }
+      const msi = preset.hardwareReserved.find((r) => r.type === "msi");
+      if (msi) plane.setMsiWindow(id, msi.start, msi.end);
+      cookie = new DmaCookie(domain, iova, preset.aperture.end, this.env.ramSize);
+      this.cookies.set(group, cookie);
+    }
+    return cookie;
+  }
+}

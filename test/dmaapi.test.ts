@@ -1,0 +1,266 @@
+// The host DMA API (dma-iommu over a group's default domain): the engine
+// against its naive twin over random map_page / unmap_page / map_sg /
+// unmap_sg / set_mask / device DMA / driver changes, comparing every result
+// and errno, the stats, and RAM at the end; then the rules one by one, each
+// refusal leaving everything as it was.
+import fc from "fast-check";
+import { describe, expect, it } from "vitest";
+import { createHost, type Host } from "../src/index.js";
+import { createNaiveHost } from "../bench/naive/index.js";
+import { attempt, errno } from "./support/outcome.js";
+import { expectSame, show } from "./support/compare.js";
+import { seededBytes } from "./support/bytes.js";
+import { mayMiss, params } from "./support/runs.js";
+
+type Any = any; // eslint-disable-line @typescript-eslint/no-explicit-any
+const RAM = 8 << 20;
+const PAGE = 4096n;
+const DIRS = ["to-device", "from-device", "bidirectional"] as const;
+const BDFS = ["0000:02:00.0", "0000:02:00.1", "0000:03:00.0"];
+
+type Op =
+  | { t: "map"; dev: number; hpa: bigint; size: bigint; dir: number }
+  | { t: "unmap"; dev: number; pick: number; sizeDelta: bigint; dir: number | "same" }
+  | { t: "mapSg"; dev: number; segs: { hpa: bigint; length: number }[]; dir: number }
+  | { t: "unmapSg"; dev: number; pick: number }
+  | { t: "mask"; dev: number; bits: number }
+  | { t: "dma"; dev: number; pick: number; off: number; len: number; write: boolean; seed: number }
+  | { t: "driver"; dev: number; driver: "host" | "vfio-pci" | null }
+  | { t: "stats"; dev: number };
+
+interface Side { host: Any; pages: { dev: number; dma: bigint; size: bigint; dir: string }[]; sgs: { dev: number; m: Any }[]; stats: Map<string, number> }
+
+function apply(side: Side, op: Op): unknown {
+  const bdf = BDFS[op.dev];
+  const api = () => side.host.dmaApi(bdf);
+  switch (op.t) {
+    case "map": {
+      const dma = api().mapPage(op.hpa, op.size, DIRS[op.dir]);
+      side.pages.push({ dev: op.dev, dma, size: op.size, dir: DIRS[op.dir] });
+      return dma;
+    }
+    case "unmap": {
+      const p = side.pages[op.pick % Math.max(1, side.pages.length)];
+      if (!p) return api().unmapPage(0x1000n, PAGE, "to-device");
+      const r = api().unmapPage(p.dma, p.size + op.sizeDelta, op.dir === "same" ? p.dir : DIRS[op.dir]);
+      side.pages.splice(side.pages.indexOf(p), 1);
+      return r;
+    }
+    case "mapSg": {
+      const m = api().mapSg(op.segs, DIRS[op.dir]);
+      side.sgs.push({ dev: op.dev, m });
+      return m;
+    }
+    case "unmapSg": {
+      const s = side.sgs[op.pick % Math.max(1, side.sgs.length)];
+      if (!s) return "none";
+      const r = api().unmapSg(s.m);
+      side.sgs.splice(side.sgs.indexOf(s), 1);
+      return r;
+    }
+    case "mask": return api().setMask(op.bits);
+    case "dma": {
+      const targets = [...side.pages.map((p) => p.dma), ...side.sgs.map((s) => s.m.iova as bigint)];
+      const at = (targets[op.pick % Math.max(1, targets.length)] ?? 0xfffff000n) + BigInt(op.off);
+      const port = side.host.device(bdf).dma;
+      return op.write ? port.write(at, seededBytes(op.seed, op.len)) : port.read(at, op.len);
+    }
+    case "driver": return side.host.device(bdf).bindDriver(op.driver);
+    case "stats": return api().stats();
+  }
+}
+
+async function makeSide(make: (o: object) => Promise<Any>, vfioSecond: boolean): Promise<Side> {
+  const host = await make({ arch: "vtd", ramSize: RAM, iotlb: { sets: 16, ways: 2 } });
+  host.addDevice({ bdf: BDFS[0], driver: "host" });
+  host.addDevice({ bdf: BDFS[1], driver: "host", group: 0 });
+  host.addDevice({ bdf: BDFS[2], driver: vfioSecond ? "vfio-pci" : "host" });
+  // Data the devices read: a pattern over RAM.
+  host.ram.write(0x100000n, seededBytes(7, 0x200000));
+  return { host, pages: [], sgs: [], stats: new Map() };
+}
+
+const stats = new Map<string, number>();
+const note = (k: string) => stats.set(k, (stats.get(k) ?? 0) + 1);
+
+async function run(ops: Op[], vfioSecond: boolean): Promise<void> {
+  const engine = await makeSide(createHost, vfioSecond), twin = await makeSide(createNaiveHost as never, vfioSecond);
+  ops.forEach((op, n) => {
+    const t = attempt(() => apply(twin, op)), e = attempt(() => apply(engine, op));
+    expectSame(t, e, `step ${n} ${show(op)}`);
+    note("error" in e ? `${op.t}:${e.error}` : `${op.t}:ok`);
+    if (op.t === "dma" && "ok" in e && (e.ok as Any).bytes > 0) note("dma:moved");
+    expectSame(twin.host.iotlb.stats(), engine.host.iotlb.stats(), `step ${n}: IOTLB counters`);
+  });
+  expectSame(twin.host.faults.drain(), engine.host.faults.drain(), "fault records");
+  expect(Buffer.from(engine.host.ram.view(0, RAM)).equals(Buffer.from(twin.host.ram.view(0, RAM)))).toBe(true);
+}
+
+const dev = fc.nat(2);
+const hpaArb = fc.oneof(
+  fc.tuple(fc.nat(0x1ff), fc.nat(4095)).map(([p, o]) => 0x100000n + BigInt(p) * PAGE + BigInt(o)),
+  fc.constantFrom(0n, BigInt(RAM) - 1n, BigInt(RAM), 1n << 40n),
+);
+const sizeArb = fc.oneof(fc.constantFrom(1n, 8n, 4095n, 4096n, 4097n, 0x10000n, 0x21000n, 0n), fc.bigInt({ min: 1n, max: 0x40000n }));
+const opArb: fc.Arbitrary<Op> = fc.oneof(
+  { weight: 10, arbitrary: fc.record({ t: fc.constant("map" as const), dev, hpa: hpaArb, size: sizeArb, dir: fc.nat(2) }) },
+  { weight: 6, arbitrary: fc.record({ t: fc.constant("unmap" as const), dev, pick: fc.nat(), sizeDelta: fc.constantFrom(0n, 0n, 0n, 1n, PAGE), dir: fc.oneof(fc.constant("same" as const), fc.nat(2)) }) },
+  { weight: 3, arbitrary: fc.record({ t: fc.constant("mapSg" as const), dev, segs: fc.array(fc.record({ hpa: hpaArb, length: fc.oneof(fc.integer({ min: 1, max: 9000 }), fc.constant(4096)) }), { maxLength: 5 }), dir: fc.nat(2) }) },
+  { weight: 2, arbitrary: fc.record({ t: fc.constant("unmapSg" as const), dev, pick: fc.nat() }) },
+  { weight: 1, arbitrary: fc.record({ t: fc.constant("mask" as const), dev, bits: fc.constantFrom(32, 64, 40, 20, 11, 65) }) },
+  { weight: 8, arbitrary: fc.record({ t: fc.constant("dma" as const), dev, pick: fc.nat(), off: fc.nat(9000), len: fc.integer({ min: 1, max: 5000 }), write: fc.boolean(), seed: fc.nat() }) },
+  { weight: 1, arbitrary: fc.record({ t: fc.constant("driver" as const), dev, driver: fc.constantFrom("host" as const, "vfio-pci" as const, null) }) },
+  { weight: 1, arbitrary: fc.record({ t: fc.constant("stats" as const), dev }) },
+);
+
+describe("the DMA API on the engine and on the naive twin agree", () => {
+  it("on random map/unmap/map_sg/unmap_sg, masks, driver changes and device DMA", async () => {
+    await fc.assert(fc.asyncProperty(fc.array(opArb, { maxLength: 80, size: "max" }), fc.boolean(), (ops, vfioSecond) => run(ops, vfioSecond)), params(40));
+  }, 120_000);
+
+  it("with IOVA space nearly exhausted: a 20-bit mask, map until ENOMEM, unmap, map again", async () => {
+    const fill: fc.Arbitrary<Op[]> = fc.array(fc.record({ t: fc.constant("map" as const), dev: fc.constant(0), hpa: hpaArb, size: fc.constantFrom(PAGE, 3n * PAGE, 0x20000n), dir: fc.nat(2) }), { minLength: 200, maxLength: 300 });
+    await fc.assert(fc.asyncProperty(fill, fc.array(opArb, { maxLength: 40 }), (maps, tail) =>
+      run([{ t: "mask", dev: 0, bits: 20 }, ...maps, ...tail], false)), params(10));
+  }, 120_000);
+
+  it("exercised what it claims to", () => {
+    const mustSee = ["map:ok", "map:ENOMEM", "map:EINVAL", "unmap:ok", "unmap:EINVAL", "mapSg:ok", "mapSg:EINVAL", "unmapSg:ok",
+      "mask:ok", "mask:EIO", "mask:EINVAL", "dma:moved", "driver:EBUSY", "driver:ok", "map:EBUSY", "map:ENODEV"];
+    const missed = mustSee.filter((k) => !stats.has(k));
+    expect(missed.length, `never met: ${missed.join(", ")}`).toBeLessThanOrEqual(mayMiss(mustSee.length));
+  });
+});
+
+describe("DMA API rules", () => {
+  async function host(): Promise<Host> {
+    const h = await createHost({ arch: "smmuv3", ramSize: 16 << 20 });
+    h.addDevice({ bdf: "0000:02:00.0", driver: "host" });
+    return h;
+  }
+  const state = (h: Host) => ({ stats: h.dmaApi("0000:02:00.0").stats(), free: h.ram.framesFree, ram: Buffer.from(h.ram.view(0, 16 << 20)) });
+  const same = (a: ReturnType<typeof state>, b: ReturnType<typeof state>) => expect(show(a.stats) === show(b.stats) && a.free === b.free && a.ram.equals(b.ram)).toBe(true);
+
+  it("maps top-down below 4 GiB first, size-aligned, the page offset kept; the direction sets the permissions", async () => {
+    const h = await host();
+    const api = h.dmaApi("0000:02:00.0");
+    api.setMask(64);
+    expect(api.mapPage(0x200123n, 16n, "to-device")).toBe(0xfffff123n);
+    // 3 pages take a 4-page, 16 KiB-aligned slot: the highest below the first is 0xffff8000.
+    expect(api.mapPage(0x300000n, 3n * PAGE, "from-device")).toBe(0xffff8000n);
+    const dev = h.device("0000:02:00.0");
+    expect(dev.dma.read(0xfffff123n, 16).bytes).toBe(16);
+    expect(dev.dma.write(0xfffff123n, new Uint8Array(4)).fault?.reason).toBe("permission");
+    expect(dev.dma.read(0xffff8000n, 4).fault?.reason).toBe("permission");
+    expect(dev.dma.write(0xffff8000n, new Uint8Array(4)).bytes).toBe(4);
+  });
+
+  it("an unmapped page is unreachable at once (the IOTLB is invalidated before the IOVA is free), and the next map of that size reuses it", async () => {
+    const h = await host();
+    const api = h.dmaApi("0000:02:00.0");
+    const dev = h.device("0000:02:00.0");
+    const dma = api.mapPage(0x200000n, PAGE, "bidirectional");
+    expect(dev.dma.read(dma, 8).bytes).toBe(8); // now in the IOTLB
+    api.unmapPage(dma, PAGE, "bidirectional");
+    expect(dev.dma.read(dma, 8).fault?.reason).toBe("not-present");
+    expect(api.mapPage(0x400000n, PAGE, "to-device")).toBe(dma);
+    expect(api.stats().rcacheHits).toBe(1);
+  });
+
+  it("refusals change nothing: bad direction, zero size, not RAM, unknown address, wrong size or direction, twice", async () => {
+    const h = await host();
+    const api = h.dmaApi("0000:02:00.0");
+    const dma = api.mapPage(0x200000n, PAGE, "to-device");
+    const before = state(h);
+    expect(errno(() => api.mapPage(0x200000n, PAGE, "both" as never))).toBe("EINVAL");
+    expect(errno(() => api.mapPage(0x200000n, 0n, "to-device"))).toBe("EINVAL");
+    expect(errno(() => api.mapPage(BigInt(16 << 20) - 8n, 16n, "to-device"))).toBe("EINVAL");
+    expect(errno(() => api.unmapPage(dma + PAGE, PAGE, "to-device"))).toBe("EINVAL");
+    expect(errno(() => api.unmapPage(dma, 2n * PAGE, "to-device"))).toBe("EINVAL");
+    expect(errno(() => api.unmapPage(dma, PAGE, "from-device"))).toBe("EINVAL");
+    expect(errno(() => api.mapSg([], "to-device"))).toBe("EINVAL");
+    expect(errno(() => api.setMask(11))).toBe("EIO");
+    same(before, state(h));
+    api.unmapPage(dma, PAGE, "to-device");
+    expect(errno(() => api.unmapPage(dma, PAGE, "to-device"))).toBe("EINVAL");
+  });
+
+  it("exhausted IOVA space is ENOMEM (DMA_MAPPING_ERROR): no mapping made, nothing written", async () => {
+    const h = await host();
+    const api = h.dmaApi("0000:02:00.0");
+    api.setMask(16); // 16 pages, page 0 never handed out
+    const dmas = Array.from({ length: 15 }, () => api.mapPage(0x200000n, PAGE, "to-device"));
+    expect(new Set(dmas).size).toBe(15);
+    const before = state(h);
+    expect(errno(() => api.mapPage(0x200000n, PAGE, "to-device"))).toBe("ENOMEM");
+    // The allocator's counters move (a miss, as the kernel counts it); the mappings, tables and RAM do not.
+    const after = state(h);
+    expect([after.stats.live, after.stats.iovaBytes, after.free]).toEqual([before.stats.live, before.stats.iovaBytes, before.free]);
+    expect(after.ram.equals(before.ram)).toBe(true);
+  });
+
+  it("map_sg: one IOVA range, segments merged where they meet on a page boundary", async () => {
+    const h = await host();
+    const api = h.dmaApi("0000:02:00.0");
+    const m = api.mapSg([{ hpa: 0x200800n, length: 0x800 }, { hpa: 0x300000n, length: 0x1000 }, { hpa: 0x400010n, length: 16 }], "bidirectional");
+    expect(m.bytes).toBe(3n * PAGE); // each segment's own page
+    expect(m.segments).toEqual([{ dma: m.iova + 0x800n, length: 0x1800 }, { dma: m.iova + 0x2010n, length: 16 }]);
+    const dev = h.device("0000:02:00.0");
+    h.ram.write(0x300000n, new Uint8Array([9, 8, 7]));
+    expect(Array.from(dev.dma.read(m.iova + 0x1000n, 3).data)).toEqual([9, 8, 7]);
+    api.unmapSg(m);
+    expect(dev.dma.read(m.iova + 0x1000n, 3).fault?.reason).toBe("not-present");
+  });
+
+  it("who owns the device: VFIO (EBUSY), nobody (ENODEV), a host driver; the driver cannot let go while mappings live", async () => {
+    const h = await host();
+    h.addDevice({ bdf: "0000:05:00.0" });
+    expect(errno(() => h.dmaApi("0000:05:00.0"))).toBe("EBUSY");
+    h.device("0000:05:00.0").bindDriver(null);
+    expect(errno(() => h.dmaApi("0000:05:00.0"))).toBe("ENODEV");
+    expect(errno(() => h.dmaApi("0000:09:00.0"))).toBe("ENODEV");
+    const api = h.dmaApi("0000:02:00.0");
+    const dev = h.device("0000:02:00.0");
+    const dma = api.mapPage(0x200000n, PAGE, "to-device");
+    expect(errno(() => dev.bindDriver("vfio-pci"))).toBe("EBUSY");
+    api.unmapPage(dma, PAGE, "to-device");
+    dev.bindDriver("vfio-pci");
+    expect(errno(() => api.mapPage(0x200000n, PAGE, "to-device"))).toBe("EBUSY");
+    // Owned by VFIO now: the host device's own port reaches nothing.
+    expect(dev.dma.read(dma, 4).fault?.reason).toBe("no-context");
+  });
+
+  it("reserved regions are never handed out (VT-d's interrupt window)", async () => {
+    const h = await createHost({ arch: "vtd", ramSize: 16 << 20 });
+    h.addDevice({ bdf: "0000:02:00.0", driver: "host" });
+    const api = h.dmaApi("0000:02:00.0");
+    // Top-down from 4 GiB in 1 MiB steps: the window [0xfee00000, 0xfeefffff] is skipped.
+    for (let i = 0; i < 300; i++) {
+      const d = api.mapPage(0x200000n, 0x100000n, "to-device");
+      expect(d + 0x100000n <= 0xfee00000n || d > 0xfeefffffn).toBe(true);
+    }
+  });
+});
+
+describe("live mappings (the DMA API's record of what is mapped)", () => {
+  it("keep every live record through churn and compaction, and forget every unmapped one", async () => {
+    const { LiveMappings } = await import("../src/dmaapi/live.js");
+    const live = new LiveMappings<{ pages: bigint; direction: string; sg: boolean }>();
+    const model = new Map<number, bigint>();
+    let seed = 1;
+    const rnd = () => (seed = (seed * 1103515245 + 12345) >>> 0) / 2 ** 32;
+    // Many maps, then most of them unmapped: the dead records outnumber the live ones, and the table is rebuilt.
+    for (let k = 0; k < 6000; k++) { live.set(k * 5, { pages: 1n, direction: "to-device", sg: false }); model.set(k * 5, 1n); }
+    for (let k = 0; k < 5000; k++) { live.delete(k * 5); model.delete(k * 5); }
+    for (let i = 0; i < 20000; i++) {
+      const k = Math.floor(rnd() * 30000);
+      if (rnd() < 0.45) { live.set(k, { pages: BigInt(i), direction: "to-device", sg: false }); model.set(k, BigInt(i)); }
+      else { live.delete(k); model.delete(k); }
+      if (i % 997 === 0) {
+        expect(live.size).toBe(model.size);
+        for (let j = 0; j < 30000; j += 7) expect(live.get(j)?.pages).toBe(model.get(j));
+        expect([...live.values()].map((m) => m.pages).sort()).toEqual([...model.values()].sort());
+      }
+    }
+  });
+});
