@@ -195,6 +195,11 @@ export async function buildHostWorld(arch: Arch): Promise<HostWorld> {
   add("VfioDevice", "nesting device", d1, { pasid });
   add("VfioDevice", "blocked device", d2);
   for (const bdf of bdfs) add("HostDevice", `host device ${bdf}`, host.device(bdf));
+  // The host DMA API of the device its host driver owns (group 3), with one mapping live.
+  const dmaApi = host.dmaApi(bdfs[4]);
+  dmaApi.mapPage(scratch, PAGE, "bidirectional");
+  add("DmaApi", "host DMA API", dmaApi, { base: scratch, pages: 16 });
+  add("DmaPort", "host-driver device.dma", host.device(bdfs[4]).dma, { base: 0xfffff000n, pages: 1, dma: {} });
   add("ContainerPasids", "type1v2 c.pasid", c1.pasid, { pasid });
   add("ContainerPasids", "nesting c.pasid", c2.pasid, { pasid });
   add("PasidTable", "device PASID table", pasidTable, { pasid: 5 });
