@@ -128,6 +128,10 @@ export const RES_TRACE_COUNT: u32 = 44;
 export const RES_STAGE: u32 = 48;
 // dmaPiece: the bytes of the piece whose linear-memory offset it returned.
 export const RES_PIECE_LEN: u32 = 52;
+// dmaPiece: 0, or, when the piece was an IOTLB hit the facade may replay
+// (src/hitmemo.ts) from anywhere in its 4 KiB IOVA page while TLB_GENERATION
+// holds, log2 of its translation page's size.
+export const RES_PIECE_PAGE: u32 = 56;
 // dmaPiece returns a status below this, or the piece's offset in linear memory (RAM lies far above it).
 export const PIECE_STATUS_LIMIT: u32 = 256;
 export const LAYOUT_RAM_BASE: u32 = 64;
@@ -147,6 +151,11 @@ export const CNT_MISSES: u32 = 136;
 export const CNT_EVICTIONS: u32 = 144;
 export const CNT_INVALIDATIONS: u32 = 152;
 export const CNT_WALKS: u32 = 160;
+// The TLB generation, an f64 that only counts up: bumped by everything that
+// could change the outcome of an IOTLB lookup (every fill, so every eviction;
+// every flush of any scope; context and doorbell changes). A hit leaves it
+// alone, so while it holds the same lookup is the same hit again.
+export const TLB_GENERATION: u32 = 168;
 export const FAULT_HEAD: u32 = 192;
 export const FAULT_TAIL: u32 = 196;
 export const FAULT_OVERFLOW: u32 = 200;

@@ -9,7 +9,7 @@ import { mapRange, unmapRange, processMap, processUnmap, pinMap, unpinUnmap, dir
 import { guestTablesNeeded as builderGuestTablesNeeded, releasedCount as builderReleasedCount, unmapStatus as builderUnmapStatus } from "./walk/builder";
 import { pinCount } from "./mem/pins";
 import { setDoorbellWindow } from "./dma/dma";
-import { tlbLookup, tlbProbe, isSingleSize, tlbKey, entryOut, entryPerms, entrySizeLog, countHits, countersPublish, tlbOccupancy, tlbInit, tlbFlushAll, tlbFlushContext, tlbFlushPasid, tlbFlushRange, liveFrom } from "./tlb/iotlb";
+import { tlbLookup, tlbProbe, isSingleSize, tlbKey, entryOut, entryPerms, entrySizeLog, countHits, countersPublish, tlbOccupancy, tlbInit, tlbFlushAll, tlbFlushContext, tlbFlushPasid, tlbFlushRange, liveFrom, bumpGeneration, addReplayedHits } from "./tlb/iotlb";
 import { translateOne, missPath, outHpa, outSizeLog, outPerms, outLevel } from "./translate";
 import { walkContext } from "./walk/dispatch";
 import { walkHpa, walkSizeLog, walkPerms, walkLevel, walkStage, WALK_TRACE } from "./walk/walker";
@@ -39,14 +39,17 @@ export function framesRelease(hpa: u64, count: u32): u32 { return freeFrames(hpa
 export function framesClaim(hpa: u64): u32 { return claimFrame(hpa) ? ST_OK : ERR_EINVAL; }
 
 // ---- contexts
+// A lookup reads its context (flags, MSI window, stage 2, cached sizes): every
+// change bumps the TLB generation, as IOTLB changes do (tlb/iotlb.ts).
 export function contextSet(id: u32, format: u32, levels: u32, inputBits: u32, flags: u32, paWidth: u32, root: u64, pgsizes: u64): void {
   ctxSet(id, format, levels, inputBits, flags, paWidth, root, pgsizes | (1 << 12));
+  bumpGeneration();
 }
-export function contextDestroy(id: u32): void { tlbFlushContext(id); ctxClear(id); }
+export function contextDestroy(id: u32): void { tlbFlushContext(id); ctxClear(id); bumpGeneration(); }
 
-export function contextSetFlags(id: u32, flags: u32): void { ctxSetFlags(id, flags); }
-export function contextSetMsiWindow(id: u32, start: u64, end: u64): void { ctxSetMsiWindow(id, start, end); }
-export function contextSetNested(id: u32, s2: u32): void { ctxSetNested(id, s2); }
+export function contextSetFlags(id: u32, flags: u32): void { ctxSetFlags(id, flags); bumpGeneration(); }
+export function contextSetMsiWindow(id: u32, start: u64, end: u64): void { ctxSetMsiWindow(id, start, end); bumpGeneration(); }
+export function contextSetNested(id: u32, s2: u32): void { ctxSetNested(id, s2); bumpGeneration(); }
 export function setMsiDoorbell(start: u64, end: u64): void { setDoorbellWindow(start, end); }
 
 // ---- builder
@@ -106,11 +109,6 @@ export function probe(id: u32, iova: u64, access: u32, traceEntries: bool): u32 
 export function translateNumber(id: u32, pasid: u32, iova: f64, access: u32, sourceId: u32): f64 {
   return translate(id, pasid, <u64>iova, access, sourceId) == ST_OK ? <f64>outHpa : -1;
 }
-// The HPA alone (domain.translateHpa): nothing else is written back, so a hit is the lookup and the call.
-export function translateHpaNumber(id: u32, pasid: u32, iova: f64, access: u32): f64 {
-  const st = translateOne(id, pasid, <u64>iova, access, hitNeed(access, ctxFlags(ctxPtr(id))), liveFrom(id, pasid), 0);
-  return st == ST_OK ? <f64>outHpa : -1;
-}
 export function translate(id: u32, pasid: u32, iova: u64, access: u32, sourceId: u32): u32 {
   const st = translateOne(id, pasid, iova, access, hitNeed(access, ctxFlags(ctxPtr(id))), liveFrom(id, pasid), sourceId);
   store<u32>(ctrl + RES_STATUS, st);
@@ -160,6 +158,8 @@ export function translateBatch(id: u32, pasid: u32, access: u32, sourceId: u32, 
 
 // ---- IOTLB invalidation and counters
 export function iotlbCounters(): void { countersPublish(); }
+// Hits the facade replayed (src/hitmemo.ts): added to the hit counter before it is read.
+export function iotlbAddHits(n: f64): void { addReplayedHits(<u64>n); }
 export function iotlbOccupancy(out: usize): void { tlbOccupancy(out); }
 export function iotlbFlushAll(): void { tlbFlushAll(); }
 export function iotlbFlushContext(id: u32): void { tlbFlushContext(id); }

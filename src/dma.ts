@@ -6,7 +6,8 @@
 // offset: one copy, page by page, inside WASM. A single transfer from any
 // other array, below 2^53, goes piece by piece: the engine translates each
 // piece and this copies it once between the array and RAM (no BigInt, no
-// staging). Scatter-gather lists and transfers above 2^53 go through the
+// staging); a piece that repeats an IOTLB hit, with nothing changed since,
+// skips the engine (src/hitmemo.ts). Scatter-gather lists and transfers above 2^53 go through the
 // engine's staging area in chunks, one WASM call per chunk. The engine
 // itself checks wrap-around and segment lists.
 import { bool, bytes as checkBytes, field, isInstance, list as checkList, options, perCallOptions, show } from "./args.js";
@@ -15,6 +16,7 @@ import { reasonName, accessFlags, type AccessFlags, type FaultReason } from "./a
 import { fail } from "./errors.js";
 import * as abi from "./engine/abi.js";
 import type { Engine } from "./engine/engine.js";
+import { HitMemo, memoTag, pageEnd } from "./hitmemo.js";
 
 export interface DmaOptions {
   /** PASID of the request; 0 (the default) means none. */
@@ -74,60 +76,134 @@ export const PIECES_BELOW = 1n << 53n;
  * address of it is exact as a double), else -1; a bad iova throws as iovaOf does.
  */
 function numberIova(iova: Address, len: number): number {
-  let at = -1;
-  if (typeof iova === "number") {
-    if (Number.isSafeInteger(iova) && iova >= 0) at = iova;
-  } else if (typeof iova === "bigint" && iova >= 0n && iova < 9007199254740992n) {
-    at = Number(iova);
-  }
+  const at = numberAddress(iova);
   if (at < 0) iovaOf(iova);
   return at >= 0 && at + len <= TWO_53 ? at : -1;
 }
 
+// A bigint below 2^53 becomes a number through these (Number() costs ten times as much).
+const SCRATCH_U64 = new BigUint64Array(1);
+const SCRATCH_U32 = new Uint32Array(SCRATCH_U64.buffer);
+
+/** iova as a number when it is a number or bigint in [0, 2^53), else -1 (the caller refuses a bad one). */
+export function numberAddress(iova: Address): number {
+  if (typeof iova === "number") return Number.isSafeInteger(iova) && iova >= 0 ? iova : -1;
+  if (typeof iova !== "bigint" || iova < 0n || iova >= 9007199254740992n) return -1;
+  SCRATCH_U64[0] = iova;
+  return SCRATCH_U32[0] + SCRATCH_U32[1] * 4294967296;
+}
+
 /**
  * Copies a piece between RAM (engine memory at `off`) and the caller's
- * array at `at`, allocating nothing for short pieces: a whole array written
- * at once is one set(); a short piece moves 4 bytes at a time through
- * DataViews (a byte loop costs more, a subarray view allocates); a long one
- * takes a subarray view and set(), whose native copy outruns any loop.
+ * array at `at`, allocating nothing for short pieces: one function a
+ * direction, so each stays simple where it is inlined. (A Uint8Array's length
+ * is its byteLength, and much cheaper to read.)
  */
 function copyPiece(e: Engine, off: number, buffer: Uint8Array, at: number, len: number, toRam: boolean, fresh: boolean): void {
-  if (toRam && at === 0 && len === buffer.byteLength) {
-    e.bytes.set(buffer, off);
-  } else if (len <= SHORT_COPY && !fresh) {
-    const view = callerView(buffer), ram = e.data;
-    const base = buffer.byteOffset + at;
-    const words = len & ~3;
-    if (toRam) for (let i = 0; i < words; i += 4) ram.setInt32(off + i, view.getInt32(base + i));
-    else for (let i = 0; i < words; i += 4) view.setInt32(base + i, ram.getInt32(off + i));
-    for (let i = words; i < len; i++) {
-      if (toRam) e.bytes[off + i] = buffer[at + i];
-      else buffer[at + i] = e.bytes[off + i];
-    }
-  } else if (toRam) {
-    e.bytes.set(buffer.subarray(at, at + len), off);
-  } else {
-    buffer.set(e.bytes.subarray(off, off + len), at);
-  }
+  if (toRam) copyToRam(e, off, buffer, at, len);
+  else copyFromRam(e, off, buffer, at, len, fresh);
+}
+
+/** A whole array of more than a few words is one set(), whose native copy wins then; a short piece goes by words; a long one through a view of the array. */
+function copyToRam(e: Engine, off: number, buffer: Uint8Array, at: number, len: number): void {
+  if (at === 0 && len === buffer.length && len > SHORT_SET) e.bytes.set(buffer, off);
+  else if (len <= SHORT_COPY) copyShort(e, off, buffer, at, len, true);
+  else e.bytes.set(buffer.subarray(at, at + len), off);
+}
+
+/**
+ * A short piece goes by words (a view would allocate); a long one, or one
+ * into an array this port just made (reading its .buffer costs), through a
+ * view of RAM the engine keeps (Engine.view: reading a buffer again makes none).
+ */
+function copyFromRam(e: Engine, off: number, buffer: Uint8Array, at: number, len: number, fresh: boolean): void {
+  if (len <= SHORT_COPY && !fresh) copyShort(e, off, buffer, at, len, false);
+  else buffer.set(e.view(off, len), at);
 }
 const SHORT_COPY = 128;
+const SHORT_SET = 32;
+const TWO_32 = 2 ** 32;
 
-// A completed transfer of n bytes: one frozen result per length, so a hit allocates nothing.
-const COMPLETED: DmaResult[] = [];
-function completed(n: number): DmaResult {
-  if (n >= 65536) return { bytes: n };
-  return COMPLETED[n] ??= Object.freeze({ bytes: n });
+/**
+ * A short copy with no view made, by the widest words both ends are aligned
+ * to: 8 bytes through BigInt64Arrays (optimised code moves them as raw
+ * 64-bit words, no BigInt made), else 4 through Int32Arrays (exact bits, unlike
+ * floats), else 4 through DataViews; then the last bytes one by one. Any of
+ * these outruns set() and a subarray view at these sizes.
+ */
+function copyShort(e: Engine, off: number, buffer: Uint8Array, at: number, len: number, toRam: boolean): void {
+  const base = callerOffset(buffer) + at;
+  let words: number;
+  // Word indexes are taken with >>>: an array's buffer lies below 4 GiB (else bytes go through the DataView).
+  if (((off | base) & 7) === 0 && base < TWO_32) {
+    words = len & ~7;
+    const mine = callerLongs, ram = e.longs;
+    const m = base >>> 3, r = off >>> 3, n = words >>> 3;
+    if (toRam) for (let i = 0; i < n; i++) ram[r + i] = mine[m + i];
+    else for (let i = 0; i < n; i++) mine[m + i] = ram[r + i];
+  } else if (((off | base) & 3) === 0 && base < TWO_32) {
+    words = len & ~3;
+    const mine = callerWords, ram = e.words;
+    const m = base >>> 2, r = off >>> 2, n = words >>> 2;
+    if (toRam) for (let i = 0; i < n; i++) ram[r + i] = mine[m + i];
+    else for (let i = 0; i < n; i++) mine[m + i] = ram[r + i];
+  } else {
+    words = len & ~3;
+    const view = callerData ??= new DataView(buffer.buffer), ram = e.data;
+    if (toRam) for (let i = 0; i < words; i += 4) ram.setInt32(off + i, view.getInt32(base + i));
+    else for (let i = 0; i < words; i += 4) view.setInt32(base + i, ram.getInt32(off + i));
+  }
+  for (let i = words; i < len; i++) {
+    if (toRam) e.bytes[off + i] = buffer[at + i];
+    else buffer[at + i] = e.bytes[off + i];
+  }
 }
 
-// A device model reuses its arrays: the DataView over the last one is kept.
-let lastArray: Uint8Array | undefined;
-let lastView: DataView = new DataView(new ArrayBuffer(0));
-function callerView(buffer: Uint8Array): DataView {
-  if (buffer !== lastArray) {
-    lastArray = buffer;
-    lastView = new DataView(buffer.buffer);
+// A device model reuses its arrays: the last one's offset in its buffer, and
+// views of that buffer as 8- and 4-byte words and (made when needed) as a
+// DataView, are kept.
+let callerArray: Uint8Array | undefined;
+let callerBase = 0;
+let callerLongs: BigInt64Array = new BigInt64Array(0);
+let callerWords: Int32Array = new Int32Array(0);
+let callerData: DataView | undefined;
+/** buffer.byteOffset, with the views above made for buffer. */
+function callerOffset(buffer: Uint8Array): number {
+  if (buffer !== callerArray) {
+    callerArray = buffer;
+    callerBase = buffer.byteOffset;
+    const whole = buffer.buffer as ArrayBuffer & { resizable?: boolean; growable?: boolean };
+    // A resizable buffer gets views that track its length.
+    const tracking = whole.resizable === true || whole.growable === true;
+    callerLongs = tracking ? new BigInt64Array(whole) : new BigInt64Array(whole, 0, whole.byteLength >>> 3);
+    callerWords = tracking ? new Int32Array(whole) : new Int32Array(whole, 0, whole.byteLength >>> 2);
+    callerData = undefined;
   }
-  return lastView;
+  return callerBase;
+}
+
+// A completed transfer of n bytes: one frozen result per length, so a hit
+// allocates nothing; the last one is at hand (a device model repeats its lengths).
+const COMPLETED = new Map<number, DmaResult>();
+let lastCompleted: DmaResult = Object.freeze({ bytes: 0 });
+function completed(n: number): DmaResult {
+  if (lastCompleted.bytes === n) return lastCompleted;
+  if (n >= 65536) return { bytes: n };
+  let r = COMPLETED.get(n);
+  if (r === undefined) COMPLETED.set(n, r = Object.freeze({ bytes: n }));
+  return (lastCompleted = r);
+}
+
+// The last array checked (a device model reuses its arrays): it stays a
+// Uint8Array while its prototype is the one it was checked with, and one
+// detached since has no bytes, so it is checked again.
+let checkedArray: Uint8Array | undefined;
+let checkedProto: unknown;
+function callerBytes(value: Uint8Array, what: string): Uint8Array {
+  if (value === checkedArray && value.length !== 0 && Object.getPrototypeOf(value) === checkedProto) return value;
+  checkedArray = checkBytes(value, what);
+  checkedProto = Object.getPrototypeOf(value);
+  return value;
 }
 
 const iovaOf = (iova: Address): bigint => (typeof iova === "bigint" && iova >= 0n && iova <= U64_MAX ? iova : toU64(iova, "iova"));
@@ -176,12 +252,12 @@ export abstract class DmaCalls {
 
   /** Device reads target.length bytes at iova into target. */
   readInto(iova: Address, target: Uint8Array, opts?: DmaOptions): DmaResult {
-    return this.single(iova, checkBytes(target, "readInto target"), abi.ACCESS_READ, opts);
+    return this.single(iova, callerBytes(target, "readInto target"), abi.ACCESS_READ, opts);
   }
 
   /** Device writes bytes to memory at iova. */
   write(iova: Address, bytes: Uint8Array, opts?: DmaOptions): DmaResult {
-    return this.single(iova, checkBytes(bytes, "write bytes"), abi.ACCESS_WRITE, opts);
+    return this.single(iova, callerBytes(bytes, "write bytes"), abi.ACCESS_WRITE, opts);
   }
 }
 
@@ -191,11 +267,19 @@ const READ_CHUNK = 1 << 20;
 /**
  * A DMA's options, checked before anything moves: the PASID (0: none) and the
  * access bits with the privileged bit, packed in one number (pasid <<
- * ACCESS_BITS | access) so a per-call path allocates nothing.
+ * ACCESS_BITS | access) so a per-call path allocates nothing. A frozen
+ * options object can never gain a key, so its keys are checked once (a
+ * device model passes the same one with every call); its fields are read
+ * every time.
  */
 export function dmaRequest(opts: DmaOptions | undefined, base: number): number {
   if (opts === undefined) return base;
-  const o = perCallOptions(opts, "DMA options", DMA_KEYS);
+  let o: { pasid?: unknown; privileged?: unknown };
+  if (frozenOptions.has(opts)) o = opts;
+  else {
+    o = perCallOptions(opts, "DMA options", DMA_KEYS);
+    if (o === opts && isFrozen(opts)) frozenOptions.add(opts);
+  }
   const pasid = checkPasid(field(o, "pasid", "DMA options") as number | undefined);
   return pasid * (1 << ACCESS_BITS) + (bool(field(o, "privileged", "DMA options"), "privileged", false) ? base | abi.ACCESS_PRIV : base);
 }
@@ -208,6 +292,16 @@ export const requestAccess = (request: number): number => request & ((1 << ACCES
 export const requestPasid = (request: number): number => request >>> ACCESS_BITS;
 
 const DMA_KEYS = ["pasid", "privileged"] as const;
+/** Frozen DMA options objects whose keys dmaRequest has checked. */
+const frozenOptions = new WeakSet<object>();
+/** Object.isFrozen, false when a proxy's trap throws. */
+function isFrozen(o: object): boolean {
+  try {
+    return Object.isFrozen(o);
+  } catch {
+    return false;
+  }
+}
 const SG_KEYS = ["pasid", "privileged", "direction"] as const;
 
 /** An sg request packed as dmaRequest packs one: its direction (EINVAL unless "read" or "write"), privilege and PASID. */
@@ -223,6 +317,7 @@ export function sgRequest(opts: SgOptions): number {
 export class DmaPort extends DmaCalls {
   private readonly stageData: number;
   private readonly stageDataSize: number;
+  private readonly memo: HitMemo;
 
   /** @internal */
   constructor(private readonly engine: Engine, private readonly contextId: () => number, private readonly sourceId: number,
@@ -230,6 +325,7 @@ export class DmaPort extends DmaCalls {
     super();
     this.stageData = engine.staging + STAGE_SEGS * abi.SEG_SIZE;
     this.stageDataSize = engine.stagingSize - STAGE_SEGS * abi.SEG_SIZE;
+    this.memo = new HitMemo(engine);
   }
 
   /** Moves every segment, in order, to or from one packed buffer. */
@@ -274,7 +370,7 @@ export class DmaPort extends DmaCalls {
     const direct = fresh ? -1 : this.engine.isDirect(buffer);
     if (direct < 0) {
       // The caller's own array, below 2^53: the engine translates piece by piece and this copies, once.
-      const at = numberIova(iova, buffer.byteLength);
+      const at = numberIova(iova, buffer.length);
       const id = this.contextId();
       if (at >= 0) return this.pieces(id, pasid, access, at, buffer, fresh);
       const start = iovaOf(iova);
@@ -297,26 +393,74 @@ export class DmaPort extends DmaCalls {
    * A transfer between RAM and an array of the caller's: each piece is
    * translated and checked by the engine (dmaStep, the same piece logic as
    * its own copies), then copied here straight between the array and RAM.
-   * No BigInt, no staging, nothing allocated on a hit.
+   * A piece the engine said may be replayed (an IOTLB hit) is remembered, and
+   * the same lookup again, while nothing that could change it has happened,
+   * skips the engine (src/hitmemo.ts). No BigInt, no staging, nothing
+   * allocated on a hit.
    */
   private pieces(id: number, pasid: number, access: number, at: number, buffer: Uint8Array, fresh: boolean): DmaResult {
-    const e = this.engine;
-    const n = buffer.byteLength;
-    const toRam = (access & abi.ACCESS_WRITE) !== 0;
-    // The PASID table matters only to a PASID-tagged request.
+    // The PASID table matters only to a PASID-tagged request. A request it
+    // routes is not memoised: the table can change without the engine's TLB generation.
     const table = pasid === 0 ? 0 : this.pasidTable?.() ?? 0;
+    const tag = table === 0 ? memoTag(id, pasid, access) : -1;
+    const n = buffer.length;
+    // The common case first, kept small: the whole transfer is one piece the memo replays.
+    const memo = this.memo;
+    const slot = memo.find(tag, at);
+    if (slot >= 0 && memo.word(slot) - at >= n) {
+      copyPiece(this.engine, memo.out(slot, at), buffer, 0, n, (access & abi.ACCESS_WRITE) !== 0, fresh);
+      return completed(n);
+    }
+    return this.piecesFrom(id, pasid, access, at, buffer, fresh, table, tag, slot);
+  }
+
+  /** The transfer piece by piece, the first one's memo slot already looked up (`first`, -1: none). */
+  private piecesFrom(id: number, pasid: number, access: number, at: number, buffer: Uint8Array, fresh: boolean, table: number, tag: number, first: number): DmaResult {
+    const e = this.engine;
+    const n = buffer.length;
+    const toRam = (access & abi.ACCESS_WRITE) !== 0;
+    const memo = this.memo;
     let done = 0;
+    let slot = first;
     while (done < n) {
-      const r = e.wasm.dmaStep(id, pasid, access, this.sourceId, at + done, n - done, table) >>> 0;
-      if (r < abi.PIECE_STATUS_LIMIT) {
-        if (r === abi.ST_INTERRUPT) return this.interrupt(buffer, done, 0);
-        return { bytes: done, fault: this.result(r, pasid, access, 1).fault };
+      const cur = at + done;
+      if (done !== 0) slot = memo.find(tag, cur);
+      let off: number, len: number;
+      if (slot >= 0) {
+        off = memo.out(slot, cur);
+        // To the end of the translation page (the slot's word), as the engine's piece would go.
+        len = Math.min(n - done, memo.word(slot) - cur);
+      } else {
+        off = this.step(id, pasid, access, cur, n - done, table, tag);
+        if (off < abi.PIECE_STATUS_LIMIT) return this.stopped(off, buffer, done, pasid, access);
+        len = e.ctrl32[abi.RES_PIECE_LEN >> 2];
       }
-      const len = e.ctrl32[abi.RES_PIECE_LEN >> 2];
-      copyPiece(e, r, buffer, done, len, toRam, fresh);
+      copyPiece(e, off, buffer, done, len, toRam, fresh);
       done += len;
     }
     return completed(n);
+  }
+
+  /**
+   * The engine's piece at cur (dmaStep): its offset in linear memory, its
+   * length in RES_PIECE_LEN; or why the transfer stops there (a status
+   * below PIECE_STATUS_LIMIT). A piece the engine says may be replayed is
+   * remembered under `tag` (-1: never).
+   */
+  private step(id: number, pasid: number, access: number, cur: number, want: number, table: number, tag: number): number {
+    const e = this.engine;
+    const off = e.wasm.dmaStep(id, pasid, access, this.sourceId, cur, want, table) >>> 0;
+    if (off >= abi.PIECE_STATUS_LIMIT && tag >= 0) {
+      const page = e.ctrl32[abi.RES_PIECE_PAGE >> 2];
+      if (page !== 0) this.memo.record(tag, cur, off, pageEnd(cur, page));
+    }
+    return off;
+  }
+
+  /** A transfer that stopped after `done` bytes with status st: an interrupt, or a fault. */
+  private stopped(st: number, buffer: Uint8Array, done: number, pasid: number, access: number): DmaResult {
+    if (st === abi.ST_INTERRUPT) return this.interrupt(buffer, done, 0);
+    return { bytes: done, fault: this.result(st, pasid, access, 1).fault };
   }
 
   /**

@@ -6,7 +6,8 @@ import { accessBits, permsOf, reasonName, type Access, type FaultReason, type Pe
 import { fail } from "./errors.js";
 import { nestedDomainArgs, invalidateScope, translatePasid, batchArrays, type InvalidateOptions } from "./domainargs.js";
 import { contextFlags, setContext, type DomainFlags, type PageTableOptions, type ResolvedFormat } from "./format.js";
-import { DmaPort } from "./dma.js";
+import { DmaPort, numberAddress } from "./dma.js";
+import { HitMemo, memoTag } from "./hitmemo.js";
 import { PageTable, probeWalk, type WalkResult } from "./pagetable.js";
 import * as abi from "./engine/abi.js";
 import type { Engine } from "./engine/engine.js";
@@ -40,6 +41,16 @@ const BATCH_ITEM_BYTES = 17; // iova + hpa + status
 const PAGE_SIZES = Array.from({ length: 64 }, (_, log) => 1n << BigInt(log));
 const pageSizeOf = (log: number): bigint => PAGE_SIZES[log];
 
+// A number below 2^53 becomes a bigint through these (BigInt() costs half as much again).
+const SCRATCH_U64 = new BigUint64Array(1);
+const SCRATCH_U32 = new Uint32Array(SCRATCH_U64.buffer);
+function bigintOf(n: number): bigint {
+  const lo = n >>> 0;
+  SCRATCH_U32[0] = lo;
+  SCRATCH_U32[1] = (n - lo) / 4294967296;
+  return SCRATCH_U64[0];
+}
+
 export class Domain {
   readonly id: number;
   readonly dma: DmaPort;
@@ -52,6 +63,9 @@ export class Domain {
   private readonly table: PageTable | undefined;
   private readonly ownsTable: boolean;
   private destroyed = false;
+  /** Translation hits this domain may replay (src/hitmemo.ts). */
+  private readonly memo: HitMemo;
+  private readonly ramBytes: number;
   /** Nested domains over this one: a stage 2 cannot go while they use it (iommufd refuses to destroy a referenced parent). */
   private nestedUsers = 0;
 
@@ -86,6 +100,8 @@ export class Domain {
       this.stage2.nestedUsers++;
     }
     this.dma = new DmaPort(engine, () => this.liveId(), 0);
+    this.memo = new HitMemo(engine);
+    this.ramBytes = Number(engine.ramSize);
   }
 
   /** The page table the domain translates with (a nested domain's stage 1 lives in guest memory: EOPNOTSUPP). */
@@ -105,20 +121,32 @@ export class Domain {
     const id = this.liveId();
     const bits = accessBits(access);
     const pasid = translatePasid(opts);
-    const e = this.engine;
-    // A number address crosses as a number (no BigInt into WASM); a bigint one as an i64, which costs the same as converting it.
-    let hpa: bigint;
-    if (typeof iova === "number" && Number.isSafeInteger(iova) && iova >= 0) {
-      const out = e.wasm.translateNumber(id, pasid, iova, bits, 0);
-      if (out < 0) return this.fault(BigInt(iova));
-      hpa = BigInt(out);
-    } else {
+    const at = numberAddress(iova);
+    if (at < 0) {
+      // At or above 2^53: a bigint crosses as an i64.
       const i = toU64(iova, "iova");
-      if (e.wasm.translate(id, pasid, i, bits, 0) !== abi.ST_OK) return this.fault(i);
-      hpa = e.u64(abi.RES_HPA);
+      if (this.engine.wasm.translate(id, pasid, i, bits, 0) !== abi.ST_OK) return this.fault(i);
+      const c = this.engine.ctrl32;
+      const hpa = this.engine.u64(abi.RES_HPA);
+      return { hpa, pageSize: pageSizeOf(c[abi.RES_SIZE_LOG >> 2]), perms: permsOf(c[abi.RES_PERMS >> 2]), inRam: hpa < this.engine.ramSize };
     }
-    const c = e.ctrl32;
-    return { hpa, pageSize: pageSizeOf(c[abi.RES_SIZE_LOG >> 2]), perms: permsOf(c[abi.RES_PERMS >> 2]), inRam: hpa < e.ramSize };
+    const tag = memoTag(id, pasid, bits);
+    const memo = this.memo;
+    const slot = memo.find(tag, at);
+    let hpa: number, sizeLog: number, perms: number;
+    if (slot >= 0) {
+      hpa = memo.out(slot, at);
+      const info = memo.word(slot);
+      sizeLog = info & 63;
+      perms = info >>> 6;
+    } else {
+      hpa = this.translateNumber(id, pasid, bits, at, tag);
+      if (hpa < 0) return this.fault(bigintOf(at));
+      const c = this.engine.ctrl32;
+      sizeLog = c[abi.RES_SIZE_LOG >> 2];
+      perms = c[abi.RES_PERMS >> 2];
+    }
+    return { hpa: bigintOf(hpa), pageSize: pageSizeOf(sizeLog), perms: permsOf(perms), inRam: hpa < this.ramBytes };
   }
 
   /** The fault the last translation recorded, as translate() reports it. */
@@ -137,9 +165,33 @@ export class Domain {
     const id = this.liveId();
     const bits = accessBits(access);
     const pasid = translatePasid(opts);
-    if (typeof iova === "number" && Number.isSafeInteger(iova) && iova >= 0) return this.engine.wasm.translateHpaNumber(id, pasid, iova, bits);
-    const i = toU64(iova, "iova");
-    return this.engine.wasm.translate(id, pasid, i, bits, 0) === abi.ST_OK ? Number(this.engine.u64(abi.RES_HPA)) : -1;
+    const at = numberAddress(iova);
+    if (at < 0) {
+      const i = toU64(iova, "iova");
+      return this.engine.wasm.translate(id, pasid, i, bits, 0) === abi.ST_OK ? Number(this.engine.u64(abi.RES_HPA)) : -1;
+    }
+    const tag = memoTag(id, pasid, bits);
+    const slot = this.memo.find(tag, at);
+    return slot >= 0 ? this.memo.out(slot, at) : this.translateNumber(id, pasid, bits, at, tag);
+  }
+
+  /**
+   * Translates iova (below 2^53) in the engine: its HPA, or -1 on a fault
+   * (described in the control block). A hit is remembered, with its page size
+   * and permissions as the slot's word, so the next one skips the engine
+   * (src/hitmemo.ts).
+   */
+  private translateNumber(id: number, pasid: number, bits: number, at: number, tag: number): number {
+    const e = this.engine;
+    const generation = e.generation[0];
+    const hpa = e.wasm.translateNumber(id, pasid, at, bits, 0);
+    // A translation that left the generation alone was a hit (a miss fills, and a fill bumps it).
+    if (hpa >= 0 && e.generation[0] === generation) {
+      const c = e.ctrl32;
+      const sizeLog = c[abi.RES_SIZE_LOG >> 2];
+      this.memo.record(tag, at, hpa, c[abi.RES_PERMS >> 2] * 64 + sizeLog);
+    }
+    return hpa;
   }
 
   /**

@@ -19,7 +19,7 @@ export class Iotlb {
 
   stats(): IotlbStats {
     const e = this.engine;
-    e.wasm.iotlbCounters();
+    e.counters();
     return {
       hits: Number(e.u64(abi.CNT_HITS)),
       misses: Number(e.u64(abi.CNT_MISSES)),

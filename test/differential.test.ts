@@ -12,6 +12,8 @@
 // entries and aliases into table pages, and walk the result. Churn maps a
 // span in small pieces, unmaps it (whole or in other pieces) and maps it again
 // in one call, so a large leaf takes the place of the tables the unmap emptied.
+// "again" repeats the last translation or DMA a few bytes on, so most of
+// those are hits the facade's memo replays without calling the engine.
 //
 // FC_SEED=<n> replays a seed, FC_RUNS=<n> sets the number of runs (test/support/runs.ts).
 import fc from "fast-check";
@@ -88,6 +90,8 @@ type Op =
   | { t: "destroy"; d: number }
   | { t: "destroyTable"; d: number }
   | { t: "create"; spec: DomainSpec }
+  // The last translate or DMA again, its iova moved by `shift` (mostly within the page): the hit memo replays it (src/hitmemo.ts).
+  | { t: "again"; shift: number }
   | { t: "churn"; d: number; iova: bigint; hpa: bigint; pieces: number; unmap: "whole" | "pieces" | "partial"; remap: "span" | "1g"; prot: { write?: boolean } };
 
 /** How an entry on a walk path is rewritten. */
@@ -326,8 +330,14 @@ async function runScenario(specs: DomainSpec[], ops: Op[], tlb: { sets: number; 
   const allSpecs: DomainSpec[] = [];
   const steps: Op[] = [...specs.map((spec): Op => ({ t: "create", spec })), ...ops];
   stats.runs++;
+  let lastAccess: Extract<Op, { t: "translate" | "dma" }> | undefined;
   for (let n = 0; n < steps.length; n++) {
     let op = steps[n];
+    if (op.t === "again") {
+      if (!lastAccess) continue;
+      op = { ...lastAccess, iova: (lastAccess.iova + BigInt(op.shift)) & U64_MAX };
+    }
+    if (op.t === "translate" || op.t === "dma") lastAccess = op;
     if (op.t === "create") {
       const spec = { ...op.spec };
       if (spec.shareWith !== undefined) spec.shareWith = allSpecs.length === 0 ? undefined : spec.shareWith % allSpecs.length;
@@ -479,6 +489,7 @@ const lenArb = fc.oneof(
 );
 
 const d = fc.nat(5);
+const againArb: fc.Arbitrary<Op> = fc.record({ t: fc.constant("again" as const), shift: fc.oneof({ weight: 6, arbitrary: fc.nat(64) }, { weight: 1, arbitrary: fc.constantFrom(-8, 4000, 4096) }) });
 const opArb = (w: { build: number; garbage: number }): fc.Arbitrary<Op> => fc.oneof(
   { weight: 6 * w.build, arbitrary: fc.record({ t: fc.constant("map" as const), d, iova: pageIovaArb, hpa: hpaArb, size: sizeArb, prot: protArb }) },
   { weight: 2 * w.build, arbitrary: fc.record({ t: fc.constant("unmap" as const), d, iova: pageIovaArb, size: unmapSizeArb }) },
@@ -500,6 +511,7 @@ const opArb = (w: { build: number; garbage: number }): fc.Arbitrary<Op> => fc.on
     ),
   }) },
   { weight: 40, arbitrary: fc.record({ t: fc.constant("dma" as const), d, write: fc.boolean(), iova: iovaArb, len: lenArb, pasid: pasidArb, privileged: fc.boolean(), buf: bufArb, seed: fc.nat() }) },
+  { weight: 40, arbitrary: againArb },
   { weight: 30, arbitrary: fc.record({
     t: fc.constant("sg" as const), d, write: fc.boolean(),
     segs: fc.array(fc.record({ iova: iovaArb, length: fc.oneof(fc.nat(9000), fc.constantFrom(0, 4096)) }), { maxLength: 5 }),
@@ -561,6 +573,7 @@ describe("engine and naive twin agree", () => {
       { weight: 2, arbitrary: fc.record({ t: fc.constant("dma" as const), d, write: fc.boolean(), iova: hotIova, len: lenArb, pasid: pasidArb, privileged: fc.boolean(), buf: bufArb, seed: fc.nat() }) },
       { weight: 1, arbitrary: fc.record({ t: fc.constant("sg" as const), d, write: fc.boolean(), segs: fc.array(fc.record({ iova: hotIova, length: fc.nat(6000) }), { maxLength: 6 }), extra: fc.nat(8), pasid: pasidArb, privileged: fc.boolean(), buf: bufArb, pairs: fc.constantFrom("objects" as const, "plain" as const, "resident" as const), seed: fc.nat() }) },
       { weight: 1, arbitrary: fc.constant({ t: "drain" as const }) },
+      { weight: 8, arbitrary: againArb },
     );
     // Only well-formed tables with every page size, so most translations succeed and compete for ways.
     const x86Plain = fc.record({

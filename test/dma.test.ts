@@ -670,6 +670,39 @@ describe("argument checks", () => {
     expect(dma.readInto(start, fx.host.allocBuffer(16))).toMatchObject({ bytes: 0, fault: { reason: "not-present", address: start } });
   });
 
+  it("an array used before is checked again when it is no longer a Uint8Array or is detached", async () => {
+    const fx = await fixture();
+    const dma = fx.domain.dma;
+    const bytes = new Uint8Array(16);
+    expect(dma.readInto(0xdead000, bytes).bytes).toBe(0);
+    Object.setPrototypeOf(bytes, Object.prototype);
+    expect(errnoOf(() => dma.readInto(0xdead000, bytes))).toBe("EINVAL");
+    expect(errnoOf(() => dma.write(0xdead000, bytes))).toBe("EINVAL");
+    const other = new Uint8Array(16);
+    expect(dma.write(0xdead000, other).bytes).toBe(0);
+    structuredClone(other.buffer, { transfer: [other.buffer] });
+    expect(errnoOf(() => dma.write(0xdead000, other))).toBe("EINVAL");
+  });
+
+  it("a frozen options object: its keys are checked once, its fields read every call", async () => {
+    const fx = await fixture();
+    const dma = fx.domain.dma;
+    let pasid = 1;
+    const opts = Object.freeze({ get pasid() { return pasid; } });
+    for (pasid = 1; pasid <= 3; pasid++) expect(dma.read(0xdead000n, 16, opts).fault).toMatchObject({ pasid });
+    pasid = -1;
+    expect(errnoOf(() => dma.read(0xdead000n, 16, opts))).toBe("EINVAL");
+    pasid = 2;
+    expect(dma.readInto(0xdead000, new Uint8Array(8), opts).fault).toMatchObject({ pasid: 2 });
+    // One with an unknown key is refused every time; a plain object that gains one is refused from then on.
+    const bad = Object.freeze({ pasid: 1, pasd: 2 });
+    for (let k = 0; k < 2; k++) expect(errnoOf(() => dma.read(0xdead000n, 16, bad as never))).toBe("EINVAL");
+    const open: Record<string, unknown> = { pasid: 1 };
+    expect(dma.read(0xdead000n, 16, open).fault).toMatchObject({ pasid: 1 });
+    open.pasd = 2;
+    expect(errnoOf(() => dma.read(0xdead000n, 16, open))).toBe("EINVAL");
+  });
+
   it("bad iovas and lengths → EINVAL", async () => {
     const fx = await fixture();
     const dma = fx.domain.dma;

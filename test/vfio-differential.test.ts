@@ -5,7 +5,8 @@
 // allowed IOVA ranges, dirty tracking, device DMA (single, scatter-gather,
 // MSI writes, unattached groups), and nesting (PASIDs allocated and freed,
 // guest tables written at GPAs, bound with random flags, unbound,
-// invalidated, PASID-tagged DMA) — and must agree on everything observable:
+// invalidated, PASID-tagged DMA; and the last DMA again a few bytes on, which
+// the facade's hit memo replays) — and must agree on everything observable:
 // every result and errno, every interrupt raised, the fault records, the
 // IOTLB counters, free frames and locked bytes after each step, and at the
 // end the pin count of every frame and the whole RAM image.
@@ -116,7 +117,9 @@ type Op =
   | { t: "guestTable"; c: number; arm: boolean; sloppy: "no" | "alias" | "outside" }
   | { t: "guestMap"; i: number; gva: bigint; gpa: bigint; size: bigint; write: boolean }
   | { t: "guestUnmap"; i: number; gva: bigint; size: bigint }
-  | { t: "guestChurn"; i: number; gva: bigint; gpa: bigint; write: boolean };
+  | { t: "guestChurn"; i: number; gva: bigint; gpa: bigint; write: boolean }
+  // The last device DMA or PASID-tagged DMA again, `shift` bytes on: the hit memo replays what it can (src/hitmemo.ts).
+  | { t: "again"; shift: number };
 
 const bytesFrom = seededBytes;
 
@@ -585,6 +588,14 @@ interface Config {
   iotlb: { sets: number; ways: number };
 }
 
+/** A DMA op moved `shift` bytes on. */
+function again(op: Extract<Op, { t: "dma" | "pasidDma" }>, shift: number): Op {
+  if (op.t === "pasidDma") return { ...op, gva: op.gva + BigInt(shift) };
+  const t = op.target;
+  const target: Target = t.k === "raw" ? { ...t, iova: (t.iova + BigInt(shift)) & U64_MAX } : { ...t, off: t.off + BigInt(shift) };
+  return { ...op, target };
+}
+
 async function runScenario(config: Config, ops: Op[]): Promise<void> {
   const options = {
     ramSize: config.ramMiB << 20, iotlb: config.iotlb, faultRingSize: 16, bufferArenaSize: 4 << 20,
@@ -600,8 +611,14 @@ async function runScenario(config: Config, ops: Op[]): Promise<void> {
   const twin = await make(await createNaiveHost(options));
   instrument(twin);
   stats.runs++;
+  let lastDma: Extract<Op, { t: "dma" | "pasidDma" }> | undefined;
   for (let n = 0; n < ops.length; n++) {
-    const op = ops[n];
+    let op = ops[n];
+    if (op.t === "again") {
+      if (!lastDma) continue;
+      op = again(lastDma, op.shift);
+    }
+    if (op.t === "dma" || op.t === "pasidDma") lastDma = op;
     let twinOut: Outcome, engineOut: Outcome;
     try {
       twinOut = attempt(() => apply(twin, op));
@@ -657,6 +674,7 @@ const lenArb = fc.oneof({ weight: 6, arbitrary: fc.constantFrom(0, 1, 4, 8, 100,
 const maybe = <T>(arb: fc.Arbitrary<T>, freq = 3) => fc.option(arb, { nil: undefined, freq });
 
 const c = fc.nat(3), g = fc.nat(5), p = fc.nat(3);
+const againArb: fc.Arbitrary<Op> = fc.record({ t: fc.constant("again" as const), shift: fc.oneof({ weight: 6, arbitrary: fc.nat(64) }, { weight: 1, arbitrary: fc.constantFrom(-4, 4000, 4096) }) });
 
 const opArb: fc.Arbitrary<Op> = fc.oneof(
   { weight: 9, arbitrary: fc.record({ t: fc.constant("addDevice" as const), dev: fc.nat(10), group: maybe(fc.nat(3), 2), reserved: fc.array(regionArb, { maxLength: 2 }),
@@ -700,6 +718,7 @@ const opArb: fc.Arbitrary<Op> = fc.oneof(
   { weight: 3, arbitrary: fc.record({ t: fc.constant("dirtyStop" as const), c }) },
   { weight: 12, arbitrary: fc.record({ t: fc.constant("dirtyBitmap" as const), c, m: fc.nat(8), n: fc.nat(2), pgsize: fc.oneof({ weight: 8, arbitrary: fc.constant(PAGE) }, { weight: 1, arbitrary: fc.constant(0x200000n) }) }) },
   { weight: 42, arbitrary: fc.record({ t: fc.constant("dma" as const), g, dev: fc.nat(3), write: fc.boolean(), target: targetArb, len: lenArb, buf: fc.constantFrom("plain" as const, "arena" as const), seed: fc.nat() }) },
+  { weight: 20, arbitrary: againArb },
   { weight: 24, arbitrary: fc.record({
     t: fc.constant("sg" as const), g, dev: fc.nat(3), write: fc.boolean(),
     segs: fc.array(fc.record({ target: targetArb, len: fc.oneof(fc.nat(9000), fc.constantFrom(0, 4, 4096)) }), { maxLength: 5 }),
@@ -832,6 +851,7 @@ describe("VFIO on the engine and on the naive twin agree", () => {
       // Unmaps that take the dirty pages with them, while devices write: the bitmap an unmap returns is compared too.
       { weight: 2, arbitrary: fc.record({ t: fc.constant("unmap" as const), c: fc.constant(0), how: fc.record({ k: fc.constant("dirty" as const), m: fc.nat(4), n: fc.nat(1), pgsize: fc.constant(PAGE) }) }) },
       { weight: 1, arbitrary: opArb },
+      { weight: 3, arbitrary: againArb },
     );
     const mapsArb = fc.array(fc.record({ offPages: fc.constantFrom(0, 0, 256, 512, 700), pages: fc.constantFrom(1, 64, 512, 513, 1024),
       iova: fc.constantFrom(0x200000n, 0x400000n, 0x40000000n, 0x3fe00000n, 0x1000n) }), { minLength: 1, maxLength: 4 });
@@ -872,6 +892,7 @@ describe("VFIO on the engine and on the naive twin agree", () => {
         root: fc.constantFrom(0x1000n, 0x1000n, 0x2000n, 0x20000n, 0x100000000n), flags: arm ? armFlags : vtdFlags }) },
       { weight: 1, arbitrary: fc.record({ t: fc.constant("unbindPgtbl" as const), g: fc.constant(0), dev: fc.nat(1), pasid: pasidArb }) },
       { weight: 2, arbitrary: fc.record({ t: fc.constant("invalidate" as const), c: fc.constant(0), entries: fc.array(entryArb, { maxLength: 3 }) }) },
+      { weight: 4, arbitrary: againArb },
       { weight: 10, arbitrary: fc.record({ t: fc.constant("pasidDma" as const), g: fc.constant(0), dev: fc.nat(1), pasid: pasidArb, gva: gvaArb, len: fc.constantFrom(1, 8, 100, 4096, 5000),
         write: fc.boolean(), privileged: fc.oneof({ weight: 4, arbitrary: fc.constant(false) }, { weight: 1, arbitrary: fc.constant(true) }), seed: fc.nat() }) },
       { weight: 1, arbitrary: fc.record({ t: fc.constant("unmap" as const), c: fc.constant(0), how: fc.record({ k: fc.constant("raw" as const), iova: fc.constantFrom(0x4000n, 0x10000n, 0x1f000n), size: fc.constant(PAGE) }) }) },

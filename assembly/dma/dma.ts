@@ -10,14 +10,14 @@ import { ctrl } from "../layout";
 import { inRam, ramPtr } from "../mem/phys";
 import { ctxPtr, ctxFlags, ctxTlbSizes, ctxMsiStart, ctxMsiEnd } from "../walk/context";
 import { hitNeed, permsAllow } from "../walk/perms";
-import { liveFrom, tlbLookup, tlbProbe, isSingleSize, tlbKey, entryOut, entryPerms, entrySizeLog, countHits } from "../tlb/iotlb";
+import { liveFrom, tlbLookup, tlbProbe, isSingleSize, tlbKey, entryOut, entryPerms, entrySizeLog, countHits, tlbGeneration, bumpGeneration } from "../tlb/iotlb";
 import { translateOne, outHpa, outSizeLog, outLevel } from "../translate";
 import { walkStage } from "../walk/walker";
 import { tableLookup } from "../pasid/table";
 import { recordFault } from "./faults";
 import {
   ST_OK, ERR_EINVAL, ERR_EOVERFLOW, FAULT_OUTPUT_OUTSIDE_RAM, RES_STATUS, RES_LEVEL, RES_BYTES, RES_FAULT_ADDR,
-  RES_SEGMENT, RES_STAGE, RES_PIECE_LEN, SEG_SIZE, SEG_IOVA, SEG_LEN, ACCESS_WRITE, ST_INTERRUPT, PASID_TABLE_NONE,
+  RES_SEGMENT, RES_STAGE, RES_PIECE_LEN, RES_PIECE_PAGE, SEG_SIZE, SEG_IOVA, SEG_LEN, ACCESS_WRITE, ST_INTERRUPT, PASID_TABLE_NONE,
 } from "../abi";
 
 let moved: u64 = 0;
@@ -26,7 +26,7 @@ let moved: u64 = 0;
 // RAM): a device write that translates into this window is an interrupt.
 let doorbellStart: u64 = 1;
 let doorbellEnd: u64 = 0;
-export function setDoorbellWindow(start: u64, end: u64): void { doorbellStart = start; doorbellEnd = end; }
+export function setDoorbellWindow(start: u64, end: u64): void { doorbellStart = start; doorbellEnd = end; bumpGeneration(); }
 let faultLevel: u32 = 0;
 let faultStage: u32 = 1;
 
@@ -115,16 +115,40 @@ export function dmaCopy(ctxIdIn: u32, pasid: u32, access: u32, sourceId: u32, io
 // `want` bytes. Returns its offset in linear memory, its length in
 // RES_PIECE_LEN; or a status below PIECE_STATUS_LIMIT, reported as dmaCopy
 // reports one (RES_BYTES 0: the facade counts what it moved before).
+//
+// RES_PIECE_PAGE says whether the facade may replay the piece (src/hitmemo.ts).
 export function dmaPiece(ctxIdIn: u32, pasid: u32, access: u32, sourceId: u32, iova: f64, want: u32, table: u32): u32 {
   faultLevel = 0; faultStage = 1;
   const ctxId = resolveContext(ctxIdIn, pasid, table);
   const ctx = ctxPtr(ctxId);
   const cur = <u64>iova;
-  const st = piece(ctxId, pasid, access, hitNeed(access, ctxFlags(ctx)), liveFrom(ctxId, pasid), sourceId, cur, want,
-    (access & ACCESS_WRITE) != 0, ctxMsiStart(ctx), ctxMsiEnd(ctx));
+  const toRam = (access & ACCESS_WRITE) != 0;
+  const msiStart = ctxMsiStart(ctx), msiEnd = ctxMsiEnd(ctx);
+  const generation = tlbGeneration;
+  const st = piece(ctxId, pasid, access, hitNeed(access, ctxFlags(ctx)), liveFrom(ctxId, pasid), sourceId, cur, want, toRam, msiStart, msiEnd);
   if (st != ST_OK) return report(st, 0, cur, 0);
   store<u32>(ctrl + RES_PIECE_LEN, <u32>pieceLen);
+  // A successful piece that left the generation alone was an IOTLB hit (a miss fills, and a fill bumps it).
+  store<u32>(ctrl + RES_PIECE_PAGE, tlbGeneration == generation ? replayPage(cur, toRam, msiStart, msiEnd) : 0);
   return <u32>ramPtr(pieceHpa);
+}
+
+// After a hit: while the generation holds, the same lookup from anywhere in
+// cur's 4 KiB IOVA page hits the same entry, and piece() makes the same
+// piece (to the end of the translation page or the transfer) when nothing
+// but the lookup could stop it there: the whole translation page is RAM, and
+// for a write, no part of it is in the MSI window (IOVA) or the doorbell
+// (HPA). Then log2 of the page size, else 0.
+@inline function replayPage(cur: u64, toRam: bool, msiStart: u64, msiEnd: u64): u32 {
+  const mask = (<u64>1 << outSizeLog) - 1;
+  const hpaFirst = outHpa & ~mask;
+  if (!inRam(hpaFirst, mask + 1)) return 0;
+  if (toRam) {
+    const iovaFirst = cur & ~mask;
+    if (msiStart <= msiEnd && msiStart <= iovaFirst + mask && msiEnd >= iovaFirst) return 0;
+    if (doorbellStart <= doorbellEnd && doorbellStart <= hpaFirst + mask && doorbellEnd >= hpaFirst) return 0;
+  }
+  return outSizeLog;
 }
 
 // Scatter-gather: segments in order, packed into one buffer of bufLen bytes.

@@ -9,15 +9,29 @@
 //
 // The set index ignores the PASID, so a range flush for all PASIDs of a
 // context finds every candidate in the same set.
+//
+// A hit changes nothing here but the hit counter. Everything else that could
+// change a lookup's outcome bumps the TLB generation (TLB_GENERATION): every
+// fill (and so every eviction) and every flush here, and the context and
+// doorbell changes in index.ts and dma/dma.ts. The facade replays hits while
+// the generation holds (src/hitmemo.ts).
 import { ctrl, tlb, tlbVictim, tlbSetsLog, tlbSetMask, tlbWays, tlbSetStride, pasidFlush } from "../layout";
 import { ctxPtr, ctxTlbSizes, ctxFlushEpoch, ctxS2Id, ctxNestEpoch } from "../walk/context";
 import {
   TLB_ENTRY_SIZE, TLB_VPN, TLB_KEY, TLB_OUT, TLB_STAMP, TLB_PERMS, PASID_FLUSH_SLOTS,
-  CNT_HITS, CNT_MISSES, CNT_EVICTIONS, CNT_INVALIDATIONS, CNT_WALKS, CTX_TLB_SIZES, CTX_FLUSH_EPOCH, CTX_NEST_EPOCH, MAX_CONTEXTS,
+  CNT_HITS, CNT_MISSES, CNT_EVICTIONS, CNT_INVALIDATIONS, CNT_WALKS, TLB_GENERATION, CTX_TLB_SIZES, CTX_FLUSH_EPOCH, CTX_NEST_EPOCH, MAX_CONTEXTS,
 } from "../abi";
 
 let epoch: u32 = 1;
 let allFlushEpoch: u32 = 0;
+
+// A float, so it never wraps (exact up to 2^53 bumps): a replayed hit can never
+// meet its generation again after a change.
+export let tlbGeneration: f64 = 0;
+export function bumpGeneration(): void {
+  tlbGeneration += 1;
+  store<f64>(ctrl + TLB_GENERATION, tlbGeneration);
+}
 
 @inline export function tlbKey(ctxId: u32, pasid: u32, sizeLog: u32): u64 {
   return (<u64>pasid << 32) | (<u64>ctxId << 8) | <u64>sizeLog;
@@ -93,6 +107,8 @@ export function countersPublish(): void {
 @inline export function entryPerms(e: usize): u32 { return load<u32>(e + TLB_PERMS); }
 
 @inline export function countHits(n: u32): void { hits += n; }
+// Hits the facade replayed without calling the engine (src/hitmemo.ts), added before the counters are read.
+export function addReplayedHits(n: u64): void { hits += n; }
 @inline export function countMiss(): void { misses++; }
 @inline export function countWalk(): void { walks++; }
 
@@ -108,6 +124,7 @@ function entryIsLive(e: usize): bool {
 // clean copy first in line); otherwise the first dead or empty way is used,
 // and failing that the set's FIFO victim is evicted.
 export function tlbFill(ctxId: u32, pasid: u32, iova: u64, sizeLog: u32, outPage: u64, perms: u32): void {
+  bumpGeneration();
   const vpn = iova >> sizeLog;
   const key = tlbKey(ctxId, pasid, sizeLog);
   const set = setOf(vpn, ctxId, sizeLog);
@@ -137,7 +154,9 @@ export function tlbFill(ctxId: u32, pasid: u32, iova: u64, sizeLog: u32, outPage
 }
 
 // Epochs are u32; long before they wrap, every entry and stamp is reset.
+// Every flush goes through here, so every flush bumps the generation.
 function nextEpoch(): u32 {
+  bumpGeneration();
   if (epoch >= 0xFFFFFFF0) {
     memory.fill(tlb, 0, ((<usize>TLB_ENTRY_SIZE * tlbWays) << tlbSetsLog));
     memory.fill(pasidFlush, 0, <usize>PASID_FLUSH_SLOTS * 4);
@@ -223,6 +242,7 @@ export function tlbInit(): void {
   epoch = 1;
   allFlushEpoch = 0;
   hits = 0; misses = 0; evictions = 0; invalidations = 0; walks = 0;
+  bumpGeneration();
 }
 
 // Live entries per set, one byte a set from out: a view for tools (the

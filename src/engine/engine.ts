@@ -14,14 +14,24 @@ export interface EngineOptions {
   pasidNodes?: number;
 }
 
+/** Views kept by Engine.view. */
+const VIEWS = 1024;
+
 export class Engine {
   readonly wasm: EngineExports;
   readonly buffer: ArrayBuffer;
   readonly bytes: Uint8Array;
   readonly data: DataView;
+  /** The memory as 64- and 32-bit words (short aligned copies, src/dma.ts). */
+  readonly longs: BigInt64Array;
+  readonly words: Int32Array;
   readonly ctrl: number;
   /** The control block as u32s (index = offset / 4): cheaper to read than the DataView on a per-call path. */
   readonly ctrl32: Uint32Array;
+  /** The engine's TLB generation (TLB_GENERATION): while it holds, every IOTLB lookup answers as it did. */
+  readonly generation: Float64Array;
+  /** IOTLB hits replayed by hit memos (src/hitmemo.ts) and not yet added to the engine's counter: see counters(). */
+  readonly replayedHits = new Float64Array(1);
   readonly ramBase: number;
   readonly ramSize: bigint;
   readonly staging: number;
@@ -38,8 +48,11 @@ export class Engine {
     this.buffer = wasm.memory.buffer;
     this.bytes = new Uint8Array(this.buffer);
     this.data = new DataView(this.buffer);
+    this.longs = new BigInt64Array(this.buffer);
+    this.words = new Int32Array(this.buffer);
     this.ctrl = wasm.controlBlock();
     this.ctrl32 = new Uint32Array(this.buffer, this.ctrl, abi.CTRL_SIZE >>> 2);
+    this.generation = new Float64Array(this.buffer, this.ctrl + abi.TLB_GENERATION, 1);
     this.ramBase = this.u32(abi.LAYOUT_RAM_BASE);
     this.ramSize = this.u64(abi.LAYOUT_RAM_SIZE);
     this.staging = this.u32(abi.LAYOUT_STAGING);
@@ -61,6 +74,37 @@ export class Engine {
   u32(offset: number): number { return this.data.getUint32(this.ctrl + offset, true); }
   u64(offset: number): bigint { return this.data.getBigUint64(this.ctrl + offset, true); }
   setU32(offset: number, value: number): void { this.data.setUint32(this.ctrl + offset, value, true); }
+
+  /**
+   * Publishes the IOTLB counters to the control block (CNT_*), the replayed
+   * hits added first: the one way to read them, so they are the engine's own.
+   */
+  counters(): void {
+    const replayed = this.replayedHits[0];
+    if (replayed !== 0) {
+      this.wasm.iotlbAddHits(replayed);
+      this.replayedHits[0] = 0;
+    }
+    this.wasm.iotlbCounters();
+  }
+
+  /**
+   * A view of len bytes of this memory at off, for a long copy out of RAM:
+   * kept (one per 4 KiB page of off, the last length asked), so a device
+   * model that reads the same buffer again makes no new view.
+   */
+  view(off: number, len: number): Uint8Array {
+    const i = (off >>> 12) & (VIEWS - 1);
+    const v = this.views[i];
+    if (v !== undefined && this.viewAt[2 * i] === off && this.viewAt[2 * i + 1] === len) return v;
+    const made = new Uint8Array(this.buffer, off, len);
+    this.views[i] = made;
+    this.viewAt[2 * i] = off;
+    this.viewAt[2 * i + 1] = len;
+    return made;
+  }
+  private readonly views: (Uint8Array | undefined)[] = new Array<Uint8Array | undefined>(VIEWS).fill(undefined);
+  private readonly viewAt = new Float64Array(2 * VIEWS);
 
   /** Linear-memory offset of an HPA already checked against RAM. */
   ramOffset(hpa: bigint): number { return this.ramBase + Number(hpa); }

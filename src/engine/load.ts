@@ -40,10 +40,10 @@ export interface EngineExports {
   iotlbFlushRange(id: number, pasid: number, anyPasid: number, first: bigint, last: bigint): void;
   dmaStep(id: number, pasid: number, access: number, sourceId: number, iova: number, want: number, table: number): number;
   translateNumber(id: number, pasid: number, iova: number, access: number, sourceId: number): number;
-  translateHpaNumber(id: number, pasid: number, iova: number, access: number): number;
   dma(id: number, pasid: number, access: number, sourceId: number, iova: bigint, len: number, buf: number, table: number): number;
   dmaSg(id: number, pasid: number, access: number, sourceId: number, segs: number, count: number, buf: number, bufLen: number, table: number): number;
   iotlbCounters(): void;
+  iotlbAddHits(n: number): void;
   memcpyGather(dst: number, srcs: number, count: number, len: number): void;
   // PASIDs (assembly/pasid/exports.ts)
   pasidOwnerCreate(): number;
