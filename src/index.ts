@@ -7,6 +7,7 @@ export { VTD_S1_SRE, VTD_S1_EAFE, VTD_S1_WPE, type VtdStage1Flags, type ArmStage
 export { VfioGroup, VfioDevice, type Interrupt } from "./vfio/group.js";
 export { HostDevice, type DeviceSpec, type Conflict, type Driver, type OutsideAperture, type GuestMapCheckOptions } from "./vfio/topology.js";
 export type { Arch } from "./vfio/arch.js";
+export { DmaApi, type DmaDirection, type SgSegment, type SgMapping, type DmaApiStats } from "./dmaapi/dmaapi.js";
 export { PasidSpace, PasidTable, ContainerPasids, type PasidRange, type PasidStats } from "./vfio/pasid.js";
 export { GuestPageTable, type GuestPageTableOptions } from "./vfio/guest.js";
 export type { IovaRange, RangeSpec, ReservedRegion, ReservedRegionSpec, ReservedType } from "./vfio/reserved.js";
