@@ -37,6 +37,12 @@ import { Rng } from "./support/pt/rng.js";
 import { alignDown, alignUp, freshFrames, withTable } from "./support/pt/table.js";
 
 const MiB = 1n << 20n;
+/**
+ * A kernel test that does not apply to a configuration (the kernel skips it:
+ * too few page sizes, no room for its addresses) is not registered for it,
+ * rather than registered and skipped.
+ */
+const onlyIf = (applies: boolean): typeof it => (applies ? it : ((() => undefined) as unknown as typeof it));
 const GiB = 1n << 30n;
 const U32_MAX = 0xffffffffn;
 const RW = { read: true, write: true } as const;
@@ -272,7 +278,7 @@ describe.each(CASES)("generic_pt iommu tests: $label", ({ config, set }) => {
 
   // The kernel unmaps the whole leaf and reports its size; here a partial
   // unmap leaves the leaf and reports 0 (io-pgtable-arm since 6.13 refuses too).
-  it.skipIf(safe.length < 2)("test_unmap_split: unmapping part of a leaf leaves it; unmap stops at the leaf's end", () => {
+  onlyIf(!(safe.length < 2))("test_unmap_split: unmapping part of a leaf leaves it; unmap stops at the leaf's end", () => {
     withTable(host, optionsOf(config, set), (pt) => {
       for (const base of safe) for (const next of safe.filter((s) => s > base)) {
         const at = `${sizeName(base)} of a ${sizeName(next)} leaf`;
@@ -365,7 +371,7 @@ describe.each(CASES)("generic_pt iommu tests: $label", ({ config, set }) => {
   const boundary = { start: 0xfef80000n, end: 0xfefa0000n, hpa: 0x208b95d000n };
   // The kernel's skip rule, plus room for the output address in the default output width.
   const noBoundary = va0 !== 0n || config.inputRanges[0][1] < boundary.end - 1n || smallest !== 0x1000n || boundary.hpa + 0x20000n > 1n << BigInt(config.defaultPhysAddrWidth);
-  it.skipIf(noBoundary)(
+  onlyIf(!noBoundary)(
     "test_pgsize_boundary: 0xfef80000 +128 KiB → 0x208b95d000", () => {
       withTable(host, optionsOf(config, set), (pt) => {
         const len = boundary.end - boundary.start;
@@ -380,7 +386,7 @@ describe.each(CASES)("generic_pt iommu tests: $label", ({ config, set }) => {
   // [0x3fe400000, 0x4c0600000) identity is 14 × 2 MiB, 3 × 1 GiB, 3 × 2 MiB.
   const mixed = { start: 0x3fe400n << 12n, end: 0x4c0600n << 12n, hpa: 0x3fe400n << 12n };
   const twoAndOne = safe.filter((s) => s >= 2n * MiB && s <= GiB).map(sizeName).join() === "2 MiB,1 GiB";
-  it.skipIf(config.inputRanges[0][1] <= mixed.start || !twoAndOne)("test_mixed: 2 MiB up to a 1 GiB boundary, 1 GiB pages, 2 MiB after", () => {
+  onlyIf(!(config.inputRanges[0][1] <= mixed.start || !twoAndOne))("test_mixed: 2 MiB up to a 1 GiB boundary, 1 GiB pages, 2 MiB after", () => {
     withTable(host, optionsOf(config, set), (pt) => {
       const len = mixed.end - mixed.start;
       pt.map(mixed.start, mixed.hpa, len, RW);
