@@ -404,6 +404,8 @@ export class DmaPort extends DmaCalls {
     const table = pasid === 0 ? 0 : this.pasidTable?.() ?? 0;
     const tag = table === 0 ? memoTag(id, pasid, access) : -1;
     const n = buffer.length;
+    // Nothing to move: no lookup (a memo find counts the hit it replays).
+    if (n === 0) return completed(0);
     // The common case first, kept small: the whole transfer is one piece the memo replays.
     const memo = this.memo;
     const slot = memo.find(tag, at);

@@ -485,7 +485,7 @@ const d = fc.nat(3);
 const pageArb = fc.oneof({ weight: 4, arbitrary: fc.nat(3) }, { weight: 2, arbitrary: fc.nat(PAGES - 1) }, { weight: 1, arbitrary: fc.integer({ min: PAGES, max: PAGES + 600 }) });
 const accessArb: fc.Arbitrary<DomOp> = fc.record({
   t: fc.constant("access" as const), d, kind: fc.constantFrom("translate" as const, "hpa" as const, "readInto" as const, "readInto" as const, "read" as const, "write" as const, "write" as const),
-  page: pageArb, off: fc.oneof(fc.nat(4095), fc.constantFrom(0, 4032, 4090)), len: fc.oneof({ weight: 5, arbitrary: fc.constantFrom(1, 4, 16, 64, 100) }, { weight: 1, arbitrary: fc.constantFrom(4096, 5000, 9000) }),
+  page: pageArb, off: fc.oneof(fc.nat(4095), fc.constantFrom(0, 4032, 4090)), len: fc.oneof({ weight: 5, arbitrary: fc.constantFrom(0, 1, 4, 16, 64, 100) }, { weight: 1, arbitrary: fc.constantFrom(4096, 5000, 9000) }),
   pasid: fc.oneof({ weight: 5, arbitrary: fc.constant(0) }, { weight: 2, arbitrary: fc.constantFrom(1, 2) }), privileged: fc.oneof({ weight: 5, arbitrary: fc.constant(false) }, { weight: 1, arbitrary: fc.constant(true) }),
   big: fc.boolean(), repeat: fc.integer({ min: 1, max: 4 }), seed: fc.nat(),
 });
@@ -580,7 +580,7 @@ function applyVfio(h: Any, arch: string, op: VfioOp): unknown {
 
 const vfioOpArb: fc.Arbitrary<VfioOp> = fc.oneof(
   { weight: 20, arbitrary: fc.record({ t: fc.constant("dma" as const), dev: fc.nat(1), write: fc.boolean(), page: fc.oneof(fc.nat(3), fc.nat(VFIO_PAGES + 1)), off: fc.nat(4095),
-    len: fc.constantFrom(1, 4, 16, 64, 4096, 6000), repeat: fc.integer({ min: 1, max: 4 }), seed: fc.nat() }) },
+    len: fc.constantFrom(0, 1, 4, 16, 64, 4096, 6000), repeat: fc.integer({ min: 1, max: 4 }), seed: fc.nat() }) },
   { weight: 4, arbitrary: fc.record({ t: fc.constant("msi" as const), dev: fc.nat(1), off: fc.constantFrom(0, 2, 4, 0x800), repeat: fc.integer({ min: 1, max: 3 }) }) },
   { weight: 2, arbitrary: fc.record({ t: fc.constant("unmap" as const), page: fc.nat() }) },
   { weight: 2, arbitrary: fc.record({ t: fc.constant("map" as const), page: fc.nat(), write: fc.boolean() }) },
