@@ -10,6 +10,7 @@ import {
 import { perCallSuite } from "./percall.js";
 import { ptChurn } from "./ptchurn.js";
 import { dmaMapPage } from "./dmaapi.js";
+import { vfioScale } from "./vfioscale.js";
 
 export interface Case {
   name: string;
@@ -26,6 +27,8 @@ export interface Case {
   variant?: { field: string; run: () => void; setup?: () => void };
   /** Counts the fixture measured (not times), reported with the case. */
   facts?: Record<string, number>;
+  /** Calls per round when one call is long (default tinybench's 64, after 16 warm-up calls). */
+  calls?: number;
 }
 
 /** A limit: the same copies as case `bounds`, with no translation. */
@@ -350,7 +353,8 @@ export async function buildSuite(): Promise<Suite> {
   const perCall = await perCallSuite();
   return {
     cases: [await iotlbHit(), await walk(4), await walk(5), await walkNested(), d4.batched, d4.perCall, await deviceDma4k(), sg.c, wide.c,
-      ...perCall.cases, await ptMapUnmap(), await ptChurn(), await dmaMapPage(), await vfioMapUnmap(), await pasidLookup(), await pasidFreeRange()],
+      ...perCall.cases, await ptMapUnmap(), await ptChurn(), await dmaMapPage(), await vfioMapUnmap(), await pasidLookup(), await pasidFreeRange(),
+      ...(await vfioScale())],
     limits: [d4.limit, sg.limit, wide.limit, ...perCall.limits],
   };
 }
