@@ -96,6 +96,13 @@ function beginVisits(): void {
   return true;
 }
 
+// A table on a map's path: a usable page (EFAULT), met for the first time in this call (EINVAL).
+@inline function enterTable<G>(sub: u64): u32 {
+  const sh = tableHpa<G>(sub);
+  if (sh == NO_PAGE) return ERR_EFAULT;
+  return firstVisit(sh) ? ST_OK : ERR_EINVAL;
+}
+
 @inline function slotLast(iova: u64, shift: u32): u64 { return iova | ((<u64>1 << shift) - 1); }
 
 // Whether [iova, chunkLast] can be one leaf at this level.
@@ -122,9 +129,8 @@ function mapCheck<F, G>(table: u64, virt: bool, level: u32, iova: u64, last: u64
     if (kind == KIND_LEAF) return ERR_EEXIST;
     if (kind == KIND_TABLE) {
       const sub = fmt.tableAddr(pte);
-      const sh = tableHpa<G>(sub);
-      if (sh == NO_PAGE) return ERR_EFAULT;
-      if (!firstVisit(sh)) return ERR_EINVAL;
+      const entered = enterTable<G>(sub);
+      if (entered != ST_OK) return entered;
       if (fitsLeaf<F>(level, cur, chunkLast, out, pgsizes)) {
         // The leaf replaces the table if nothing below it is valid.
         const st = emptyBelow<F, G>(sub, level - 1);
@@ -167,9 +173,8 @@ function emptyBelow<F, G>(table: u64, level: u32): u32 {
     if (kind == KIND_LEAF) return ERR_EEXIST;
     if (kind == KIND_TABLE) {
       const sub = fmt.tableAddr(pte);
-      const sh = tableHpa<G>(sub);
-      if (sh == NO_PAGE) return ERR_EFAULT;
-      if (!firstVisit(sh)) return ERR_EINVAL;
+      const entered = enterTable<G>(sub);
+      if (entered != ST_OK) return entered;
       const st = emptyBelow<F, G>(sub, level - 1);
       if (st != ST_OK) return st;
     }

@@ -241,6 +241,15 @@ export class Builder {
     undo.length = 0;
   }
 
+  /** A table on a map's path: a usable page (EFAULT), met for the first time in this call (EINVAL). */
+  private enterTable(sub: bigint, state: MapCheck): number {
+    const subHpa = this.space.hpa(sub);
+    if (subHpa === undefined) return abi.ERR_EFAULT;
+    if (state.visited.has(subHpa)) return abi.ERR_EINVAL;
+    state.visited.add(subHpa);
+    return abi.ST_OK;
+  }
+
   /** ST_OK when nothing below `table` is a leaf (EEXIST); counts every table met, each a usable page (EFAULT) met once (EINVAL). */
   private emptyBelow(fmt: Format, table: bigint, level: number, state: MapCheck): number {
     const tableHpa = this.space.hpa(table)!;
@@ -251,10 +260,8 @@ export class Builder {
       if (kind === KIND_LEAF) return abi.ERR_EEXIST;
       if (kind === KIND_TABLE) {
         const sub = fmt.tableAddr(pte);
-        const subHpa = this.space.hpa(sub);
-        if (subHpa === undefined) return abi.ERR_EFAULT;
-        if (state.visited.has(subHpa)) return abi.ERR_EINVAL;
-        state.visited.add(subHpa);
+        const entered = this.enterTable(sub, state);
+        if (entered !== abi.ST_OK) return entered;
         const st = this.emptyBelow(fmt, sub, level - 1, state);
         if (st !== abi.ST_OK) return st;
       }
@@ -292,10 +299,8 @@ export class Builder {
       if (kind === KIND_LEAF) return abi.ERR_EEXIST;
       if (kind === KIND_TABLE) {
         const sub = fmt.tableAddr(pte);
-        const subHpa = this.space.hpa(sub);
-        if (subHpa === undefined) return abi.ERR_EFAULT;
-        if (state.visited.has(subHpa)) return abi.ERR_EINVAL;
-        state.visited.add(subHpa);
+        const entered = this.enterTable(sub, state);
+        if (entered !== abi.ST_OK) return entered;
         if (fitsLeaf(fmt, level, cur, chunkLast, out, pgsizes, state.fresh)) {
           // The leaf replaces the table if nothing below it is valid.
           const st = this.emptyBelow(fmt, sub, level - 1, state);
