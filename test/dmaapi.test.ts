@@ -11,6 +11,7 @@ import { attempt, errno } from "./support/outcome.js";
 import { expectSame, show } from "./support/compare.js";
 import { seededBytes } from "./support/bytes.js";
 import { mayMiss, params } from "./support/runs.js";
+import * as abi from "../src/engine/abi.js";
 
 type Any = any; // eslint-disable-line @typescript-eslint/no-explicit-any
 const RAM = 8 << 20;
@@ -265,5 +266,57 @@ describe("live mappings (the DMA API's record of what is mapped)", () => {
         expect([...live.values()].map((m) => m.pages).sort()).toEqual([...model.values()].sort());
       }
     }
+  });
+});
+
+describe("DMA API refusals that need an unusual state", () => {
+  it("unmapSg of what is not a scatter-gather mapping, or with another direction, is EINVAL; the mapping stays", async () => {
+    const h = await createHost({ arch: "vtd", ramSize: 16 << 20 });
+    h.addDevice({ bdf: "0000:02:00.0", driver: "host" });
+    const api = h.dmaApi("0000:02:00.0");
+    const m = api.mapSg([{ hpa: 0x200000n, length: 64 }], "to-device");
+    const page = api.mapPage(0x300000n, PAGE, "to-device");
+    expect(errno(() => api.unmapSg({ ...m, direction: "from-device" }))).toBe("EINVAL");
+    expect(errno(() => api.unmapSg({ ...m, iova: page }))).toBe("EINVAL");
+    expect(errno(() => api.unmapSg({ ...m, iova: m.iova + 1n }))).toBe("EINVAL");
+    expect(errno(() => api.unmapPage(m.iova, PAGE, "to-device"))).toBe("EINVAL");
+    expect(h.device("0000:02:00.0").dma.read(m.iova, 8).bytes).toBe(8);
+    api.unmapSg(m);
+    expect(api.stats().live).toBe(1);
+  });
+
+  it("no frame left for the page table: ENOMEM, and the IOVA goes back (the next map gets it)", async () => {
+    const h = await createHost({ arch: "vtd", ramSize: 16 << 20 });
+    h.addDevice({ bdf: "0000:02:00.0", driver: "host" });
+    const api = h.dmaApi("0000:02:00.0");
+    const held: bigint[] = [];
+    while (h.ram.framesFree > 0) held.push(h.ram.allocFrames(1));
+    expect(errno(() => api.mapPage(held[0], PAGE, "to-device"))).toBe("ENOMEM");
+    expect(api.stats().live).toBe(0);
+    for (const f of held) h.ram.freeFrames(f);
+    expect(api.mapPage(0x200000n, PAGE, "to-device")).toBe(0xfffff000n);
+  });
+
+  it("map_sg is all or nothing: a segment the page table refuses undoes the ones mapped, and the IOVA goes back", async () => {
+    const { DmaApi, DmaCookie } = await import("../src/dmaapi/dmaapi.js");
+    const { IovaDomain } = await import("../src/dmaapi/iova.js");
+    const calls: string[] = [];
+    let failAt = 2;
+    const domain = {
+      id: 1,
+      map: (iova: bigint, last: bigint) => { calls.push(`map ${iova.toString(16)}-${last.toString(16)}`); return --failAt === 0 ? abi.ERR_ENOMEM : abi.ST_OK; },
+      unmap: (iova: bigint, last: bigint) => { calls.push(`unmap ${iova.toString(16)}-${last.toString(16)}`); return last - iova + 1n; },
+      flush: (iova: bigint, last: bigint) => { calls.push(`flush ${iova.toString(16)}-${last.toString(16)}`); },
+    };
+    const iova = new IovaDomain({ startPfn: 1n });
+    const api = new DmaApi("0000:02:00.0", new DmaCookie(domain, iova, (1n << 48n) - 1n, 16n << 20n), () => undefined);
+    const segs = [{ hpa: 0x200000n, length: 4096 }, { hpa: 0x300000n, length: 4096 }];
+    expect(errno(() => api.mapSg(segs, "bidirectional"))).toBe("ENOMEM");
+    // The first segment was mapped, the second refused: the first is unmapped, the range flushed, the IOVA free again.
+    expect(calls).toEqual(["map ffffe000-ffffefff", "map fffff000-ffffffff", "unmap ffffe000-ffffefff", "flush ffffe000-ffffffff"]);
+    expect(iova.stats().allocated).toBe(0);
+    expect(api.stats().live).toBe(0);
+    failAt = 0;
+    expect(api.mapSg(segs, "bidirectional").iova).toBe(0xffffe000n);
   });
 });

@@ -5,6 +5,7 @@
 import { describe, expect, it } from "vitest";
 import { createHost, PAGE_2M, PAGE_4K, type Domain, type Host } from "../src/index.js";
 import { errno } from "./support/outcome.js";
+import * as abi from "../src/engine/abi.js";
 
 const MiB = 1n << 20n;
 
@@ -42,17 +43,22 @@ describe("host tables", () => {
   });
 });
 
+/** A VT-d host whose nesting container maps a process's 4 MiB at GPA 0. */
+async function nestingVm() {
+  const host = await createHost({ arch: "vtd", ramSize: 32 * 1024 * 1024 });
+  host.addDevice({ bdf: "0000:01:00.0" });
+  const vmm = host.createProcess({ memlockLimit: 64n * MiB });
+  const ram = vmm.mmap(4n * MiB);
+  const c = host.openContainer({ process: vmm });
+  host.openGroup(0).setContainer(c);
+  c.setIommu("nesting");
+  c.mapDma({ vaddr: ram, iova: 0n, size: 4n * MiB, read: true, write: true });
+  return { host, vmm, ram, c };
+}
+
 describe("guest tables", () => {
   it("the tables a large leaf replaces go back to the guest's allocator", async () => {
-    const host = await createHost({ arch: "vtd", ramSize: 32 * 1024 * 1024 });
-    host.addDevice({ bdf: "0000:01:00.0" });
-    const vmm = host.createProcess({ memlockLimit: 64n * MiB });
-    const ram = vmm.mmap(4n * MiB);
-    const c = host.openContainer({ process: vmm });
-    const g = host.openGroup(0);
-    g.setContainer(c);
-    c.setIommu("nesting");
-    c.mapDma({ vaddr: ram, iova: 0n, size: 4n * MiB, read: true, write: true });
+    const { vmm, ram, c } = await nestingVm();
     let next = 0x100000n;
     const given: bigint[] = [], back: bigint[] = [];
     const pt = c.gpa.pageTable({
@@ -75,6 +81,24 @@ describe("guest tables", () => {
     back.length = 0;
     pt.map(0x40000000n, 0n, 1n << 30n);
     expect(back).toEqual([given[2]]);
+  });
+});
+
+describe("guest tables: the list of pages a map gives back", () => {
+  it("a map that would give back more emptied tables than the list holds is ENOMEM, and nothing changes", async () => {
+    const { host, c } = await nestingVm();
+    let next = 0x100000n;
+    const pt = c.gpa.pageTable({ format: "x86-64", allocTable: () => (next += PAGE_4K) - PAGE_4K });
+    pt.map(0x40200000n, 0x200000n, PAGE_4K);
+    pt.unmap(0x40200000n, PAGE_4K);
+    // The engine's call, with room for no page in the list (the facade gives it the staging area after the pool).
+    const e = host.engine, id = (pt as unknown as { ctx: { id: number } }).ctx.id;
+    const before = Buffer.from(host.ram.view(0, 32 * 1024 * 1024));
+    const prot = abi.PERM_R | abi.PERM_U;
+    expect(e.wasm.ptGuestMap(id, 0x40200000n, 0x403fffffn, 0x200000n, prot, e.staging, 0, e.staging, 0)).toBe(abi.ERR_ENOMEM);
+    expect(Buffer.from(host.ram.view(0, 32 * 1024 * 1024)).equals(before)).toBe(true);
+    expect(e.wasm.ptGuestMap(id, 0x40200000n, 0x403fffffn, 0x200000n, prot, e.staging, 0, e.staging, 1)).toBe(abi.ST_OK);
+    expect(e.wasm.guestTablesReleased()).toBe(1);
   });
 });
 

@@ -4,12 +4,10 @@
 // an unmapped record stays in the Map as dead and is reused by the next map
 // of that page, and the Map is rebuilt from the live records only when the
 // dead ones outnumber them: O(1) per call, amortized.
-export interface LiveMapping { pages: bigint; direction: string; sg: boolean }
+interface Slot<M> { live: boolean; m: M }
 
-interface Slot { live: boolean; m: LiveMapping }
-
-export class LiveMappings<M extends LiveMapping> {
-  private slots = new Map<number, Slot>();
+export class LiveMappings<M> {
+  private slots = new Map<number, Slot<M>>();
   private dead = 0;
   private count = 0;
 
@@ -17,7 +15,7 @@ export class LiveMappings<M extends LiveMapping> {
 
   get(pfn: number): M | undefined {
     const s = this.slots.get(pfn);
-    return s !== undefined && s.live ? (s.m as M) : undefined;
+    return s !== undefined && s.live ? s.m : undefined;
   }
 
   set(pfn: number, m: M): void {
@@ -41,11 +39,11 @@ export class LiveMappings<M extends LiveMapping> {
   }
 
   *values(): IterableIterator<M> {
-    for (const s of this.slots.values()) if (s.live) yield s.m as M;
+    for (const s of this.slots.values()) if (s.live) yield s.m;
   }
 
   private compact(): void {
-    const next = new Map<number, Slot>();
+    const next = new Map<number, Slot<M>>();
     for (const [k, s] of this.slots) if (s.live) next.set(k, s);
     this.slots = next;
     this.dead = 0;
