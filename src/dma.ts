@@ -366,19 +366,30 @@ export class DmaPort extends DmaCalls {
       access = requestAccess(request);
       pasid = requestPasid(request);
     }
-    // An array this port just made is not on engine memory: no need to look (reading its .buffer costs).
-    const direct = fresh ? -1 : this.engine.isDirect(buffer);
-    if (direct < 0) {
-      // The caller's own array, below 2^53: the engine translates piece by piece and this copies, once.
+    // The common case first, kept small: the caller's own array (an array this
+    // port just made is not on engine memory: no need to look, reading its
+    // .buffer costs) at an IOVA below 2^53. The engine translates piece by
+    // piece and this copies, once.
+    if (fresh || this.engine.isDirect(buffer) < 0) {
       const at = numberIova(iova, buffer.length);
-      const id = this.contextId();
-      if (at >= 0) return this.pieces(id, pasid, access, at, buffer, fresh);
-      const start = iovaOf(iova);
-      if (start + BigInt(buffer.byteLength) > 1n << 64n) fail("EOVERFLOW", `dma: ${hex(start)} + ${buffer.byteLength} wraps past 2^64`);
-      const r = this.staged(id, [{ iova: start, length: buffer.byteLength, segment: 0 }], buffer, -1, pasid, access);
-      if (r.interrupt) return { bytes: r.bytes, interrupt: r.interrupt };
-      return r.fault ? { bytes: r.bytes, fault: r.fault } : { bytes: r.bytes };
+      if (at >= 0) return this.pieces(this.contextId(), pasid, access, at, buffer, fresh);
+      return this.stagedSingle(iova, buffer, pasid, access);
     }
+    return this.directSingle(iova, buffer, pasid, access);
+  }
+
+  /** One transfer of the caller's array at an IOVA of 2^53 or more: through the staging area. */
+  private stagedSingle(iova: Address, buffer: Uint8Array, pasid: number, access: number): DmaResult {
+    const start = iovaOf(iova);
+    if (start + BigInt(buffer.byteLength) > 1n << 64n) fail("EOVERFLOW", `dma: ${hex(start)} + ${buffer.byteLength} wraps past 2^64`);
+    const r = this.staged(this.contextId(), [{ iova: start, length: buffer.byteLength, segment: 0 }], buffer, -1, pasid, access);
+    if (r.interrupt) return { bytes: r.bytes, interrupt: r.interrupt };
+    return r.fault ? { bytes: r.bytes, fault: r.fault } : { bytes: r.bytes };
+  }
+
+  /** One transfer of a buffer on engine memory: one engine call, which copies too. */
+  private directSingle(iova: Address, buffer: Uint8Array, pasid: number, access: number): DmaResult {
+    const direct = this.engine.isDirect(buffer);
     const start = iovaOf(iova);
     const id = this.contextId();
     const st = this.engine.wasm.dma(id, pasid, access, this.sourceId, start, buffer.byteLength, direct, this.pasidTable?.() ?? 0);
@@ -407,26 +418,24 @@ export class DmaPort extends DmaCalls {
     // Nothing to move: no lookup (a memo find counts the hit it replays).
     if (n === 0) return completed(0);
     // The common case first, kept small: the whole transfer is one piece the memo replays.
-    const memo = this.memo;
-    const slot = memo.find(tag, at);
-    if (slot >= 0 && memo.word(slot) - at >= n) {
-      copyPiece(this.engine, memo.out(slot, at), buffer, 0, n, (access & abi.ACCESS_WRITE) !== 0, fresh);
-      return completed(n);
-    }
-    return this.piecesFrom(id, pasid, access, at, buffer, fresh, table, tag, slot);
+    const off = this.memo.covered(tag, at, n);
+    if (off < 0) return this.piecesFrom(id, pasid, access, at, buffer, fresh, table, tag);
+    // A whole array written is one set() when long enough (its native copy wins then).
+    if ((access & abi.ACCESS_WRITE) !== 0 && n > SHORT_SET) this.engine.bytes.set(buffer, off);
+    else copyPiece(this.engine, off, buffer, 0, n, (access & abi.ACCESS_WRITE) !== 0, fresh);
+    return completed(n);
   }
 
-  /** The transfer piece by piece, the first one's memo slot already looked up (`first`, -1: none). */
-  private piecesFrom(id: number, pasid: number, access: number, at: number, buffer: Uint8Array, fresh: boolean, table: number, tag: number, first: number): DmaResult {
+  /** The transfer piece by piece. */
+  private piecesFrom(id: number, pasid: number, access: number, at: number, buffer: Uint8Array, fresh: boolean, table: number, tag: number): DmaResult {
     const e = this.engine;
     const n = buffer.length;
     const toRam = (access & abi.ACCESS_WRITE) !== 0;
     const memo = this.memo;
     let done = 0;
-    let slot = first;
     while (done < n) {
       const cur = at + done;
-      if (done !== 0) slot = memo.find(tag, cur);
+      const slot = memo.find(tag, cur);
       let off: number, len: number;
       if (slot >= 0) {
         off = memo.out(slot, cur);
