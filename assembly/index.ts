@@ -8,6 +8,7 @@ import { ctxPtr, ctxSet, ctxClear, ctxSetFlags, ctxSetMsiWindow, ctxSetNested, c
 import { mapRange, unmapRange, processMap, processUnmap, pinMap, unpinUnmap, dirtyScan, guestMap, guestUnmap } from "./walk/dispatch";
 import { guestTablesNeeded as builderGuestTablesNeeded, releasedCount as builderReleasedCount, unmapStatus as builderUnmapStatus } from "./walk/builder";
 import { pinCount } from "./mem/pins";
+import { pinProcessPages, unpinFrameList } from "./mem/extpins";
 import { setDoorbellWindow } from "./dma/dma";
 import { tlbLookup, tlbProbe, isSingleSize, tlbKey, entryOut, entryPerms, entrySizeLog, countHits, countersPublish, tlbOccupancy, tlbInit, tlbFlushAll, tlbFlushContext, tlbFlushPasid, tlbFlushRange, liveFrom, bumpGeneration, addReplayedHits } from "./tlb/iotlb";
 import { translateOne, missPath, outHpa, outSizeLog, outPerms, outLevel } from "./translate";
@@ -77,6 +78,10 @@ export function dmaPinMap(procId: u32, domId: u32, vaddr: u64, last: u64, iova: 
 }
 export function dmaUnpinUnmap(domId: u32, iova: u64, last: u64): u64 { return unpinUnmap(ctxPtr(domId), iova, last); }
 export function framePins(hpa: u64): u32 { return pinCount(hpa); }
+
+// ---- a vendor driver's pins (vfio_pin_pages / vfio_unpin_pages): frames only, the records are the caller's
+export function extPin(procId: u32, vaddr: u64, npage: u32, access: u32, out: usize): u32 { return pinProcessPages(ctxPtr(procId), vaddr, npage, access, out); }
+export function extUnpin(list: usize, count: u32): void { unpinFrameList(list, count); }
 
 // ---- dirty tracking: bitmap bit i ↔ page i of (1 << pgShift) bytes from
 // iova. Clearing also invalidates the range, so the next write walks again

@@ -11,7 +11,9 @@ export { DmaApi, type DmaDirection, type SgSegment, type SgMapping, type DmaApiS
 export { PasidSpace, PasidTable, ContainerPasids, type PasidRange, type PasidStats } from "./vfio/pasid.js";
 export { GuestPageTable, type GuestPageTableOptions } from "./vfio/guest.js";
 export type { IovaRange, RangeSpec, ReservedRegion, ReservedRegionSpec, ReservedType } from "./vfio/reserved.js";
-export { IommuError, type Errno } from "./errors.js";
+export { IommuError, KernelBug, type Errno, type KernelWarning } from "./errors.js";
+export { Mdev, type PinOptions, type DmaUnmapCallback } from "./mdev/mdev.js";
+export type { MdevSpec } from "./mdev/registry.js";
 export { PhysicalMemory } from "./memory.js";
 export { PageTable, type WalkResult, type WalkStep } from "./pagetable.js";
 export { Domain, type Translation, type TranslateOptions, type InvalidateOptions, type DomainOptions, type NestedDomainOptions } from "./domain.js";

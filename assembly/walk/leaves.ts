@@ -17,6 +17,7 @@ export const LEAF_PIN: u32 = 1;     // pin each frame and gather physically cont
 export const LEAF_UNPIN: u32 = 2;   // unpin each frame
 export const LEAF_DISOWN: u32 = 3;  // the process lets go of each frame
 export const LEAF_DIRTY: u32 = 4;   // set a bitmap bit per dirty leaf's pages, optionally clean it
+export const LEAF_GATHER: u32 = 5;  // pin each frame and list its address (a vendor driver's pin)
 
 let visitNeed: u32 = 0;
 export let faultAt: u64 = 0;
@@ -42,6 +43,10 @@ let dirtyShift: u32 = 12;
 let dirtyBitmap: usize = 0;
 let dirtyClear = false;
 export let dirtyFound: u32 = 0;
+
+// LEAF_GATHER: where the next frame's address goes.
+let gatherAt: usize = 0;
+export function beginGather(out: usize): void { gatherAt = out; }
 
 export function setVisitNeed(access: u32, flags: u32): void { visitNeed = accessNeed(access, flags); }
 export function setDirtyScan(base: u64, pgShift: u32, bitmap: usize, clear: bool): void {
@@ -110,6 +115,12 @@ export function visitLeaves<F, G>(table: u64, level: u32, iova: u64, last: u64, 
           const st = flushRun<G>();
           if (st != ST_OK) { runBytes = 0; return st; }
           runIova = cur; runHpa = hpa; runBytes = bytes;
+        }
+      } else if (op == LEAF_GATHER) {
+        for (let off: u64 = 0; off < bytes; off += 4096) {
+          pinFrame(hpa + off);
+          store<u64>(gatherAt, hpa + off);
+          gatherAt += 8;
         }
       } else if (op == LEAF_DIRTY) {
         if (fmt.isDirty(pte, flags)) {

@@ -93,6 +93,24 @@ export class NaivePlane implements DataPlane {
     return out;
   }
 
+  /** Checks every page first (EFAULT, nothing pinned), then pins each frame and lists it. */
+  pinPages(procCtx: number, vaddr: bigint, npage: number, access: number, out: BigUint64Array, at: number): number {
+    const proc = this.ctx(procCtx);
+    if (proc.fmt !== x86Format || npage === 0) return abi.ERR_EINVAL;
+    const last = vaddr + BigInt(npage) * 4096n - 1n;
+    if (checkRange(this.core.ram, proc, vaddr, last, access) !== abi.ST_OK) return abi.ERR_EFAULT;
+    let i = at;
+    forEachFrame(this.core.ram, proc, vaddr, last, (hpa) => {
+      this.pins.pin(hpa);
+      out[i++] = hpa;
+    });
+    return abi.ST_OK;
+  }
+
+  unpinFrames(hpas: BigUint64Array, from: number, count: number): void {
+    for (let i = from; i < from + count; i++) this.pins.unpin(hpas[i]);
+  }
+
   setDomainFlags(domCtx: number, flags: number): void { this.core.contexts.setFlags(domCtx, flags); }
   setMsiWindow(domCtx: number, start: bigint, end: bigint): void { this.core.contexts.setMsiWindow(domCtx, start, end); }
   flushDomain(domCtx: number): void { this.core.iotlb.flushContext(domCtx); }

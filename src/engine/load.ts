@@ -28,6 +28,8 @@ export interface EngineExports {
   dmaPinMap(procId: number, domId: number, vaddr: bigint, last: bigint, iova: bigint, access: number, prot: number): number;
   dmaUnpinUnmap(domId: number, iova: bigint, last: bigint): bigint;
   framePins(hpa: bigint): number;
+  extPin(procId: number, vaddr: bigint, npage: number, access: number, out: number): number;
+  extUnpin(list: number, count: number): void;
   dirtyBitmap(id: number, iova: bigint, last: bigint, pgShift: number, bitmap: number, clear: number): number;
   ptUnmap(id: number, iova: bigint, last: bigint): bigint;
   probe(id: number, iova: bigint, access: number, trace: number): number;

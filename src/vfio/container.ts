@@ -14,14 +14,16 @@ import type { Process } from "./process.js";
 import { MappingList, type DmaMapping } from "./mappings.js";
 import type { IovaRange } from "./reserved.js";
 import type { ContainerPasids } from "./pasid.js";
-import { MAX_DIRTY_BITMAP_BYTES, live, minPageSize, requireIommu, type ContainerCore, type ContainerDomain, type ContainerHost, type IommuType } from "./core.js";
+import { MAX_DIRTY_BITMAP_BYTES, iommuGroups, live, minPageSize, requireIommu, requireDriver, type ContainerCore, type ContainerDomain, type ContainerHost, type IommuType } from "./core.js";
+import { ExternalPins } from "./external.js";
+import { hex } from "../addr.js";
 import { afterAttach, attachChecks, configureDomain, withoutDoorbell } from "./attach.js";
 import { Type1Mappings, type MapDmaRequest, type UnmapDmaRequest, type UnmapDirtyRequest, type UnmapDirtyResult } from "./type1.js";
 import { DirtyTracking, type DirtyBitmapRequest } from "./dirty.js";
 import { Nesting, type BindPgtblOptions, type InvalidateEntry, type Stage1Device } from "./nesting.js";
 import { guestMemory, type GuestMemory } from "./gpa.js";
 
-export type { IommuType, ContainerDomain, ContainerHost } from "./core.js";
+export type { IommuType, ContainerDomain, ContainerHost, EmulatedDevice } from "./core.js";
 export type { MapDmaRequest, UnmapDmaRequest, UnmapDirtyRequest, UnmapDirtyResult } from "./type1.js";
 export type { DirtyBitmapRequest } from "./dirty.js";
 export type { BindPgtblOptions, InvalidateEntry } from "./nesting.js";
@@ -44,6 +46,8 @@ export class Container {
   private readonly type1: Type1Mappings;
   private readonly tracking: DirtyTracking;
   private readonly nesting: Nesting;
+  /** @internal Vendor drivers' pins (mdevs): vfio_pin_pages, vfio_unpin_pages, vfio_dma_rw. */
+  readonly external: ExternalPins;
   readonly dirty: {
     start: () => void;
     stop: () => void;
@@ -64,11 +68,12 @@ export class Container {
   constructor(host: ContainerHost, readonly process: Process | undefined, pasidQuota?: number) {
     const core: ContainerCore = this.core = {
       host, process, iommu: undefined, domain: undefined, groupIds: [], iovas: [], allowed: undefined,
-      maps: new MappingList(), dirtyTracking: false, doorbell: undefined, closed: false,
+      maps: new MappingList(), dirtyTracking: false, doorbell: undefined, closed: false, devices: [], wedged: undefined,
     };
+    this.external = new ExternalPins(core);
     this.pasid = host.pasids.open(pasidQuota);
     this.nesting = new Nesting(core, this.pasid);
-    this.type1 = new Type1Mappings(core, () => this.tracking);
+    this.type1 = new Type1Mappings(core, () => this.tracking, this.external);
     this.tracking = new DirtyTracking(core, (first, last, what) => this.type1.checkNoBisect(first, last, what));
     // A freed PASID may be handed out again: no device may keep walking its old table.
     this.pasid.beforeFree = (min, max) => this.nesting.dropBindings((b) => b.pasid >= min && b.pasid <= max);
@@ -96,16 +101,21 @@ export class Container {
 
   // ------------------------------------------------------------------ groups
 
-  /** VFIO_SET_IOMMU: needs at least one group; attaches every group to a new domain. */
+  /**
+   * VFIO_SET_IOMMU: needs at least one group; attaches every group with an
+   * IOMMU to a new domain. Emulated groups (mdevs) get none: a container
+   * of them alone has a driver and no domain, and their devices open.
+   */
   setIommu(type: IommuType): void {
     const core = this.core;
     live(core);
     if (core.groupIds.length === 0 || core.iommu) fail("EINVAL", core.iommu ? "an IOMMU driver is already set" : "the container holds no group");
     if (type !== "type1v2" && type !== "nesting") fail(typeof type === "string" ? "ENODEV" : "EINVAL", `no IOMMU driver for ${show(type)} (supported: type1v2, nesting)`);
-    const domain = core.host.createDomain(core.host.stage2);
+    const real = iommuGroups(core);
+    const domain = real.length > 0 ? core.host.createDomain(core.host.stage2) : undefined;
     try {
       // Most recently added group first, as the kernel attaches them.
-      const order = [...core.groupIds].reverse();
+      const order = [...real].reverse();
       const attached: number[] = [];
       let list: IovaRange[] = [];
       for (const g of order) {
@@ -115,24 +125,37 @@ export class Container {
       core.domain = domain;
       core.iommu = type;
       core.iovas = list;
-      configureDomain(core, domain);
+      if (domain) configureDomain(core, domain);
       for (const g of order) afterAttach(core, g);
     } catch (e) {
       // Nothing of the attempt stays: no driver, no IOVA list, no doorbell.
-      domain.destroy();
+      domain?.destroy();
       core.domain = undefined;
       core.iommu = undefined;
       core.iovas = [];
       core.doorbell = undefined;
       throw e;
     }
+    for (const g of core.groupIds) this.openDevices(g);
+  }
+
+  /** An emulated group's devices open now (vfio_device_open registers them with type1): most recent first. */
+  private openDevices(g: number): void {
+    const core = this.core;
+    if (!core.host.topology.isEmulated(g)) return;
+    core.devices.unshift(...core.host.emulatedDevices(g));
   }
 
   /** @internal VFIO_GROUP_SET_CONTAINER, from the group's side; `handle` lets close() detach it. */
   attachGroup(g: number, handle: { forget(): void }): void {
     const core = this.core;
     live(core);
-    if (core.iommu) {
+    if (core.iommu && core.host.topology.isEmulated(g)) {
+      core.groupIds.push(g);
+      this.openDevices(g);
+    } else if (core.iommu && !core.domain) {
+      this.attachFirstIommuGroup(g);
+    } else if (core.iommu) {
       const list = attachChecks(core, g, core.groupIds);
       const iovas = core.iovas;
       core.groupIds.push(g);
@@ -151,6 +174,54 @@ export class Container {
   }
 
   /**
+   * The first group with an IOMMU joins a container of emulated groups: a
+   * domain is made and every mapping replayed into it (pinned, mapped,
+   * counted). Any failure undoes the whole attach.
+   */
+  private attachFirstIommuGroup(g: number): void {
+    const core = this.core;
+    const list = attachChecks(core, g, []);
+    for (const m of core.maps.all()) {
+      if (!list.some((r) => m.iova >= r.start && m.last <= r.end)) fail("EINVAL", `group ${g}: the mapping [${hex(m.iova)}, ${hex(m.last)}] is outside its valid IOVA ranges`);
+    }
+    const domain = core.host.createDomain(core.host.stage2);
+    core.domain = domain;
+    core.iovas = list;
+    let replayed = false;
+    try {
+      configureDomain(core, domain);
+      this.type1.replay(domain);
+      replayed = true;
+      core.groupIds.push(g);
+      afterAttach(core, g);
+    } catch (e) {
+      if (core.groupIds[core.groupIds.length - 1] === g) core.groupIds.pop();
+      if (replayed) this.type1.unreplay(domain);
+      domain.destroy();
+      core.domain = undefined;
+      core.iovas = [];
+      core.doorbell = undefined;
+      throw e;
+    }
+  }
+
+  /**
+   * The last group with an IOMMU left while emulated groups stay: bindings
+   * and guest tables go, the mappings leave the domain but stay recorded
+   * (vfio_iommu_unmap_unpin_reaccount), and the domain goes.
+   */
+  private dropDomain(domain: ContainerDomain): void {
+    const core = this.core;
+    this.nesting.releaseAll();
+    this.type1.unreplay(domain);
+    domain.destroy();
+    core.domain = undefined;
+    core.iovas = [];
+    core.doorbell = undefined;
+    core.dirtyTracking = false;
+  }
+
+  /**
    * @internal VFIO_GROUP_UNSET_CONTAINER: the group's devices lose every
    * PASID binding they had here (its IOTLB entries go with it) before the
    * call returns; the last group out releases the driver and every mapping.
@@ -162,9 +233,16 @@ export class Container {
     core.groupIds.splice(i, 1);
     this.handles.delete(g);
     this.nesting.dropBindings((b) => b.device.group.id === g);
+    // Its devices close: they are no longer told of unmaps (their pins stay the container's).
+    core.devices = core.devices.filter((d) => d.group !== g);
     if (!core.iommu) return;
     if (core.groupIds.length === 0) {
       this.release();
+      return;
+    }
+    if (core.host.topology.isEmulated(g)) return;
+    if (core.domain && iommuGroups(core).length === 0) {
+      this.dropDomain(core.domain);
       return;
     }
     const list = withoutDoorbell(core, core.host.topology.iovaList(core.groupIds));
@@ -191,11 +269,8 @@ export class Container {
     const core = this.core;
     // Bindings and guest tables run over the stage 2 that goes now: they go first.
     this.nesting.releaseAll();
-    const domain = core.domain;
-    if (domain) {
-      this.type1.removeAll(domain);
-      domain.destroy();
-    }
+    this.type1.removeAll();
+    core.domain?.destroy();
     core.domain = undefined;
     core.iommu = undefined;
     core.iovas = [];
@@ -232,9 +307,10 @@ export class Container {
   /** VFIO_IOMMU_GET_INFO. */
   getInfo(): ContainerInfo {
     const core = this.core;
-    requireIommu(core);
+    requireDriver(core);
     return {
-      pgsizes: core.host.topology.preset.pgsizes,
+      // No domain (emulated groups only): type1's initial bitmap, every power of two from 4 KiB.
+      pgsizes: core.domain ? core.host.topology.preset.pgsizes : ~0xfffn & ((1n << 64n) - 1n),
       iovaRanges: core.iovas.map((r) => ({ ...r })),
       dmaAvail: core.host.dmaEntryLimit - core.maps.size,
       migration: { pgsize: minPageSize(core), maxDirtyBitmapSize: MAX_DIRTY_BITMAP_BYTES },
@@ -246,6 +322,7 @@ export class Container {
   /** Detaches every group and releases every mapping. */
   close(): void {
     const core = this.core;
+    if (core.wedged) throw core.wedged;
     if (core.closed) return;
     for (const handle of this.handles.values()) handle.forget();
     this.handles.clear();

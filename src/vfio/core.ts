@@ -2,7 +2,7 @@
 // driver and domain, its groups, the valid IOVA list, the DMA mappings and
 // the dirty-tracking switch. The parts (attach.ts, type1.ts, dirty.ts,
 // nesting.ts, gpa.ts) take this core; container.ts owns it and is the facade.
-import { fail } from "../errors.js";
+import { fail, type KernelBug, type KernelWarning } from "../errors.js";
 import type { PageTableOptions } from "../format.js";
 import type { DataPlane } from "./plane.js";
 import type { MappingList } from "./mappings.js";
@@ -39,6 +39,22 @@ export interface ContainerHost {
   createDomain(options: PageTableOptions): ContainerDomain;
   /** The host-wide PASID space the container allocates from. */
   pasids: PasidSpace;
+  /** The emulated devices (mdevs) of an emulated group, for the container's device list. */
+  emulatedDevices(group: number): readonly EmulatedDevice[];
+  /** Records a kernel WARN (host.warnings). */
+  warn(warning: KernelWarning): void;
+}
+
+/**
+ * A device VFIO registers with type1 when it is opened in a container (an
+ * mdev): its vendor driver's dma_unmap op, called before a mapping it may
+ * have pinned pages of goes.
+ */
+export interface EmulatedDevice {
+  readonly uuid: string;
+  readonly group: number;
+  /** The vendor driver's dma_unmap op (undefined: the driver registered none). */
+  readonly dmaUnmap: ((iova: bigint, size: bigint) => void) | undefined;
 }
 
 export interface ContainerCore {
@@ -57,19 +73,37 @@ export interface ContainerCore {
   /** The sw-msi doorbell's IOVA (SMMUv3), when mapped. */
   doorbell: bigint | undefined;
   closed: boolean;
+  /** The emulated devices registered with type1 (opened in this container), most recently opened first. */
+  devices: EmulatedDevice[];
+  /** Set by a kernel BUG while the container's lock was held: every later call throws it again. */
+  wedged: KernelBug | undefined;
 }
 
 /** GET_DIRTY_BITMAP's limit on one bitmap (the kernel's DIRTY_BITMAP_SIZE_MAX). */
 export const MAX_DIRTY_BITMAP_BYTES = 1n << 28n;
 
 export function live(core: ContainerCore): void {
+  if (core.wedged) throw core.wedged;
   if (core.closed) fail("ENODEV", "container is closed");
 }
 
-export function requireIommu(core: ContainerCore): ContainerDomain {
+/** SET_IOMMU done; the domain, when a group with an IOMMU is attached (a container of emulated groups only has none). */
+export function requireDriver(core: ContainerCore): ContainerDomain | undefined {
   live(core);
-  if (!core.iommu || !core.domain) fail("EINVAL", "no IOMMU driver is set on this container (setIommu first)");
+  if (!core.iommu) fail("EINVAL", "no IOMMU driver is set on this container (setIommu first)");
   return core.domain;
+}
+
+/** SET_IOMMU done and an IOMMU domain there: what stage 2, dirty bits and guest tables need. */
+export function requireIommu(core: ContainerCore): ContainerDomain {
+  const domain = requireDriver(core);
+  if (!domain) fail("EINVAL", "the container has no IOMMU domain: its groups are all emulated (mdevs)");
+  return domain;
+}
+
+/** The container's groups that have an IOMMU (not emulated), in the order they joined. */
+export function iommuGroups(core: ContainerCore): number[] {
+  return core.groupIds.filter((g) => !core.host.topology.isEmulated(g));
 }
 
 /** The smallest IOMMU page: the granule of MAP/UNMAP and of dirty bitmaps. */

@@ -28,6 +28,14 @@ export interface DataPlane {
   /** Invalidates the domain's IOTLB entries (every PASID) over [iova, last]. */
   flushRange(domCtx: number, iova: bigint, last: bigint): void;
   /**
+   * A vendor driver's pin (vfio_pin_pages' GUP): npage pages of the process
+   * from vaddr, each present and allowing `access`, else ERR_EFAULT with
+   * nothing pinned; their frames pinned and listed in out[at..].
+   */
+  pinPages(procCtx: number, vaddr: bigint, npage: number, access: number, out: BigUint64Array, at: number): number;
+  /** Drops one pin of each frame in hpas[from, from + count) (a frame is freed when nothing else holds it). */
+  unpinFrames(hpas: BigUint64Array, from: number, count: number): void;
+  /**
    * Maps [iova, last] → gpa.. in the guest stage-1 table of nested context
    * ctx, taking new tables from `pool` (GPAs, zeroed by the caller). When the
    * pool is short: ERR_ENOMEM and `needed` (nothing changed).
@@ -98,6 +106,25 @@ export class EnginePlane implements DataPlane {
     const bytes = BigInt.asUintN(64, e.wasm.ptGuestUnmap(ctx, iova, last, e.staging, cap));
     const n = Math.min(e.wasm.guestTablesReleased(), cap);
     return { bytes, released: [...new BigUint64Array(e.buffer, e.staging, n)], status: e.wasm.guestUnmapStatus() };
+  }
+
+  pinPages(procCtx: number, vaddr: bigint, npage: number, access: number, out: BigUint64Array, at: number): number {
+    const e = this.engine;
+    // A call pins at most VFIO_PIN_PAGES_MAX_ENTRIES (512) pages: the list fits the staging area.
+    if (npage * 8 > e.stagingSize) return abi.ERR_EINVAL;
+    const st = e.wasm.extPin(procCtx, vaddr, npage, access, e.staging);
+    if (st === abi.ST_OK) out.set(new BigUint64Array(e.buffer, e.staging, npage), at);
+    return st;
+  }
+
+  unpinFrames(hpas: BigUint64Array, from: number, count: number): void {
+    const e = this.engine;
+    const room = e.stagingSize / 8;
+    for (let done = 0; done < count; done += room) {
+      const n = Math.min(room, count - done);
+      new BigUint64Array(e.buffer, e.staging, n).set(hpas.subarray(from + done, from + done + n));
+      e.wasm.extUnpin(e.staging, n);
+    }
   }
 
   setDomainFlags(domCtx: number, flags: number): void { this.engine.wasm.contextSetFlags(domCtx, flags); }

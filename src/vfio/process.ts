@@ -122,6 +122,9 @@ export class Process {
     return out;
   }
 
+  /** @internal EFAULT unless every page of [vaddr, vaddr + len) is mapped (writable, for a write). */
+  checkAccess(vaddr: bigint, len: number, write: boolean): void { this.pages(vaddr, len, write); }
+
   read(vaddr: Address, len: number): Uint8Array {
     const n = toLength(len, "read length");
     // Every page is resolved before anything is allocated for the copy.

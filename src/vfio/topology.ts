@@ -144,6 +144,8 @@ export class Topology {
   private readonly members = new Map<number, HostDevice[]>();
   /** Groups VFIO holds (in a container): their devices' DMA is the container's, no host driver's. */
   private readonly claimed = new Set<number>();
+  /** Emulated groups (an mdev's): no device on the bus, no IOMMU, no reserved region. */
+  private readonly emulated = new Set<number>();
   /** @internal The host's DMA side (set by the host that owns this topology). */
   dmaOwners: Omit<DeviceOwners, "claimed"> = { dmaBusy: () => false, port: () => fail("ENODEV", "this host has no DMA API") };
 
@@ -203,6 +205,28 @@ export class Topology {
     return this.membersOf(group).every((d) => d.driver === "vfio-pci" || d.driver === null);
   }
 
+  /**
+   * @internal A new emulated IOMMU group for an mdev: the lowest free id, from
+   * the id space real groups use (vfio makes a group of its own for the
+   * device, type VFIO_EMULATED_IOMMU).
+   */
+  addEmulatedGroup(): number {
+    const id = this.lowestFreeGroup();
+    this.members.set(id, []);
+    this.emulated.add(id);
+    return id;
+  }
+
+  /** @internal The mdev is gone: its group's id is free again. */
+  removeEmulatedGroup(group: number): void {
+    if (!this.emulated.delete(group)) return;
+    this.members.delete(group);
+    this.claimed.delete(group);
+  }
+
+  /** Whether the group is an emulated one (an mdev's): type1 gives it no domain. */
+  isEmulated(group: number): boolean { return this.emulated.has(group); }
+
   /** Whether VFIO holds the group (it is in a container). */
   isClaimed(group: number): boolean { return this.claimed.has(group); }
   /** @internal VFIO takes (or gives back) a group's DMA ownership as it joins (leaves) a container. */
@@ -219,6 +243,8 @@ export class Topology {
   /** The group's list as the kernel builds it: hardware, platform and every device's regions, merged. */
   reservedRegions(group: number): ReservedRegion[] {
     const own = this.membersOf(group).flatMap((d) => d.reserved);
+    // No IOMMU behind an emulated group: no region reaches it.
+    if (this.emulated.has(group)) return [];
     return mergeRegions([...this.preset.hardwareReserved, ...this.platformReserved, ...own]);
   }
 
@@ -244,7 +270,7 @@ export class Topology {
    * No groups: the bare aperture.
    */
   iovaList(groups: readonly number[]): IovaRange[] {
-    return this.apertureMinusReserved(groups);
+    return this.apertureMinusReserved(groups.filter((g) => !this.emulated.has(g)));
   }
 
   /**

@@ -9,7 +9,8 @@ import * as abi from "../engine/abi.js";
 import { Process } from "./process.js";
 import { overlaps, subtractRanges } from "./reserved.js";
 import { allReservedHoles, withoutDoorbell } from "./attach.js";
-import { MAX_DIRTY_BITMAP_BYTES, minPageSize, requireIommu, live, type ContainerCore, type ContainerDomain } from "./core.js";
+import { MAX_DIRTY_BITMAP_BYTES, minPageSize, requireDriver, live, type ContainerCore, type ContainerDomain } from "./core.js";
+import type { ExternalPins } from "./external.js";
 import type { DmaMapping } from "./mappings.js";
 import type { DirtyTracking } from "./dirty.js";
 
@@ -33,12 +34,12 @@ export interface UnmapDirtyRequest { iova: Address; size: Address; dirtyBitmap: 
 export interface UnmapDirtyResult { size: bigint; bitmap: Uint8Array }
 
 export class Type1Mappings {
-  constructor(private readonly core: ContainerCore, private readonly dirty: () => DirtyTracking) {}
+  constructor(private readonly core: ContainerCore, private readonly dirty: () => DirtyTracking, private readonly external: ExternalPins) {}
 
   /** VFIO_IOMMU_MAP_DMA. Returns the IOVA (the one asked for, or the one picked). All or nothing. */
   map(given: MapDmaRequest): bigint {
     const core = this.core;
-    const domain = requireIommu(core);
+    const domain = requireDriver(core);
     const request = options(given, "mapDma request", ["vaddr", "iova", "size", "read", "write", "process"] as const) as MapDmaRequest;
     const size = toU64(request.size, "size");
     const vaddr = toU64(request.vaddr, "vaddr");
@@ -56,11 +57,18 @@ export class Type1Mappings {
     const last = iova + size - 1n;
     if (core.maps.overlaps(iova, last)) fail("EEXIST", `map: [${hex(iova)}, ${hex(last)}] overlaps an existing mapping`);
     if (core.maps.size >= core.host.dmaEntryLimit) fail("ENOSPC", `map: all ${core.host.dmaEntryLimit} DMA entries are in use`);
-    if (!core.iovas.some((r) => iova >= r.start && last <= r.end)) fail("EINVAL", `map: [${hex(iova)}, ${hex(last)}] is not inside one valid IOVA range`);
+    // With no IOMMU domain (emulated groups only) the list is empty and every IOVA is valid.
+    if (core.iovas.length > 0 && !core.iovas.some((r) => iova >= r.start && last <= r.end)) fail("EINVAL", `map: [${hex(iova)}, ${hex(last)}] is not inside one valid IOVA range`);
     const process = request.process ?? core.process;
     if (!process) fail("EINVAL", "map: no process to pin from (open the container with one, or pass process)");
     if (!isInstance(process, Process)) fail("EINVAL", `map: process must be a Process (host.createProcess()), got ${show(process)}`);
     if (process.exited) fail("EFAULT", "map: the process has exited; its memory cannot be pinned");
+    if (!domain) {
+      // Nothing to pin into: the range is only recorded (vaddr unchecked, nothing
+      // counted); a vendor pins its pages later, an IOMMU group's attach replays it.
+      core.maps.insert({ iova, last, vaddr, process, read, write });
+      return iova;
+    }
     if (process.lockedBytes + size > process.memlockLimit) {
       fail("ENOMEM", `map: pinning ${hex(size)} bytes would exceed the locked-memory limit (${hex(process.memlockLimit)})`);
     }
@@ -81,7 +89,7 @@ export class Type1Mappings {
    * report, read (and cleared) before anything is unmapped, so none is lost.
    */
   unmap(given: UnmapDmaRequest | UnmapDirtyRequest): bigint | UnmapDirtyResult {
-    const domain = requireIommu(this.core);
+    const domain = requireDriver(this.core);
     if (given === undefined) fail("EINVAL", "unmap: give { iova, size } or { all: true }");
     const request = options(given, "unmapDma request", ["iova", "size", "all", "dirtyBitmap"] as const) as { iova?: Address; size?: Address; all?: unknown; dirtyBitmap?: unknown };
     const wantDirty = request.dirtyBitmap !== undefined;
@@ -113,10 +121,35 @@ export class Type1Mappings {
       this.checkNoBisect(first, last, "unmap");
     }
     // Read before any mapping goes: a page written up to this call is in the bitmap.
-    const bitmap = wantDirty ? this.dirty().mappedDirty(domain, first, last) : undefined;
-    let bytes = 0n;
-    for (const m of this.core.maps.inside(first, last)) bytes += this.remove(domain, m);
+    const bitmap = wantDirty && domain ? this.dirty().mappedDirty(domain, first, last) : undefined;
+    const bytes = this.removeRange(first, last, request.all !== undefined);
     return bitmap ? { size: bytes, bitmap } : bytes;
+  }
+
+  /**
+   * vfio_dma_do_unmap's walk, lowest IOVA first: a mapping a vendor still
+   * holds pins in is not removed; every registered device is told to let go
+   * (its dma_unmap), and the walk starts again, bisect checks included, the
+   * bytes unmapped so far kept. The same mapping visited again and again
+   * wedges the container (ExternalPins.notify).
+   */
+  private removeRange(first: bigint, last: bigint, all: boolean): bigint {
+    let bytes = 0n;
+    let stuck: DmaMapping | undefined;
+    let round = 0;
+    again: for (;;) {
+      if (!all) this.checkNoBisect(first, last, "unmap");
+      for (const m of this.core.maps.inside(first, last)) {
+        if (this.external.count(m) > 0) {
+          round = m === stuck ? round + 1 : 0;
+          stuck = m;
+          this.external.notify(m, round);
+          continue again;
+        }
+        bytes += this.remove(this.core.domain, m);
+      }
+      return bytes;
+    }
   }
 
   /** The range may not cut a mapping: the one holding its first byte starts there, the one holding its last byte ends there. */
@@ -127,19 +160,70 @@ export class Type1Mappings {
     if (tail && tail.last !== last) fail("EINVAL", `${what}: [${hex(first)}, ${hex(last)}] would split the mapping at ${hex(tail.iova)}`);
   }
 
-  /** Unpins and unmaps one mapping; no device may use its range afterwards. Returns its size. */
-  remove(domain: ContainerDomain, m: DmaMapping): bigint {
+  /**
+   * Unpins and unmaps one mapping; no device may use its range afterwards.
+   * Pin records still there leak (ExternalPins.forget) and stay counted.
+   * Returns its size.
+   */
+  remove(domain: ContainerDomain | undefined, m: DmaMapping): bigint {
     const size = m.last - m.iova + 1n;
-    this.core.host.plane.unpinUnmap(domain.id, m.iova, m.last);
-    domain.invalidate({ iova: m.iova, npages: size / PAGE_SIZE });
-    m.process.lockedBytes -= size;
+    const leaked = BigInt(this.external.forget(m)) * PAGE_SIZE;
+    if (domain) {
+      this.core.host.plane.unpinUnmap(domain.id, m.iova, m.last);
+      domain.invalidate({ iova: m.iova, npages: size / PAGE_SIZE });
+      m.process.lockedBytes -= size - leaked;
+    }
     this.core.maps.remove(m);
     return size;
   }
 
-  /** Every mapping goes (the container lets go of its domain). */
-  removeAll(domain: ContainerDomain): void {
-    for (const m of [...this.core.maps.all()]) this.remove(domain, m);
+  /** Every mapping goes (the container lets go of its driver). */
+  removeAll(): void {
+    for (const m of [...this.core.maps.all()]) this.remove(this.core.domain, m);
+  }
+
+  /**
+   * The first IOMMU group joined a container that had none (vfio_iommu_replay):
+   * every mapping is pinned and mapped into the new domain; pages a vendor
+   * has pinned already are not counted again. All or nothing (EFAULT,
+   * ENOMEM, nothing pinned, nothing counted).
+   */
+  replay(domain: ContainerDomain): void {
+    const plane = this.core.host.plane;
+    const done: DmaMapping[] = [];
+    try {
+      for (const m of this.core.maps.all()) {
+        const size = m.last - m.iova + 1n;
+        // The pinned pages were counted when pinned; they move to MAP_DMA's count.
+        const more = size - BigInt(this.external.count(m)) * PAGE_SIZE;
+        if (m.process.exited) fail("EFAULT", `attach: the process that mapped ${hex(m.iova)} has exited`);
+        if (m.process.lockedBytes + more > m.process.memlockLimit) fail("ENOMEM", `attach: replaying [${hex(m.iova)}, ${hex(m.last)}] would exceed the locked-memory limit`);
+        const access = abi.ACCESS_READ | (m.write ? abi.ACCESS_WRITE : 0);
+        const prot = (m.read ? abi.PERM_R : 0) | (m.write ? abi.PERM_W : 0) | abi.PERM_U;
+        const st = plane.pinMap(m.process.pageTable.contextId, domain.id, m.vaddr, m.vaddr + size - 1n, m.iova, access, prot);
+        if (st === abi.ERR_EFAULT) fail("EFAULT", `attach: [${hex(m.vaddr)}, +${hex(size)}) is not mapped ${m.write ? "writable " : ""}in the process`);
+        if (st !== abi.ST_OK) fail("ENOMEM", `attach: the IOMMU page table could not map [${hex(m.iova)}, ${hex(m.last)}] (status ${st})`);
+        m.process.lockedBytes += more;
+        done.push(m);
+      }
+    } catch (e) {
+      this.unreplay(domain, done);
+      throw e;
+    }
+  }
+
+  /**
+   * The last IOMMU group left while emulated ones stay
+   * (vfio_iommu_unmap_unpin_reaccount): the mappings are unmapped and
+   * unpinned from the domain but kept; what stays counted is what vendors pin.
+   */
+  unreplay(domain: ContainerDomain, maps: readonly DmaMapping[] = this.core.maps.all()): void {
+    for (const m of maps) {
+      const size = m.last - m.iova + 1n;
+      this.core.host.plane.unpinUnmap(domain.id, m.iova, m.last);
+      domain.invalidate({ iova: m.iova, npages: size / PAGE_SIZE });
+      m.process.lockedBytes -= size - BigInt(this.external.count(m)) * PAGE_SIZE;
+    }
   }
 
   /**
@@ -152,7 +236,9 @@ export class Type1Mappings {
     let align = PAGE_SIZE;
     while (align < size && align < 1n << 62n) align <<= 1n;
     const taken = core.maps.all().map((m) => ({ start: m.iova, end: m.last }));
-    const space = core.allowed ? withoutDoorbell(core, subtractRanges(core.allowed, allReservedHoles(core))) : core.iovas;
+    // No domain (emulated groups only): no IOVA list, the aperture.
+    const valid = core.iovas.length > 0 ? core.iovas : [core.host.topology.preset.aperture];
+    const space = core.allowed ? withoutDoorbell(core, subtractRanges(core.allowed, allReservedHoles(core))) : valid;
     for (const hole of subtractRanges(space, taken)) {
       let at = (hole.start + align - 1n) & ~(align - 1n);
       if (at === 0n) at = align;

@@ -2,7 +2,9 @@
 // twin: devices, groups and reserved regions (the topology), processes,
 // containers, opened groups and MSI listeners. A host brings its own data
 // plane, RAM, PASID space, page tables, domains and DMA ports.
-import { fail } from "../errors.js";
+import { fail, type KernelWarning } from "../errors.js";
+import { MdevRegistry, type MdevSpec } from "../mdev/registry.js";
+import type { Mdev } from "../mdev/mdev.js";
 import { func, isInstance, options as checkOptions, show } from "../args.js";
 import type { DmaInterrupt } from "../dma.js";
 import type { DomainFlags, PageTableOptions } from "../format.js";
@@ -35,7 +37,9 @@ export abstract class VfioHost<Port> {
   protected abstract readonly plane: DataPlane;
   protected readonly topology: Topology;
   private readonly settings: VfioSettings;
-  private readonly openGroups = new Set<number>();
+  private readonly openGroups = new Map<number, VfioGroup<Port>>();
+  private readonly mdevList: MdevRegistry;
+  private readonly warningLog: KernelWarning[] = [];
   private readonly listeners = new Set<(interrupt: Interrupt) => void>();
   /** Page tables and domains this host made: the only ones a domain may be built over. */
   private readonly made = new WeakSet<object>();
@@ -46,6 +50,13 @@ export abstract class VfioHost<Port> {
   protected constructor(settings: VfioSettings) {
     this.settings = settings;
     this.topology = settings.topology;
+    this.mdevList = new MdevRegistry(this.topology, {
+      openContainer: (g) => {
+        const c = this.openGroups.get(g)?.container;
+        return c?.iommuType !== undefined ? c : undefined;
+      },
+      groupOpen: (g) => this.openGroups.has(g),
+    });
     this.topology.dmaOwners = {
       dmaBusy: (group) => this.hostDmaRef?.busy(group) ?? false,
       port: (device) => this.hostDma.port(device) as never,
@@ -137,6 +148,8 @@ export abstract class VfioHost<Port> {
       stage2: stage2Options(this.topology.preset),
       createDomain: (o) => this.createDomain(o),
       pasids: this.pasids,
+      emulatedDevices: (g) => this.mdevList.ofGroup(g),
+      warn: (w) => { this.warningLog.push(w); },
     }, options.process, options.pasidQuota);
   }
 
@@ -144,10 +157,26 @@ export abstract class VfioHost<Port> {
   openGroup(group: number): VfioGroup<Port> {
     this.topology.devicesOf(group);
     if (this.openGroups.has(group)) fail("EBUSY", `group ${group} is already open`);
-    this.openGroups.add(group);
-    return new VfioGroup((domainId, sourceId, raise, pasidTable) => this.makePort(domainId, sourceId, raise, pasidTable),
+    const opened = new VfioGroup((domainId, sourceId, raise, pasidTable) => this.makePort(domainId, sourceId, raise, pasidTable),
       this.topology, group, (irq) => this.raise(irq), () => this.openGroups.delete(group));
+    this.openGroups.set(group, opened);
+    return opened;
   }
+
+  // ---- mediated devices
+
+  /**
+   * Makes a mediated device on `parent`, a device its vendor driver drives
+   * (driver 'host'; ENODEV otherwise), with an emulated IOMMU group of its
+   * own (mdev.group). EEXIST for a UUID in use.
+   */
+  createMdev(spec: MdevSpec): Mdev { return this.mdevList.create(spec); }
+
+  /** The mediated devices, oldest first. */
+  mdevs(): Mdev[] { return this.mdevList.all(); }
+
+  /** The kernel WARNs the model met and carried on after, oldest first (unpin past a mapping, pins leaked, a callback that threw). */
+  get warnings(): readonly KernelWarning[] { return [...this.warningLog]; }
 
   /** Calls cb for every MSI a device raises (a write to its doorbell); returns a function that stops it. */
   onInterrupt(cb: (interrupt: Interrupt) => void): () => void {

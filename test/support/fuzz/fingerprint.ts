@@ -75,6 +75,14 @@ export function facadeState(w: HostWorld): FacadeState {
     put(`container ${i} PASIDs`, () => c.pasid.held());
     put(`container ${i} dirty tracking`, () => c.dirty.tracking);
     put(`container ${i} doorbell`, () => c.msiDoorbellIova);
+    put(`container ${i} vendor pins`, () => c.mappings().flatMap((m) => {
+      const pins: string[] = [];
+      for (let a = m.iova; a <= m.last && a - m.iova < 64n * 0x1000n; a += 0x1000n) {
+        const r = c.external.pinned(a);
+        if (r) pins.push(`${a}:${r.hpa}x${r.refs}`);
+      }
+      return pins;
+    }));
   });
   w.processes.forEach((p, i) => {
     put(`process ${i} locked`, () => p.lockedBytes);

@@ -22,10 +22,12 @@ export const INTERNAL: Readonly<Record<string, readonly string[]>> = {
   Domain: ["liveId"],
   VfioGroup: ["domainId", "msiWindowStart"],
   VfioDevice: ["pasidTable"],
-  Container: ["attachGroup", "detachGroup", "bindStage1", "unbindStage1"],
+  Container: ["attachGroup", "detachGroup", "bindStage1", "unbindStage1", "external"],
+  Mdev: ["dmaUnmap"],
+  Process: ["checkAccess"],
   ContainerPasids: ["beforeFree", "release"],
   PasidSpace: ["open"],
-  Topology: ["claim"],
+  Topology: ["claim", "addEmulatedGroup", "removeEmulatedGroup"],
 };
 
 export type MemberKind = "method" | "getter" | "setter";

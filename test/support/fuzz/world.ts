@@ -7,6 +7,7 @@
 //              group 1: 04:00.0 → nesting container c2 (a guest table bound to a PASID)
 //              group 2: 05:00.0, 05:00.1 → open, in no container (their DMA is blocked)
 //              group 3: 06:00.0 on a host driver, never opened (openGroup's fresh group)
+//              group 4: an mdev on 06:00.0 → type1v2 container c4 (no IOMMU domain, a page pinned)
 //   tables     x86-64 4 and 5 levels, vtd-sl, arm64 stage 1 and stage 2, each mapping one scratch page
 //   domains    a plain x86-64 domain; a stage 2 (the arch's format); a nested domain over it
 //   processes  vmm (c1's guest RAM and a spare area), vmm2 (c2's guest RAM)
@@ -24,6 +25,8 @@ const GUEST_POOL_END = 32n * PAGE;
 export const GUEST_DATA = 48n * PAGE;
 /** The GVA the nesting guest maps onto GUEST_DATA. */
 export const GVA = 0x7f0000000000n;
+/** Where the mdev's container maps vmm's spare area. */
+const MDEV_IOVA = 0x2000000n;
 
 /** Where valid arguments for an object point: an address it maps and how many pages from it are fair game. */
 export interface Hint {
@@ -200,6 +203,17 @@ export async function buildHostWorld(arch: Arch): Promise<HostWorld> {
   dmaApi.mapPage(scratch, PAGE, "bidirectional");
   add("DmaApi", "host DMA API", dmaApi, { base: scratch, pages: 16 });
   add("DmaPort", "host-driver device.dma", host.device(bdfs[4]).dma, { base: 0xfffff000n, pages: 1, dma: {} });
+  // An mdev on that device, its emulated group in a container of its own (no IOMMU domain) over vmm's spare area, one page pinned.
+  const mdev = host.createMdev({ parent: bdfs[4] });
+  const c4 = host.openContainer({ process: vmm });
+  host.openGroup(mdev.group).setContainer(c4);
+  c4.setIommu("type1v2");
+  c4.mapDma({ vaddr: spareVaddr, iova: MDEV_IOVA, size: 16n * PAGE, ...rw });
+  mdev.onDmaUnmap((iova, size) => { mdev.unpinPages(iova, Number(size / PAGE)); });
+  mdev.pinPages(MDEV_IOVA, 1);
+  world.containers.push(c4);
+  add("Mdev", "mdev", mdev, { base: MDEV_IOVA, pages: 16 });
+  add("Container", "container of an mdev", c4, { base: MDEV_IOVA, pages: 16 });
   add("ContainerPasids", "type1v2 c.pasid", c1.pasid, { pasid });
   add("ContainerPasids", "nesting c.pasid", c2.pasid, { pasid });
   add("PasidTable", "device PASID table", pasidTable, { pasid: 5 });

@@ -1,0 +1,140 @@
+// A mediated device (an mdev, e.g. a vGPU): a virtual device its vendor
+// driver makes on a parent device it keeps driving (i915 on the GPU). VFIO
+// gives it an emulated IOMMU group of its own; a VMM opens that group and
+// puts it in a container like any other, and the container then has no
+// IOMMU domain for it. The vendor driver reaches guest memory through the
+// container instead: it pins pages (vfio_pin_pages), copies through the
+// VMM's page tables (vfio_dma_rw), and lets go when told (its dma_unmap op).
+// This class is that vendor-side API (docs/mediated-devices.md A1–A7).
+import { toU64, type Address } from "../addr.js";
+import { bool, bytes as checkBytes, func, integer, options, show } from "../args.js";
+import { fail } from "../errors.js";
+import type { Container } from "../vfio/container.js";
+import { PIN_PAGES_MAX, pinRange } from "../vfio/external.js";
+
+/** What an mdev asks of its host. */
+export interface MdevHost {
+  /** The container the group is in while the mdev's device is open (its group open, in a container with an IOMMU driver). */
+  openContainer(group: number): Container | undefined;
+  /** Whether the group is open (/dev/vfio/N held). */
+  groupOpen(group: number): boolean;
+  /** The mdev goes: its group's id is free again. */
+  remove(mdev: Mdev): void;
+}
+
+export interface PinOptions {
+  /** Default true. */
+  read?: boolean;
+  /** Default false. */
+  write?: boolean;
+}
+
+export type DmaUnmapCallback = (iova: bigint, size: bigint) => void;
+
+export class Mdev {
+  private unmapOp: DmaUnmapCallback | undefined;
+  private gone = false;
+
+  /** @internal */
+  constructor(private readonly host: MdevHost, readonly uuid: string, readonly parent: string, readonly group: number) {}
+
+  /** @internal The vendor driver's dma_unmap op, as type1 calls it. */
+  get dmaUnmap(): DmaUnmapCallback | undefined { return this.unmapOp; }
+
+  /**
+   * Registers the vendor driver's dma_unmap op: called (iova, size) for each
+   * mapping the VMM unmaps while pages of it are pinned, before the unmap
+   * returns; the driver unpins inside it (re-entrant calls work). One per
+   * mdev (EEXIST); returns a function that removes it.
+   */
+  onDmaUnmap(cb: DmaUnmapCallback): () => void {
+    this.live();
+    const op = func<DmaUnmapCallback>(cb, "onDmaUnmap callback");
+    if (this.unmapOp) fail("EEXIST", `mdev ${this.uuid} already has a dma_unmap callback`);
+    this.unmapOp = op;
+    return () => { if (this.unmapOp === op) this.unmapOp = undefined; };
+  }
+
+  /**
+   * vfio_pin_pages: pins npage pages from iova (page aligned) and returns
+   * their HPAs. EINVAL for npage 0, a device not open or no dma_unmap
+   * callback; E2BIG above 512 pages; EOVERFLOW past 2^64; then page by page
+   * EINVAL (no mapping), EPERM (the mapping lacks a requested permission),
+   * ENODEV (its process exited), EFAULT (not mapped in the process), ENOMEM
+   * (memlock, when the container has no IOMMU domain). All or nothing;
+   * pins are counted per IOVA page and shared by the container's mdevs.
+   */
+  pinPages(iova: Address, npage: number, opts?: PinOptions): BigUint64Array {
+    const n = pageCount(npage, "pin");
+    const o = options(opts, "pin options", ["read", "write"] as const);
+    const prot = { read: bool(o.read, "pin read", true), write: bool(o.write, "pin write", false) };
+    const c = this.openContainer("pin");
+    if (!this.unmapOp) fail("EINVAL", `pin: mdev ${this.uuid} has no dma_unmap callback (onDmaUnmap)`);
+    return c.external.pin(pinRange(iova, n, "pin"), n, prot);
+  }
+
+  /**
+   * vfio_unpin_pages: one pin less on each page of [iova, +npage pages). A
+   * page with no pin is skipped; a page in no mapping ends the call (a
+   * kernel WARN in host.warnings). Returns the pages processed. The
+   * kernel's checks (device open, a dma_unmap callback, npage 1..512, no
+   * wrap) refuse with nothing changed.
+   */
+  unpinPages(iova: Address, npage: number): number {
+    const n = pageCount(npage, "unpin");
+    const c = this.openContainer("unpin");
+    if (!this.unmapOp) fail("EINVAL", `unpin: mdev ${this.uuid} has no dma_unmap callback (onDmaUnmap)`);
+    if (n > PIN_PAGES_MAX) fail("EINVAL", `unpin: ${n} pages is more than ${PIN_PAGES_MAX}`);
+    return c.external.unpin(pinRange(iova, n, "unpin"), n);
+  }
+
+  /**
+   * vfio_dma_rw: reads `length` bytes (write: false) or writes `bytes`
+   * (write: true) of container memory by IOVA, through the VMM's page
+   * tables, pinning nothing; it may cross mappings. EINVAL where no mapping
+   * is, EPERM where the mapping does not allow it (any access needs read),
+   * EFAULT where the process has no page. A refused call moves nothing.
+   */
+  dmaRw(iova: Address, length: number, opts: { write: false }): Uint8Array;
+  dmaRw(iova: Address, bytes: Uint8Array, opts: { write: true }): number;
+  dmaRw(iova: Address, data: number | Uint8Array, opts: { write: boolean }): Uint8Array | number {
+    if (opts === undefined) fail("EINVAL", "dma_rw: say { write: true } or { write: false }");
+    const write = bool(options(opts, "dma_rw options", ["write"] as const).write, "dma_rw write", false);
+    const first = toU64(iova, "iova");
+    const buf = write ? checkBytes(data, "dma_rw bytes") : new Uint8Array(integer(data, "dma_rw length", 0, 2 ** 31));
+    if (buf.length === 0) fail("EINVAL", "dma_rw: nothing to copy");
+    const c = this.openContainer("dma_rw");
+    if (first + BigInt(buf.length) - 1n > (1n << 64n) - 1n) fail("EOVERFLOW", "dma_rw: the range wraps past 2^64");
+    c.external.rw(first, buf, write);
+    return write ? buf.length : buf;
+  }
+
+  /** mdev remove (the sysfs "remove" file): EBUSY while its group is open. */
+  remove(): void {
+    if (this.gone) return;
+    if (this.host.groupOpen(this.group)) fail("EBUSY", `mdev ${this.uuid}: its group ${this.group} is open`);
+    this.gone = true;
+    this.unmapOp = undefined;
+    this.host.remove(this);
+  }
+
+  get removed(): boolean { return this.gone; }
+
+  private live(): void {
+    if (this.gone) fail("ENODEV", `mdev ${this.uuid} was removed`);
+  }
+
+  /** The container, once the device is open there; EINVAL before (the kernel's WARN on a device not open). */
+  private openContainer(what: string): Container {
+    this.live();
+    const c = this.host.openContainer(this.group);
+    if (!c) fail("EINVAL", `${what}: mdev ${this.uuid} is not open (its group ${this.group} is in no container with an IOMMU driver)`);
+    return c;
+  }
+}
+
+/** npage as the kernel takes it: an integer, not 0 (negative is EINVAL too, v6.18). */
+function pageCount(npage: number, what: string): number {
+  if (typeof npage !== "number" || !Number.isSafeInteger(npage) || npage <= 0) fail("EINVAL", `${what}: npage must be a positive integer, got ${show(npage)}`);
+  return npage;
+}
