@@ -138,6 +138,7 @@ const rules: (() => Target | undefined)[] = [
     };
   },
   () => { const c = by("dma-map-page"); return c && { target: "dma-map-page ≥ 5× twin", value: formatSpeedup(c.speedup), ok: c.speedup >= 5 }; },
+  () => { const c = by("mdev-pin-512"); return c && { target: "mdev-pin-512 ≥ 5× twin", value: formatSpeedup(c.speedup), ok: c.speedup >= 5 }; },
   () => { const c = by("vfio-map-unmap"); return c && { target: "vfio-map-unmap ≥ 5× twin", value: formatSpeedup(c.speedup), ok: c.speedup >= 5 }; },
   () => { const c = by("pasid-lookup"); return c && { target: "pasid-lookup ≥ 3× twin (Map)", value: formatSpeedup(c.speedup), ok: c.speedup >= 3 }; },
   // Both per PASID: the range free of [0, 0xFFFFFFFF] against freeing the same 1000 one call each.

@@ -255,6 +255,30 @@ describe("vfio_unpin_pages", () => {
   });
 });
 
+describe("pin records under churn", () => {
+  it("stay exact when the table drops the dead ones (thousands of pin/unpin cycles over many pages)", async () => {
+    const r = await rig();
+    const big = r.p.mmap(0x80_0000n);
+    r.c.mapDma({ vaddr: big, iova: 0x100_0000n, size: 0x80_0000n, read: true, write: true });
+    const [kept] = r.mdev.pinPages(IOVA, 1);
+    r.mdev.pinPages(IOVA, 1);
+    for (let round = 0; round < 3; round++) {
+      for (let page = 0n; page < 2048n; page += 8n) {
+        const hpas = r.mdev.pinPages(0x100_0000n + page * PAGE, 8);
+        expect(hpas[3]).toBe(r.c.external.pinned(0x100_0000n + (page + 3n) * PAGE)!.hpa);
+        expect(r.mdev.unpinPages(0x100_0000n + page * PAGE, 8)).toBe(8);
+      }
+    }
+    expect(r.c.external.total).toBe(1);
+    expect(r.c.external.pinned(IOVA)).toEqual({ hpa: kept, refs: 2 });
+    expect(r.p.lockedBytes).toBe(PAGE);
+    r.mdev.unpinPages(IOVA, 1);
+    r.mdev.unpinPages(IOVA, 1);
+    expect(r.c.external.total).toBe(0);
+    expect(framePins(r.h, kept)).toBe(0);
+  });
+});
+
 describe("vfio_dma_rw", () => {
   it("reads and writes through the process page tables, across mappings, pinning nothing", async () => {
     const r = await rig();

@@ -107,8 +107,8 @@ export class NaivePlane implements DataPlane {
     return abi.ST_OK;
   }
 
-  unpinFrames(hpas: BigUint64Array, from: number, count: number): void {
-    for (let i = from; i < from + count; i++) this.pins.unpin(hpas[i]);
+  unpinFrames(frames: readonly number[]): void {
+    for (const f of frames) this.pins.unpin(BigInt(f) << 12n);
   }
 
   setDomainFlags(domCtx: number, flags: number): void { this.core.contexts.setFlags(domCtx, flags); }

@@ -12,6 +12,7 @@ import { fail, KernelBug } from "../errors.js";
 import * as abi from "../engine/abi.js";
 import { live, type ContainerCore } from "./core.js";
 import type { DmaMapping } from "./mappings.js";
+import { MAX_REFS, PinRecords } from "./pinrecords.js";
 
 /** VFIO_PIN_PAGES_MAX_ENTRIES: PAGE_SIZE / sizeof(unsigned long). */
 export const PIN_PAGES_MAX = 512;
@@ -19,16 +20,14 @@ export const PIN_PAGES_MAX = 512;
 /** type1's retry limit: a mapping whose pins survive this many rounds of callbacks is a BUG. */
 const UNMAP_RETRIES = 10;
 
-interface PinRecord { hpa: bigint; refs: number }
-
-/** One step of a pin call, undone in reverse if a later page fails. */
-type Taken = { page: number; mapping: DmaMapping; fresh: boolean };
+/** What a pin call took, undone in reverse if a later page fails: references, and runs of new records. */
+interface Taken { refs: number[]; runs: { m: DmaMapping; page: number; n: number }[] }
 
 export interface PinProtection { read: boolean; write: boolean }
 
 export class ExternalPins {
-  /** IOVA page number (below 2^52, exact as a number) → its pin record. */
-  private readonly records = new Map<number, PinRecord>();
+  /** By IOVA page number (below 2^52, exact as a number). */
+  private readonly records = new PinRecords();
   /** Records per mapping: the unmap walk notifies for a mapping that has any. */
   private readonly perMapping = new Map<DmaMapping, number>();
   /** Set while dma_unmap callbacks run: an unmap that must notify again would take the device-list lock twice. */
@@ -44,8 +43,8 @@ export class ExternalPins {
 
   /** The HPA a record pins for the IOVA page, if the page is pinned. */
   pinned(iova: bigint): { hpa: bigint; refs: number } | undefined {
-    const r = this.records.get(Number(iova >> 12n));
-    return r && { hpa: r.hpa, refs: r.refs };
+    const page = Number(iova >> 12n), refs = this.records.refsOf(page);
+    return refs === 0 ? undefined : { hpa: BigInt(this.records.frameOf(page)) << 12n, refs };
   }
 
   /**
@@ -59,7 +58,7 @@ export class ExternalPins {
   pin(first: bigint, npage: number, prot: PinProtection): BigUint64Array {
     live(this.core);
     const out = new BigUint64Array(npage);
-    const taken: Taken[] = [];
+    const taken: Taken = { refs: [], runs: [] };
     try {
       let i = 0;
       while (i < npage) {
@@ -72,74 +71,78 @@ export class ExternalPins {
         i = end;
       }
     } catch (e) {
-      this.undo(taken, out);
+      this.undo(taken);
       throw e;
     }
     return out;
   }
 
   /** Pages [i, end) of one mapping: references on records, new records for runs of unpinned pages. */
-  private pinIn(m: DmaMapping, first: bigint, i: number, end: number, out: BigUint64Array, taken: Taken[]): void {
+  private pinIn(m: DmaMapping, first: bigint, i: number, end: number, out: BigUint64Array, taken: Taken): void {
     const base = Number(first >> 12n);
+    // HPAs of pages pinned already go out as two 32-bit halves (no BigInt made).
+    const halves = new Uint32Array(out.buffer, out.byteOffset, out.length * 2);
     let j = i;
     while (j < end) {
-      const rec = this.records.get(base + j);
-      if (rec) {
-        rec.refs++;
-        out[j] = rec.hpa;
-        taken.push({ page: base + j, mapping: m, fresh: false });
+      const refs = this.records.refsOf(base + j);
+      if (refs !== 0) {
+        if (refs === MAX_REFS) fail("ENOMEM", `pin: page ${hex(first + BigInt(j) * PAGE_SIZE)} is pinned 2^32 - 1 times`);
+        this.records.ref(base + j);
+        const frame = this.records.frameOf(base + j);
+        halves[2 * j] = (frame % 2 ** 20) * 4096;
+        halves[2 * j + 1] = Math.floor(frame / 2 ** 20);
+        taken.refs.push(base + j);
         j++;
         continue;
       }
       let k = j + 1;
-      while (k < end && !this.records.has(base + k)) k++;
+      while (k < end && this.records.refsOf(base + k) === 0) k++;
       // Only a container with no IOMMU domain counts external pins (MAP_DMA counted the rest).
       const counted = this.core.domain === undefined;
       const budget = counted ? Math.max(0, Number((m.process.memlockLimit - m.process.lockedBytes) / PAGE_SIZE)) : Infinity;
       // Per page the kernel pins first (EFAULT), then counts (ENOMEM): the page
       // past the budget is pinned too, so a hole there still says EFAULT.
       const over = k - j > budget;
-      this.pinRun(m, first + BigInt(j) * PAGE_SIZE, j, over ? budget + 1 : k - j, out, taken, counted);
+      this.pinRun(m, base + j, j, over ? budget + 1 : k - j, out, halves, taken);
       if (over) fail("ENOMEM", `pin: ${hex(first + BigInt(j + budget) * PAGE_SIZE)} would exceed the locked-memory limit (${hex(m.process.memlockLimit)})`);
       j = k;
     }
   }
 
-  private pinRun(m: DmaMapping, iova: bigint, at: number, n: number, out: BigUint64Array, taken: Taken[], counted: boolean): void {
+  private pinRun(m: DmaMapping, page: number, at: number, n: number, out: BigUint64Array, halves: Uint32Array, taken: Taken): void {
     if (m.process.exited) fail("ENODEV", `pin: the process that mapped ${hex(m.iova)} has exited`);
+    const iova = BigInt(page) << 12n;
     const access = abi.ACCESS_READ | (m.write ? abi.ACCESS_WRITE : 0);
     const st = this.core.host.plane.pinPages(m.process.pageTable.contextId, m.vaddr + (iova - m.iova), n, access, out, at);
     if (st !== abi.ST_OK) fail("EFAULT", `pin: [${hex(iova)}, +${n} pages) is not mapped ${m.write ? "writable " : ""}in the process`);
-    const page = Number(iova >> 12n);
     for (let k = 0; k < n; k++) {
-      this.records.set(page + k, { hpa: out[at + k], refs: 1 });
-      taken.push({ page: page + k, mapping: m, fresh: true });
+      const frame = halves[2 * (at + k)] / 4096 + halves[2 * (at + k) + 1] * 2 ** 20;
+      this.records.add(page + k, frame);
     }
+    taken.runs.push({ m, page, n });
     this.perMapping.set(m, this.count(m) + n);
-    if (counted) m.process.lockedBytes += BigInt(n) * PAGE_SIZE;
+    if (this.core.domain === undefined) m.process.lockedBytes += BigInt(n) * PAGE_SIZE;
   }
 
-  private undo(taken: readonly Taken[], out: BigUint64Array): void {
-    const frames: bigint[] = [];
-    for (let t = taken.length - 1; t >= 0; t--) {
-      const { page, mapping, fresh } = taken[t];
-      const rec = this.records.get(page)!;
-      if (!fresh) { rec.refs--; continue; }
-      this.drop(page, mapping, rec);
-      frames.push(rec.hpa);
+  private undo(taken: Taken): void {
+    for (const page of taken.refs) this.records.unref(page);
+    const frames: number[] = [];
+    for (const { m, page, n } of taken.runs) {
+      for (let k = 0; k < n; k++) {
+        frames.push(this.records.frameOf(page + k));
+        this.records.unref(page + k);
+      }
+      this.uncount(m, n);
     }
-    if (frames.length > 0) this.core.host.plane.unpinFrames(BigUint64Array.from(frames), 0, frames.length);
-    out.fill(0n);
+    if (frames.length > 0) this.core.host.plane.unpinFrames(frames);
   }
 
-  /** Removes a record (its frame is the caller's to unpin) and un-counts it where it was counted. */
-  private drop(page: number, m: DmaMapping, rec: PinRecord): void {
-    this.records.delete(page);
-    const left = this.count(m) - 1;
+  /** n records of m went; they are un-counted where they were counted. */
+  private uncount(m: DmaMapping, n: number): void {
+    const left = this.count(m) - n;
     if (left === 0) this.perMapping.delete(m);
     else this.perMapping.set(m, left);
-    if (this.core.domain === undefined) m.process.lockedBytes -= PAGE_SIZE;
-    rec.refs = 0;
+    if (this.core.domain === undefined) m.process.lockedBytes -= BigInt(n) * PAGE_SIZE;
   }
 
   /**
@@ -150,23 +153,28 @@ export class ExternalPins {
    */
   unpin(first: bigint, npage: number): number {
     live(this.core);
-    const frames: bigint[] = [];
+    const frames: number[] = [];
+    const base = Number(first >> 12n);
     let i = 0;
-    for (; i < npage; i++) {
+    while (i < npage) {
       const iova = first + BigInt(i) * PAGE_SIZE;
       const m = this.core.maps.containing(iova);
       if (!m) {
         this.core.host.warn({ where: "vfio_iommu_type1_unpin_pages", reason: `${hex(iova)} is in no DMA mapping: ${i} of ${npage} pages processed` });
         break;
       }
-      const page = Number(iova >> 12n);
-      const rec = this.records.get(page);
-      if (!rec) continue;
-      if (--rec.refs > 0) continue;
-      this.drop(page, m, rec);
-      frames.push(rec.hpa);
+      const end = Math.min(npage, i + Number((m.last - iova + 1n) / PAGE_SIZE));
+      let released = 0;
+      for (; i < end; i++) {
+        if (this.records.refsOf(base + i) === 0) continue;
+        const frame = this.records.frameOf(base + i);
+        if (this.records.unref(base + i) !== 0) continue;
+        frames.push(frame);
+        released++;
+      }
+      if (released > 0) this.uncount(m, released);
     }
-    if (frames.length > 0) this.core.host.plane.unpinFrames(BigUint64Array.from(frames), 0, frames.length);
+    if (frames.length > 0) this.core.host.plane.unpinFrames(frames);
     return i;
   }
 
@@ -246,8 +254,7 @@ export class ExternalPins {
     const n = this.count(m);
     if (n === 0) return 0;
     this.core.host.warn({ where: "vfio_remove_dma", reason: `${n} pinned pages of [${hex(m.iova)}, ${hex(m.last)}] leak: the mapping goes while a vendor holds them` });
-    const first = Number(m.iova >> 12n), last = Number(m.last >> 12n);
-    for (const page of [...this.records.keys()]) if (page >= first && page <= last) this.records.delete(page);
+    this.records.dropRange(Number(m.iova >> 12n), Number(m.last >> 12n));
     this.perMapping.delete(m);
     return n;
   }

@@ -33,8 +33,8 @@ export interface DataPlane {
    * nothing pinned; their frames pinned and listed in out[at..].
    */
   pinPages(procCtx: number, vaddr: bigint, npage: number, access: number, out: BigUint64Array, at: number): number;
-  /** Drops one pin of each frame in hpas[from, from + count) (a frame is freed when nothing else holds it). */
-  unpinFrames(hpas: BigUint64Array, from: number, count: number): void;
+  /** Drops one pin of each frame (frame numbers: HPA / 4 KiB); a frame is freed when nothing else holds it. */
+  unpinFrames(frames: readonly number[]): void;
   /**
    * Maps [iova, last] → gpa.. in the guest stage-1 table of nested context
    * ctx, taking new tables from `pool` (GPAs, zeroed by the caller). When the
@@ -117,12 +117,18 @@ export class EnginePlane implements DataPlane {
     return st;
   }
 
-  unpinFrames(hpas: BigUint64Array, from: number, count: number): void {
+  unpinFrames(frames: readonly number[]): void {
     const e = this.engine;
     const room = e.stagingSize / 8;
-    for (let done = 0; done < count; done += room) {
-      const n = Math.min(room, count - done);
-      new BigUint64Array(e.buffer, e.staging, n).set(hpas.subarray(from + done, from + done + n));
+    // Each HPA as two 32-bit halves (no BigInt made).
+    const halves = new Uint32Array(e.buffer, e.staging, room * 2);
+    for (let done = 0; done < frames.length; done += room) {
+      const n = Math.min(room, frames.length - done);
+      for (let i = 0; i < n; i++) {
+        const f = frames[done + i];
+        halves[2 * i] = (f % 2 ** 20) * 4096;
+        halves[2 * i + 1] = Math.floor(f / 2 ** 20);
+      }
       e.wasm.extUnpin(e.staging, n);
     }
   }
