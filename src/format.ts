@@ -15,22 +15,30 @@ export { PAGE_4K, PAGE_2M, PAGE_1G } from "./fmt/descriptor.js";
 export interface PageTableOptions {
   /**
    * Default "x86-64" (IA-32e, VT-d first level). "arm64" is VMSAv8-64 with the
-   * 4 KiB granule, stage 1 (TTBR0 region) or stage 2; "vtd-sl" is VT-d second level.
+   * 4 KiB granule, stage 1 (TTBR0 region) or stage 2; "vtd-sl" is VT-d second
+   * level; "ggtt" is an Intel GPU global GTT (one level of `entries` 4 KiB
+   * pages, 39-bit output).
    */
   format?: FormatName;
-  /** x86-64: 4 (48-bit input) or 5 (57-bit). vtd-sl: 3, 4 or 5 (39/48/57-bit). Default 4. Arm derives it from inputBits. */
-  levels?: 3 | 4 | 5;
-  /** arm64: input-address size, 64 - T0SZ (25..48). vtd-sl: 39, 48 or 57. Default 48. */
+  /** x86-64: 4 (48-bit input) or 5 (57-bit). vtd-sl: 3, 4 or 5 (39/48/57-bit). Default 4. Arm derives it from inputBits; ggtt has 1. */
+  levels?: 1 | 3 | 4 | 5;
+  /** arm64: input-address size, 64 - T0SZ (25..48). vtd-sl: 39, 48 or 57. Default 48. ggtt: 12 + log2(entries), another way to give its size. */
   inputBits?: number;
+  /**
+   * ggtt: the number of entries, a power of two from 512 to 2^20 (a 2 MiB to
+   * 4 GiB graphics memory space); required unless inputBits is given. The
+   * table is a contiguous array of entries × 8 bytes at the root.
+   */
+  entries?: number;
   /** arm64: translation stage, 1 (default) or 2. vtd-sl is a second stage (2 or left out); x86-64 takes none. */
   stage?: 1 | 2;
-  /** Physical-address width (x86 MAXPHYADDR / VT-d HAW, Arm IPS). Default 52 (x86), 48 (arm64). */
+  /** Physical-address width (x86 MAXPHYADDR / VT-d HAW, Arm IPS). Default 52 (x86), 48 (arm64); ggtt: 39 only. */
   physAddrWidth?: number;
-  /** Leaf sizes the builder may use. Default 4 KiB, 2 MiB and 1 GiB. */
+  /** Leaf sizes the builder may use. Default 4 KiB, 2 MiB and 1 GiB (ggtt: 4 KiB only). */
   pageSizes?: readonly (bigint | number)[];
   /** x86: XD (bit 63) forbids fetch; without NX it is a reserved bit. Default true. */
   nx?: boolean;
-  /** An existing root table (4 KiB aligned, in RAM); default: a new zeroed frame owned by the table. */
+  /** An existing root table (4 KiB aligned, in RAM, all its rootFrames); default: new zeroed frames owned by the table. */
   root?: bigint | number;
 }
 
@@ -63,6 +71,8 @@ export interface ResolvedFormat {
   /** The inclusive input ranges a mapping may lie in (one of them, wholly). */
   inputRanges: [bigint, bigint][];
   defaultAccessedDirty: boolean;
+  /** The frames the root table spans, contiguous: 1, but entries / 512 for a ggtt. */
+  rootFrames: number;
 }
 
 const TABLE_KEYS = ["format", "levels", "inputBits", "stage", "physAddrWidth", "pageSizes", "nx", "root", ...new Set(FORMATS.flatMap((f) => f.optionKeys ?? []))];
@@ -106,7 +116,7 @@ export function resolveFormat(options: PageTableOptions): ResolvedFormat {
   if ((pageSizeMask & PAGE_4K) === 0n) fail("EINVAL", "page sizes must include 4 KiB");
   return {
     name: descriptor.name, id: shape.id, levels: shape.levels, inputBits: shape.inputBits, physAddrWidth, pageSizeMask,
-    inputRanges: shape.inputRanges, nx: shape.nx, defaultAccessedDirty: shape.defaultAccessedDirty,
+    inputRanges: shape.inputRanges, nx: shape.nx, defaultAccessedDirty: shape.defaultAccessedDirty, rootFrames: shape.rootFrames ?? 1,
   };
 }
 

@@ -11,3 +11,4 @@ export const FORMAT_X86_64: u32 = 1; // X86Format from x86_64: stage1
 export const FORMAT_ARM64_S1: u32 = 2; // Arm64S1Format from arm64: stage1
 export const FORMAT_VTD_SL: u32 = 3; // VtdSlFormat from vtd_sl: stage2
 export const FORMAT_ARM64_S2: u32 = 4; // Arm64S2Format from arm64: stage2
+export const FORMAT_GGTT: u32 = 5; // GgttFormat from ggtt: -

@@ -9,7 +9,8 @@ import { ERR_EINVAL, FAULT_NO_CONTEXT } from "../abi";
 import { X86Format } from "../fmt/x86_64";
 import { Arm64S1Format, Arm64S2Format } from "../fmt/arm64";
 import { VtdSlFormat } from "../fmt/vtd_sl";
-import { FORMAT_X86_64, FORMAT_ARM64_S1, FORMAT_VTD_SL, FORMAT_ARM64_S2 } from "../fmt/index";
+import { GgttFormat } from "../fmt/ggtt";
+import { FORMAT_X86_64, FORMAT_ARM64_S1, FORMAT_VTD_SL, FORMAT_ARM64_S2, FORMAT_GGTT } from "../fmt/index";
 
 @inline export function walkSingle(ctx: usize, iova: u64, access: u32, mode: u32): u32 {
   switch (ctxFormat(ctx)) {
@@ -17,6 +18,7 @@ import { FORMAT_X86_64, FORMAT_ARM64_S1, FORMAT_VTD_SL, FORMAT_ARM64_S2 } from "
     case FORMAT_ARM64_S1: return walk<Arm64S1Format>(ctx, iova, access, mode);
     case FORMAT_VTD_SL: return walk<VtdSlFormat>(ctx, iova, access, mode);
     case FORMAT_ARM64_S2: return walk<Arm64S2Format>(ctx, iova, access, mode);
+    case FORMAT_GGTT: return walk<GgttFormat>(ctx, iova, access, mode);
     default: return noWalk(FAULT_NO_CONTEXT);
   }
 }
@@ -43,6 +45,7 @@ export function walkNested(ctx: usize, s2: usize, iova: u64, access: u32, mode: 
     case FORMAT_ARM64_S1: return buildMap<Arm64S1Format>(ctx, iova, last, hpa, prot);
     case FORMAT_VTD_SL: return buildMap<VtdSlFormat>(ctx, iova, last, hpa, prot);
     case FORMAT_ARM64_S2: return buildMap<Arm64S2Format>(ctx, iova, last, hpa, prot);
+    case FORMAT_GGTT: return buildMap<GgttFormat>(ctx, iova, last, hpa, prot);
     default: return ERR_EINVAL;
   }
 }
@@ -53,6 +56,7 @@ export function walkNested(ctx: usize, s2: usize, iova: u64, access: u32, mode: 
     case FORMAT_ARM64_S1: return buildUnmap<Arm64S1Format>(ctx, iova, last);
     case FORMAT_VTD_SL: return buildUnmap<VtdSlFormat>(ctx, iova, last);
     case FORMAT_ARM64_S2: return buildUnmap<Arm64S2Format>(ctx, iova, last);
+    case FORMAT_GGTT: return buildUnmap<GgttFormat>(ctx, iova, last);
     default: return 0;
   }
 }
@@ -95,6 +99,7 @@ export function guestUnmapIn(ctx: usize, s2: usize, iova: u64, last: u64, releas
     case FORMAT_ARM64_S1: return pinMapInto<Arm64S1Format>(proc, dom, vaddr, last, iova, prot);
     case FORMAT_VTD_SL: return pinMapInto<VtdSlFormat>(proc, dom, vaddr, last, iova, prot);
     case FORMAT_ARM64_S2: return pinMapInto<Arm64S2Format>(proc, dom, vaddr, last, iova, prot);
+    case FORMAT_GGTT: return pinMapInto<GgttFormat>(proc, dom, vaddr, last, iova, prot);
     default: return ERR_EINVAL;
   }
 }
@@ -105,6 +110,7 @@ export function guestUnmapIn(ctx: usize, s2: usize, iova: u64, last: u64, releas
     case FORMAT_ARM64_S1: return unpinUnmapWith<Arm64S1Format>(dom, iova, last);
     case FORMAT_VTD_SL: return unpinUnmapWith<VtdSlFormat>(dom, iova, last);
     case FORMAT_ARM64_S2: return unpinUnmapWith<Arm64S2Format>(dom, iova, last);
+    case FORMAT_GGTT: return unpinUnmapWith<GgttFormat>(dom, iova, last);
     default: return 0;
   }
 }
@@ -115,6 +121,7 @@ export function guestUnmapIn(ctx: usize, s2: usize, iova: u64, last: u64, releas
     case FORMAT_ARM64_S1: return visitDirty<Arm64S1Format>(dom, iova, last);
     case FORMAT_VTD_SL: return visitDirty<VtdSlFormat>(dom, iova, last);
     case FORMAT_ARM64_S2: return visitDirty<Arm64S2Format>(dom, iova, last);
+    case FORMAT_GGTT: return visitDirty<GgttFormat>(dom, iova, last);
     default: return 0;
   }
 }

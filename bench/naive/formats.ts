@@ -5,12 +5,14 @@ import type { Format } from "./fmt/codec.js";
 import { x86Format } from "./fmt/x86_64.js";
 import { arm64Format, arm64S2Format } from "./fmt/arm64.js";
 import { vtdSlFormat } from "./fmt/vtd_sl.js";
+import { ggttFormat } from "./fmt/ggtt.js";
 
 const CODECS: readonly Format[] = [
   x86Format,
   arm64Format,
   arm64S2Format,
   vtdSlFormat,
+  ggttFormat,
 ];
 
 export function formatById(id: number): Format | undefined {

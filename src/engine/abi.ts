@@ -155,3 +155,4 @@ export const FORMAT_X86_64 = 1;
 export const FORMAT_ARM64_S1 = 2;
 export const FORMAT_VTD_SL = 3;
 export const FORMAT_ARM64_S2 = 4;
+export const FORMAT_GGTT = 5;

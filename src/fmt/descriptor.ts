@@ -44,6 +44,8 @@ export interface FormatShape {
   /** Whether XD (bit 63) forbids fetch rather than being reserved (only x86-64 can be without). */
   nx: boolean;
   defaultAccessedDirty: boolean;
+  /** The frames the root table spans, contiguous (default 1; a flat array such as ggtt's takes more). */
+  rootFrames?: number;
 }
 
 export interface FormatDescriptor<N extends string = string> {

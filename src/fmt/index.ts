@@ -5,11 +5,13 @@ import type { FormatDescriptor, FormatVariant } from "./descriptor.js";
 import { x86_64 } from "./x86_64.js";
 import { arm64 } from "./arm64.js";
 import { vtdSl } from "./vtd_sl.js";
+import { ggtt } from "./ggtt.js";
 
 export const FORMATS = [
   x86_64,
   arm64,
   vtdSl,
+  ggtt,
 ] as const;
 
 const VARIANTS = new Map<number, FormatVariant>(FORMATS.flatMap((f: FormatDescriptor) => f.variants.map((v) => [v.id, v] as const)));
