@@ -1,7 +1,8 @@
 // The one definition of what crosses the JS <-> WASM boundary: status codes,
-// access and permission bits, format ids, and the offsets of the control
-// block. scripts/gen-abi.mjs turns every `export const NAME: T = literal;`
-// line of this file into src/engine/abi.ts, so the facade never keeps a
+// access and permission bits, and the offsets of the control block (the
+// format ids are the format registry's, fmt/index.ts). scripts/gen-abi.mjs
+// turns every `export const NAME: T = literal;` line of this file and of
+// fmt/index.ts into src/engine/abi.ts, so the facade never keeps a
 // hand-written copy.
 
 // ---- Translation status: 0 is success, anything else is a fault reason.
@@ -40,12 +41,6 @@ export const PERM_X: u32 = 4;
 export const PERM_U: u32 = 8;
 // The leaf's dirty bit was already set: a write may be served from the IOTLB.
 export const PERM_DIRTY: u32 = 16;
-
-// ---- Page-table formats.
-export const FORMAT_X86_64: u32 = 1;
-export const FORMAT_ARM64_S1: u32 = 2;
-export const FORMAT_VTD_SL: u32 = 3;
-export const FORMAT_ARM64_S2: u32 = 4;
 
 // ---- What an entry is at a level (formats answer entryKind).
 export const KIND_INVALID: u32 = 0;

@@ -6,12 +6,13 @@ import { createHash } from "node:crypto";
 import { existsSync, mkdirSync, readFileSync, readdirSync, statSync, writeFileSync, cpSync, rmSync } from "node:fs";
 import { join, dirname } from "node:path";
 import { fileURLToPath } from "node:url";
-import { generateAbiFromFile } from "./gen-abi.mjs";
+import { ABI_SOURCES, generateAbiFromFiles } from "./gen-abi.mjs";
+import { OUTPUT as DISPATCH, REGISTRY, generateDispatchFromFile } from "./gen-dispatch.mjs";
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..");
 const bin = (name) => join(root, "node_modules", ".bin", name);
 const output = join(root, "dist", "iommu-wasm.js");
-const generated = new Set(["abi.ts", "wasm-bytes.generated.ts"]);
+const generated = new Set(["abi.ts", "wasm-bytes.generated.ts", "byformat.ts"]);
 
 function newestInput(dir) {
   let newest = 0;
@@ -43,8 +44,9 @@ function run(cmd, args) { execFileSync(cmd, args, { cwd: root, stdio: "inherit" 
 if (process.argv.includes("--if-stale") && !isStale()) process.exit(0);
 
 mkdirSync(join(root, "build"), { recursive: true });
+writeIfChanged(join(root, DISPATCH), generateDispatchFromFile(join(root, REGISTRY)));
 run(bin("asc"), ["assembly/index.ts", "--target", "release"]);
-writeIfChanged(join(root, "src/engine/abi.ts"), generateAbiFromFile(join(root, "assembly/abi.ts")));
+writeIfChanged(join(root, "src/engine/abi.ts"), generateAbiFromFiles(ABI_SOURCES.map((p) => join(root, p))));
 const wasm = readFileSync(join(root, "build/engine.wasm"));
 const fingerprint = createHash("sha256").update(wasm).digest("hex").slice(0, 16);
 writeIfChanged(join(root, "src/engine/wasm-bytes.generated.ts"),

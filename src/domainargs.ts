@@ -4,9 +4,8 @@
 import { toU64, lastOf, requireAligned, hex, PAGE_SIZE, type Address } from "./addr.js";
 import { fail } from "./errors.js";
 import { bool, options, typedArray } from "./args.js";
-import { resolveFormat, type PageTableOptions, type ResolvedFormat } from "./format.js";
+import { nestingIds, resolveFormat, type PageTableOptions, type ResolvedFormat } from "./format.js";
 import { checkPasid } from "./dma.js";
-import * as abi from "./engine/abi.js";
 
 /** The stage-2 domain a nested domain is asked to run over (the facade's Domain or the twin's). */
 export interface Stage2Candidate {
@@ -16,17 +15,17 @@ export interface Stage2Candidate {
 }
 
 /**
- * A nested domain's stage-1 format and root: x86-64 or Arm stage 1 over a
- * live, single-stage vtd-sl or Arm stage-2 domain, the root a 4 KiB-aligned
- * GPA. EINVAL (or ENODEV for a destroyed stage 2) otherwise.
+ * A nested domain's stage-1 format and root: a stage-1 format (x86-64 or Arm
+ * stage 1: src/fmt's nesting roles) over a live, single-stage stage-2 domain
+ * (vtd-sl or Arm stage 2), the root a 4 KiB-aligned GPA. EINVAL (or ENODEV
+ * for a destroyed stage 2) otherwise.
  */
 export function nestedDomainArgs(options: PageTableOptions & { root: Address }, stage2: Stage2Candidate): { format: ResolvedFormat; root: bigint } {
   const format = resolveFormat(options);
-  if (format.id !== abi.FORMAT_X86_64 && format.id !== abi.FORMAT_ARM64_S1) fail("EINVAL", "a nested domain's stage 1 is x86-64 or arm64 stage 1");
+  const stage1s = nestingIds("stage1"), stage2s = nestingIds("stage2");
+  if (!stage1s.ids.includes(format.id)) fail("EINVAL", `a nested domain's stage 1 is ${stage1s.names}`);
   if (stage2.stage2) fail("EINVAL", "stage 2 of a nested domain cannot itself be nested");
-  if (stage2.format.id !== abi.FORMAT_VTD_SL && stage2.format.id !== abi.FORMAT_ARM64_S2) {
-    fail("EINVAL", "a nested domain's stage 2 is vtd-sl or arm64 stage 2");
-  }
+  if (!stage2s.ids.includes(stage2.format.id)) fail("EINVAL", `a nested domain's stage 2 is ${stage2s.names}`);
   stage2.liveId();
   const root = toU64(options.root, "root");
   requireAligned(root, PAGE_SIZE, "root");

@@ -2,34 +2,43 @@
 // input and output address width, page sizes, flags), not new formats.
 import * as abi from "./engine/abi.js";
 import { fail } from "./errors.js";
-import { U64_MAX, toU64 } from "./addr.js";
+import { toU64 } from "./addr.js";
 import { bool, integer, list, options, show } from "./args.js";
+import { PAGE_4K } from "./fmt/descriptor.js";
+import { FORMATS, formatNamed, variantOf, variantsFor } from "./fmt/index.js";
 
-export type FormatName = "x86-64" | "arm64" | "vtd-sl";
+/** A format the engine has: the names in src/fmt/index.ts's list. */
+export type FormatName = (typeof FORMATS)[number]["name"];
 
-export const PAGE_4K = 0x1000n;
-export const PAGE_2M = 0x200000n;
-export const PAGE_1G = 0x40000000n;
+export { PAGE_4K, PAGE_2M, PAGE_1G } from "./fmt/descriptor.js";
 
 export interface PageTableOptions {
   /**
    * Default "x86-64" (IA-32e, VT-d first level). "arm64" is VMSAv8-64 with the
-   * 4 KiB granule, stage 1 (TTBR0 region) or stage 2; "vtd-sl" is VT-d second level.
+   * 4 KiB granule, stage 1 (TTBR0 region) or stage 2; "vtd-sl" is VT-d second
+   * level; "ggtt" is an Intel GPU global GTT (one level of `entries` 4 KiB
+   * pages, 39-bit output).
    */
   format?: FormatName;
-  /** x86-64: 4 (48-bit input) or 5 (57-bit). vtd-sl: 3, 4 or 5 (39/48/57-bit). Default 4. Arm derives it from inputBits. */
-  levels?: 3 | 4 | 5;
-  /** arm64: input-address size, 64 - T0SZ (25..48). vtd-sl: 39, 48 or 57. Default 48. */
+  /** x86-64: 4 (48-bit input) or 5 (57-bit). vtd-sl: 3, 4 or 5 (39/48/57-bit). Default 4. Arm derives it from inputBits; ggtt has 1. */
+  levels?: 1 | 3 | 4 | 5;
+  /** arm64: input-address size, 64 - T0SZ (25..48). vtd-sl: 39, 48 or 57. Default 48. ggtt: 12 + log2(entries), another way to give its size. */
   inputBits?: number;
+  /**
+   * ggtt: the number of entries, a power of two from 512 to 2^20 (a 2 MiB to
+   * 4 GiB graphics memory space); required unless inputBits is given. The
+   * table is a contiguous array of entries × 8 bytes at the root.
+   */
+  entries?: number;
   /** arm64: translation stage, 1 (default) or 2. vtd-sl is a second stage (2 or left out); x86-64 takes none. */
   stage?: 1 | 2;
-  /** Physical-address width (x86 MAXPHYADDR / VT-d HAW, Arm IPS). Default 52 (x86), 48 (arm64). */
+  /** Physical-address width (x86 MAXPHYADDR / VT-d HAW, Arm IPS). Default 52 (x86), 48 (arm64); ggtt: 39 only. */
   physAddrWidth?: number;
-  /** Leaf sizes the builder may use. Default 4 KiB, 2 MiB and 1 GiB. */
+  /** Leaf sizes the builder may use. Default 4 KiB, 2 MiB and 1 GiB (ggtt: 4 KiB only). */
   pageSizes?: readonly (bigint | number)[];
   /** x86: XD (bit 63) forbids fetch; without NX it is a reserved bit. Default true. */
   nx?: boolean;
-  /** An existing root table (4 KiB aligned, in RAM); default: a new zeroed frame owned by the table. */
+  /** An existing root table (4 KiB aligned, in RAM, all its rootFrames); default: new zeroed frames owned by the table. */
   root?: bigint | number;
 }
 
@@ -62,11 +71,11 @@ export interface ResolvedFormat {
   /** The inclusive input ranges a mapping may lie in (one of them, wholly). */
   inputRanges: [bigint, bigint][];
   defaultAccessedDirty: boolean;
+  /** The frames the root table spans, contiguous: 1, but entries / 512 for a ggtt. */
+  rootFrames: number;
 }
 
-const PAGE_SIZES = [PAGE_4K, PAGE_2M, PAGE_1G];
-
-const TABLE_KEYS = ["format", "levels", "inputBits", "stage", "physAddrWidth", "pageSizes", "nx", "root"] as const;
+const TABLE_KEYS = ["format", "levels", "inputBits", "stage", "physAddrWidth", "pageSizes", "nx", "root", ...new Set(FORMATS.flatMap((f) => f.optionKeys ?? []))];
 const FLAG_KEYS = ["sre", "wpe", "accessedDirty", "eafe", "hd"] as const;
 /** What a domain takes besides a table's options: an existing table, or the stage 2 it nests over. */
 export const DOMAIN_KEYS = ["pageTable", "stage2"] as const;
@@ -89,57 +98,25 @@ export function tableOptions(value: unknown, what: string, extra: readonly strin
 
 export function resolveFormat(options: PageTableOptions): ResolvedFormat {
   const name = options.format ?? "x86-64";
-  let id: number, levels: number, inputBits: number, inputRanges: [bigint, bigint][], defaultWidth: number;
-  if (name === "x86-64") {
-    levels = options.levels ?? 4;
-    if (options.stage !== undefined) fail("EINVAL", "x86-64 has no stage option");
-    if (levels !== 4 && levels !== 5) fail("EINVAL", `x86-64 has 4 or 5 levels, not ${show(levels)}`);
-    if (options.inputBits !== undefined && options.inputBits !== 12 + 9 * levels) fail("EINVAL", `x86-64 with ${levels} levels has ${12 + 9 * levels} input bits`);
-    id = abi.FORMAT_X86_64;
-    inputBits = 12 + 9 * levels;
-    const half = 1n << BigInt(inputBits - 1);
-    inputRanges = [[0n, half - 1n], [U64_MAX + 1n - half, U64_MAX]];
-    defaultWidth = 52;
-  } else if (name === "arm64") {
-    inputBits = options.inputBits ?? 48;
-    if (!Number.isInteger(inputBits) || inputBits < 25 || inputBits > 48) fail("EINVAL", `arm64 inputBits (64 - T0SZ) must be 25..48, got ${show(inputBits)}`);
-    levels = Math.ceil((inputBits - 12) / 9);
-    if (options.levels !== undefined && options.levels !== levels) fail("EINVAL", `arm64 with ${inputBits} input bits walks ${levels} levels`);
-    const stage = options.stage ?? 1;
-    if (stage !== 1 && stage !== 2) fail("EINVAL", `arm64 stage must be 1 or 2, got ${show(stage)}`);
-    id = stage === 1 ? abi.FORMAT_ARM64_S1 : abi.FORMAT_ARM64_S2;
-    inputRanges = [[0n, (1n << BigInt(inputBits)) - 1n]];
-    defaultWidth = 48;
-  } else if (name === "vtd-sl") {
-    // A second-stage format: stage 2 may be said, nothing else.
-    if (options.stage !== undefined && options.stage !== 2) fail("EINVAL", `vtd-sl is VT-d's second stage: stage must be 2 or left out, got ${show(options.stage)}`);
-    const byLevels: Record<number, number> = { 3: 39, 4: 48, 5: 57 };
-    inputBits = options.inputBits ?? byLevels[options.levels ?? 4];
-    levels = (inputBits - 12) / 9;
-    if (![39, 48, 57].includes(inputBits) || (options.levels !== undefined && options.levels !== levels)) {
-      fail("EINVAL", `vtd-sl walks 3, 4 or 5 levels for 39, 48 or 57 input bits, got levels ${show(options.levels)}, inputBits ${show(options.inputBits)}`);
-    }
-    id = abi.FORMAT_VTD_SL;
-    inputRanges = [[0n, (1n << BigInt(inputBits)) - 1n]];
-    defaultWidth = 52;
-  } else {
-    fail("EOPNOTSUPP", `page-table format ${show(name)} is not supported (supported: x86-64, arm64, vtd-sl)`);
+  const descriptor = formatNamed(name);
+  if (!descriptor) fail("EOPNOTSUPP", `page-table format ${show(name)} is not supported (supported: ${FORMATS.map((f) => f.name).join(", ")})`);
+  for (const key of FORMATS.flatMap((f) => f.optionKeys ?? [])) {
+    if ((options as Record<string, unknown>)[key] !== undefined && !descriptor.optionKeys?.includes(key)) fail("EINVAL", `${name} has no ${key} option`);
   }
-  const physAddrWidth = options.physAddrWidth ?? defaultWidth;
-  const maxWidth = name === "arm64" ? 48 : 52;
-  if (!Number.isInteger(physAddrWidth) || physAddrWidth < 32 || physAddrWidth > maxWidth) fail("EINVAL", `physAddrWidth must be 32..${maxWidth}, got ${show(physAddrWidth)}`);
+  const shape = descriptor.resolve(options);
+  const physAddrWidth = options.physAddrWidth ?? shape.defaultWidth;
+  const { minWidth, maxWidth } = shape;
+  if (!Number.isInteger(physAddrWidth) || physAddrWidth < minWidth || physAddrWidth > maxWidth) fail("EINVAL", `physAddrWidth must be ${minWidth}..${maxWidth}, got ${show(physAddrWidth)}`);
   let pageSizeMask = 0n;
-  for (const size of options.pageSizes ?? PAGE_SIZES) {
+  for (const size of options.pageSizes ?? shape.pageSizes) {
     const s = toU64(size, "page size");
-    if (!PAGE_SIZES.includes(s)) fail("EINVAL", `${name} has no ${s}-byte pages`);
+    if (!shape.pageSizes.includes(s)) fail("EINVAL", `${name} has no ${s}-byte pages`);
     pageSizeMask |= s;
   }
   if ((pageSizeMask & PAGE_4K) === 0n) fail("EINVAL", "page sizes must include 4 KiB");
   return {
-    name, id, levels, inputBits, physAddrWidth, pageSizeMask, inputRanges,
-    // Only x86-64 has an NX-off mode (XD reserved); elsewhere bit 63 is never reserved.
-    nx: name === "x86-64" ? options.nx ?? true : true,
-    defaultAccessedDirty: name === "x86-64",
+    name: descriptor.name, id: shape.id, levels: shape.levels, inputBits: shape.inputBits, physAddrWidth, pageSizeMask,
+    inputRanges: shape.inputRanges, nx: shape.nx, defaultAccessedDirty: shape.defaultAccessedDirty, rootFrames: shape.rootFrames ?? 1,
   };
 }
 
@@ -150,18 +127,27 @@ export function contextFlags(format: ResolvedFormat, flags: DomainFlags): number
   if (flags.wpe ?? true) bits |= abi.CTX_WPE;
   const ad = flags.accessedDirty ?? format.defaultAccessedDirty;
   if (ad) bits |= abi.CTX_AD;
+  const switches = variantOf(format.id).switches ?? [];
   if (flags.eafe) {
-    if (format.id !== abi.FORMAT_X86_64) fail("EINVAL", `eafe is a VT-d first-level (x86-64) switch, not ${format.name}'s`);
+    if (!switches.includes("eafe")) fail("EINVAL", `eafe is a VT-d first-level switch (${labelsWith("eafe")}), not ${format.name}'s`);
     if (!ad) fail("EINVAL", "eafe needs accessedDirty: EA is set along with A");
     bits |= abi.CTX_EAFE;
   }
   if (flags.hd) {
-    if (format.id !== abi.FORMAT_ARM64_S1) fail("EINVAL", `hd (TCR.HD) is an arm64 stage-1 switch, not ${format.name}'s`);
+    if (!switches.includes("hd")) fail("EINVAL", `hd (TCR.HD) is a switch of ${labelsWith("hd")}, not ${format.name}'s`);
     if (!ad) fail("EINVAL", "hd (TCR.HD) needs accessedDirty (TCR.HA)");
     bits |= abi.CTX_HD;
   }
   if (format.nx) bits |= abi.CTX_NX;
   return bits;
+}
+
+const labelsWith = (key: "eafe" | "hd"): string => [...FORMATS.flatMap((f) => f.variants)].filter((v) => v.switches?.includes(key)).map((v) => v.label).join(", ");
+
+/** The engine format ids that may be a nested domain's stage 1, or what it runs over, with their names for messages. */
+export function nestingIds(nesting: "stage1" | "stage2"): { ids: number[]; names: string } {
+  const vs = variantsFor(nesting);
+  return { ids: vs.map((v) => v.id), names: vs.map((v) => v.label).join(" or ") };
 }
 
 /** Writes a context for a page table or domain into the engine; flags from contextFlags. */

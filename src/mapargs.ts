@@ -57,10 +57,10 @@ export function hostMapStatus(st: number, first: bigint, last: bigint): void {
   fail("EINVAL", `map: a table on the path of ${range} is reached twice (aliased, or in a cycle)`);
 }
 
-/** A root table given by address: 4 KiB aligned (EINVAL) and inside RAM (EFAULT). */
-export function rootArg(root: Address, ramSize: bigint): bigint {
+/** A root table given by address: 4 KiB aligned (EINVAL) and inside RAM (EFAULT), all `frames` of it. */
+export function rootArg(root: Address, ramSize: bigint, frames = 1): bigint {
   const r = toU64(root, "root");
   requireAligned(r, PAGE_SIZE, "root");
-  if (r + PAGE_SIZE > ramSize) fail("EFAULT", `root ${hex(r)} is outside RAM`);
+  if (r + BigInt(frames) * PAGE_SIZE > ramSize) fail("EFAULT", `root ${hex(r)} (${frames} frame${frames === 1 ? "" : "s"}) is outside RAM`);
   return r;
 }

@@ -33,20 +33,21 @@ export class PageTable {
   constructor(private readonly engine: Engine, ram: PhysicalMemory, options: PageTableOptions, flags: DomainFlags = {}) {
     this.format = resolveFormat(options);
     const contextBits = contextFlags(this.format, flags);
+    const frames = this.format.rootFrames;
     if (options.root !== undefined) {
-      const root = rootArg(options.root, ram.size);
+      const root = rootArg(options.root, ram.size, frames);
       this.root = root;
       // A root written into RAM by hand is adopted, so the frame allocator
       // never hands it out; one from allocFrames() stays the caller's.
-      this.ownsRoot = engine.wasm.framesClaim(root) === abi.ST_OK;
+      this.ownsRoot = claimRoot(engine, root, frames);
     } else {
-      this.root = ram.allocFrames(1);
+      this.root = ram.allocFrames(frames);
       this.ownsRoot = true;
     }
     try {
       this.contextId = engine.allocContextId();
     } catch (e) {
-      if (this.ownsRoot) ram.freeFrames(this.root);
+      if (this.ownsRoot) ram.freeFrames(this.root, frames);
       throw e;
     }
     setContext(engine.wasm, this.contextId, this.format, contextBits, this.root);
@@ -92,8 +93,23 @@ export class PageTable {
     this.destroyed = true;
     for (const [lo, hi] of this.format.inputRanges) this.engine.wasm.ptUnmap(this.contextId, lo, hi);
     this.engine.releaseContextId(this.contextId);
-    if (this.ownsRoot) this.engine.wasm.framesRelease(this.root, 1);
+    if (this.ownsRoot) this.engine.wasm.framesRelease(this.root, this.format.rootFrames);
   }
+}
+
+/**
+ * Adopts a root of `frames` frames when the allocator holds none of them (a
+ * root written by hand); a root the allocator already holds, even in part,
+ * stays the caller's and nothing is claimed.
+ */
+function claimRoot(engine: Engine, root: bigint, frames: number): boolean {
+  for (let i = 0; i < frames; i++) {
+    if (engine.wasm.framesClaim(root + BigInt(i) * 4096n) !== abi.ST_OK) {
+      if (i > 0) engine.wasm.framesRelease(root, i);
+      return false;
+    }
+  }
+  return true;
 }
 
 /** Every walk starts at the top level (levels - 1), so step n is at level levels - 1 - n. */

@@ -6,7 +6,7 @@
 //
 // The sequences build page tables with map/unmap (4 KiB / 2 MiB / 1 GiB,
 // x86-64 4- and 5-level, arm64 stage 1 and stage 2 with several input sizes,
-// VT-d second level with 3, 4 and 5 levels), translate through a
+// VT-d second level with 3, 4 and 5 levels, ggtt of 512 to 64 Ki entries), translate through a
 // small IOTLB (so sets fill and evict), invalidate at every granularity or not
 // at all (stale entries), move data by DMA and scatter-gather, write garbage
 // entries and aliases into table pages, and walk the result. Churn maps a
@@ -40,8 +40,10 @@ type AnyHost = any; // eslint-disable-line @typescript-eslint/no-explicit-any
 type AnyDomain = any; // eslint-disable-line @typescript-eslint/no-explicit-any
 
 interface DomainSpec {
-  format: "x86-64" | "arm64" | "vtd-sl";
+  format: "x86-64" | "arm64" | "vtd-sl" | "ggtt";
   levels?: 3 | 4 | 5;
+  /** ggtt: the number of entries. */
+  entries?: number;
   inputBits?: number;
   stage?: 1 | 2;
   physAddrWidth: number;
@@ -400,7 +402,19 @@ const vtdSlSpec: fc.Arbitrary<DomainSpec> = fc.record({
   shareWith: fc.option(fc.nat(5), { nil: undefined, freq: 4 }),
 });
 
-const specArb = fc.oneof(x86Spec, armSpec, armS2Spec, vtdSlSpec);
+// One level of 4 KiB entries, 39-bit output; from one page of entries to
+// 64 Ki of them (half a MiB of the 8 MiB RAM), so maps past the end and
+// input-range faults come up at the low anchors too.
+const ggttSpec: fc.Arbitrary<DomainSpec> = fc.record({
+  format: fc.constant("ggtt" as const),
+  entries: fc.constantFrom(512, 1024, 4096, 1 << 16),
+  physAddrWidth: fc.constant(39),
+  pageSizes: fc.constant([PAGE_4K]),
+  sre: maybeBool, wpe: maybeBool, accessedDirty: maybeBool,
+  shareWith: fc.option(fc.nat(5), { nil: undefined, freq: 4 }),
+});
+
+const specArb = fc.oneof(x86Spec, armSpec, armS2Spec, vtdSlSpec, ggttSpec);
 
 // Regions where maps land and translations look: low memory, 1 GiB and 4 GiB
 // boundaries, the top of each input size, both x86 canonical halves.

@@ -143,3 +143,9 @@ export function visitRange<F, G>(ctx: usize, iova: u64, last: u64, op: u32): u32
   const fmt = changetype<F>(0);
   return visitLeaves<F, G>(fmt.rootAddr(ctxRoot(ctx)), ctxLevels(ctx) - 1, iova, last, fmt.fullPerms(), ctxFlags(ctx), op);
 }
+
+// LEAF_DIRTY over a context of format F (setDirtyScan first); the bits set.
+export function visitDirty<F>(ctx: usize, iova: u64, last: u64): u32 {
+  visitRange<F, F>(ctx, iova, last, LEAF_DIRTY);
+  return dirtyFound;
+}

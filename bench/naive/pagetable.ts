@@ -39,6 +39,17 @@ export function probeWalk(core: NaiveCore, contextId: number, levels: number, io
   return { hpa: r.hpa, pageSize: 1n << BigInt(r.sizeLog), perms: permsOf(r.perms), steps };
 }
 
+/** The facade's claimRoot: every frame of the root, or none. */
+function claimRoot(core: NaiveCore, root: bigint, frames: number): boolean {
+  for (let i = 0; i < frames; i++) {
+    if (!core.builder.frames.claim(root + BigInt(i) * 4096n)) {
+      if (i > 0) core.builder.frames.release(root, i);
+      return false;
+    }
+  }
+  return true;
+}
+
 export class NaivePageTable {
   readonly format: ResolvedFormat;
   readonly root: bigint;
@@ -49,19 +60,20 @@ export class NaivePageTable {
   constructor(private readonly core: NaiveCore, options: PageTableOptions, flags: DomainFlags = {}) {
     this.format = resolveFormat(options);
     const contextBits = contextFlags(this.format, flags);
+    const frames = this.format.rootFrames;
     if (options.root !== undefined) {
-      const root = rootArg(options.root, core.ram.size);
+      const root = rootArg(options.root, core.ram.size, frames);
       this.root = root;
-      // A root written into RAM by hand is adopted; one from allocFrames() stays the caller's.
-      this.ownsRoot = core.builder.frames.claim(root);
+      // A root written into RAM by hand is adopted (when the allocator holds none of its frames); one from allocFrames() stays the caller's.
+      this.ownsRoot = claimRoot(core, root, frames);
     } else {
-      this.root = core.memory.allocFrames(1);
+      this.root = core.memory.allocFrames(frames);
       this.ownsRoot = true;
     }
     try {
       this.contextId = core.contexts.alloc();
     } catch (e) {
-      if (this.ownsRoot) core.memory.freeFrames(this.root);
+      if (this.ownsRoot) core.memory.freeFrames(this.root, frames);
       throw e;
     }
     core.contexts.set(this.contextId, this.format, contextBits, this.root);
@@ -101,6 +113,6 @@ export class NaivePageTable {
     this.destroyed = true;
     for (const [lo, hi] of this.format.inputRanges) this.core.builder.unmap(this.core.contexts.get(this.contextId), lo, hi);
     releaseContext(this.core, this.contextId);
-    if (this.ownsRoot) this.core.builder.frames.release(this.root, 1);
+    if (this.ownsRoot) this.core.builder.frames.release(this.root, this.format.rootFrames);
   }
 }

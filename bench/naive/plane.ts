@@ -6,7 +6,7 @@
 import * as abi from "../../src/engine/abi.js";
 import type { DataPlane } from "../../src/vfio/plane.js";
 import type { GuestMapResult, UndoLog } from "./builder.js";
-import { arm64Format, arm64S2Format, vtdSlFormat, x86Format } from "./formats.js";
+import { nestingIds } from "../../src/format.js";
 import { checkRange, forEachFrame, visitLeaves } from "./leaves.js";
 import type { NaiveCore } from "./pagetable.js";
 import type { FramePins } from "./pins.js";
@@ -21,13 +21,13 @@ export class NaivePlane implements DataPlane {
   processMap(procCtx: number, vaddr: bigint, last: bigint, prot: number): number {
     const proc = this.ctx(procCtx);
     // Processes model Linux on x86: their tables are always x86-64.
-    if (proc.fmt !== x86Format) return abi.ERR_EINVAL;
+    if (proc.fmt?.id !== abi.FORMAT_X86_64) return abi.ERR_EINVAL;
     return this.core.builder.mapFresh(proc, vaddr, last, prot);
   }
 
   processUnmap(procCtx: number, vaddr: bigint, last: bigint): void {
     const proc = this.ctx(procCtx);
-    if (proc.fmt !== x86Format) return;
+    if (proc.fmt?.id !== abi.FORMAT_X86_64) return;
     forEachFrame(this.core.ram, proc, vaddr, last, (hpa) => this.pins.disown(hpa));
     this.core.builder.unmap(proc, vaddr, last);
   }
@@ -41,7 +41,7 @@ export class NaivePlane implements DataPlane {
   pinMap(procCtx: number, domCtx: number, vaddr: bigint, last: bigint, iova: bigint, access: number, prot: number): number {
     const { ram, builder } = this.core;
     const proc = this.ctx(procCtx), dom = this.ctx(domCtx);
-    if (proc.fmt !== x86Format) return abi.ERR_EINVAL;
+    if (proc.fmt?.id !== abi.FORMAT_X86_64) return abi.ERR_EINVAL;
     if (checkRange(ram, proc, vaddr, last, access) !== abi.ST_OK) return abi.ERR_EFAULT;
     if (!dom.fmt) return abi.ERR_EINVAL;
     const delta = BigInt.asUintN(64, iova - vaddr);
@@ -122,8 +122,8 @@ export class NaivePlane implements DataPlane {
   private guestTable(ctx: number) {
     const stage1 = this.ctx(ctx);
     const s2 = stage1.s2 === 0 ? undefined : this.ctx(stage1.s2);
-    const s1ok = stage1.fmt === x86Format || stage1.fmt === arm64Format;
-    const s2ok = s2 !== undefined && (s2.fmt === vtdSlFormat || s2.fmt === arm64S2Format);
+    const s1ok = stage1.fmt !== undefined && nestingIds("stage1").ids.includes(stage1.fmt.id);
+    const s2ok = s2?.fmt !== undefined && nestingIds("stage2").ids.includes(s2.fmt.id);
     return s1ok && s2ok ? { stage1, s2 } : undefined;
   }
 

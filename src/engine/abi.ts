@@ -1,4 +1,4 @@
-// Generated from assembly/abi.ts by scripts/gen-abi.mjs (npm run build). Do not edit.
+// Generated from assembly/abi.ts and assembly/fmt/index.ts by scripts/gen-abi.mjs (npm run build). Do not edit.
 
 
 // ---- Translation status: 0 is success, anything else is a fault reason.
@@ -35,12 +35,6 @@ export const PERM_W = 2;
 export const PERM_X = 4;
 export const PERM_U = 8;
 export const PERM_DIRTY = 16;
-
-// ---- Page-table formats.
-export const FORMAT_X86_64 = 1;
-export const FORMAT_ARM64_S1 = 2;
-export const FORMAT_VTD_SL = 3;
-export const FORMAT_ARM64_S2 = 4;
 
 // ---- What an entry is at a level (formats answer entryKind).
 export const KIND_INVALID = 0;
@@ -155,3 +149,10 @@ export const PASID_ALLOC_NOMEM = 0xFFFFFFFF;
 export const XA_NONE = 0xFFFFFFFF;
 export const PASID_NODES_DEFAULT = 16384;
 export const PASID_NODES_MAX = 1048576;
+
+// ---- Page-table formats.
+export const FORMAT_X86_64 = 1;
+export const FORMAT_ARM64_S1 = 2;
+export const FORMAT_VTD_SL = 3;
+export const FORMAT_ARM64_S2 = 4;
+export const FORMAT_GGTT = 5;

@@ -1,24 +1,17 @@
 // Every page-table configuration the engine accepts, found by asking it:
-// the format names are read from src/format.ts (the FormatName union), and
+// the format names are the format registry's (src/fmt/index.ts), and
 // for each name a grid of options (levels, inputBits, stage) and of leaf
 // sizes and output widths is offered to createPageTable; what it accepts is
 // what the self-tests run on. A format, level count, input size or page
 // size added later is picked up without touching the tests.
-import { readFileSync } from "node:fs";
-import { dirname, join } from "node:path";
-import { fileURLToPath } from "node:url";
+import { FORMATS } from "../../../src/fmt/index.js";
 import { IommuError, type Host, type PageTableOptions, type ResolvedFormat } from "../../../src/index.js";
 import { sizeName } from "./leaves.js";
 
-const FORMAT_SOURCE = join(dirname(fileURLToPath(import.meta.url)), "..", "..", "..", "src", "format.ts");
-
-/** The names in `export type FormatName = "a" | "b" | ...` of src/format.ts. */
+/** The names of the formats in the registry (src/fmt/index.ts), which FormatName is made of. */
 export function formatNames(): string[] {
-  const source = readFileSync(FORMAT_SOURCE, "utf8");
-  const union = /export\s+type\s+FormatName\s*=\s*([^;]+);/.exec(source);
-  if (!union) throw new Error(`no FormatName union in ${FORMAT_SOURCE}`);
-  const names = [...union[1].matchAll(/"([^"]+)"/g)].map((m) => m[1]);
-  if (names.length === 0) throw new Error(`FormatName in ${FORMAT_SOURCE} names no format`);
+  const names = FORMATS.map((f) => f.name);
+  if (names.length === 0) throw new Error("the format registry (src/fmt/index.ts) names no format");
   return names;
 }
 
