@@ -7,7 +7,8 @@ import { visitRange, setVisitNeed, beginGather, LEAF_CHECK, LEAF_GATHER } from "
 import { ctxFormat, ctxFlags } from "../walk/context";
 import { X86Format } from "../fmt/x86_64";
 import { unpinFrame } from "./pins";
-import { ST_OK, ERR_EINVAL, ERR_EFAULT, FORMAT_X86_64 } from "../abi";
+import { ST_OK, ERR_EINVAL, ERR_EFAULT } from "../abi";
+import { FORMAT_X86_64 } from "../fmt/index";
 
 // Every page of [vaddr, vaddr + npage * 4 KiB) must be present and allow
 // `access` (EFAULT otherwise, nothing pinned); then each frame is pinned and

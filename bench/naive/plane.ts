@@ -96,7 +96,7 @@ export class NaivePlane implements DataPlane {
   /** Checks every page first (EFAULT, nothing pinned), then pins each frame and lists it. */
   pinPages(procCtx: number, vaddr: bigint, npage: number, access: number, out: BigUint64Array, at: number): number {
     const proc = this.ctx(procCtx);
-    if (proc.fmt !== x86Format || npage === 0) return abi.ERR_EINVAL;
+    if (proc.fmt?.id !== abi.FORMAT_X86_64 || npage === 0) return abi.ERR_EINVAL;
     const last = vaddr + BigInt(npage) * 4096n - 1n;
     if (checkRange(this.core.ram, proc, vaddr, last, access) !== abi.ST_OK) return abi.ERR_EFAULT;
     let i = at;
