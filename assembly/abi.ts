@@ -58,6 +58,10 @@ export const CTX_EAFE: u32 = 16;
 // Arm TCR.HD: a write to a writable-clean leaf (DBM set, AP[2] read-only)
 // makes it writable-dirty (clears AP[2]) instead of faulting. Needs HA (CTX_AD).
 export const CTX_HD: u32 = 32;
+// A stage-1 context over a stage 2 whose tables are host-physical (the GPU's
+// GGTT): table reads go straight to RAM, only the output goes through stage 2
+// (walk/physs1.ts). Set with the stage-2 link (contextSetNested), kept by flag changes.
+export const CTX_S1_PHYS_TABLES: u32 = 64;
 export const CTX_LIVE: u32 = 128;
 
 // ---- Context record (CTX_SIZE bytes each, MAX_CONTEXTS of them; slot 0 is never used).

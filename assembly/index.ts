@@ -50,7 +50,7 @@ export function contextDestroy(id: u32): void { tlbFlushContext(id); ctxClear(id
 
 export function contextSetFlags(id: u32, flags: u32): void { ctxSetFlags(id, flags); bumpGeneration(); }
 export function contextSetMsiWindow(id: u32, start: u64, end: u64): void { ctxSetMsiWindow(id, start, end); bumpGeneration(); }
-export function contextSetNested(id: u32, s2: u32): void { ctxSetNested(id, s2); bumpGeneration(); }
+export function contextSetNested(id: u32, s2: u32, physTables: bool): void { ctxSetNested(id, s2, physTables); bumpGeneration(); }
 export function setMsiDoorbell(start: u64, end: u64): void { setDoorbellWindow(start, end); }
 
 // ---- builder

@@ -9,7 +9,7 @@ import { readFileSync } from "node:fs";
 export const REGISTRY = "assembly/fmt/index.ts";
 export const OUTPUT = "assembly/walk/byformat.ts";
 
-const ROLES = ["stage1", "stage2", "-"];
+const ROLES = ["stage1", "stage2", "phys-stage1", "-"];
 
 /** The registry's lines: { id, value, cls, file, role }. */
 export function parseRegistry(source) {
@@ -38,6 +38,8 @@ const OPS = [
     call: "walk<F>(ctx, iova, access, mode)", otherwise: ["return noWalk(FAULT_NO_CONTEXT);"] },
   { name: "walkNested", params: "ctx: usize, s2: usize, iova: u64, access: u32, mode: u32", ret: "u32", on: ["ctx", "s2"], roles: ["stage1", "stage2"],
     call: "walkIn<F, G>(ctx, iova, access, mode, s2)", otherwise: ["return noWalk(FAULT_NO_CONTEXT);", "walkStage = 2; return noWalk(FAULT_NO_CONTEXT);"] },
+  { name: "walkPhysS1", params: "ctx: usize, s2: usize, iova: u64, access: u32, mode: u32", ret: "u32", on: ["ctx", "s2"], roles: ["phys-stage1", "stage2"],
+    call: "walkPhys<F, G>(ctx, s2, iova, access, mode)", otherwise: ["return noWalk(FAULT_NO_CONTEXT);", "walkStage = 2; return noWalk(FAULT_NO_CONTEXT);"] },
   { name: "mapIn", params: "ctx: usize, iova: u64, last: u64, hpa: u64, prot: u32", ret: "u32", on: ["ctx"], roles: ["any"],
     call: "buildMap<F>(ctx, iova, last, hpa, prot)", otherwise: ["return ERR_EINVAL;"] },
   { name: "unmapIn", params: "ctx: usize, iova: u64, last: u64", ret: "u64", on: ["ctx"], roles: ["any"],
@@ -62,6 +64,7 @@ const IMPORTS = [
   'import { buildMap, buildUnmap, buildGuestMap, buildGuestUnmap } from "./builder";',
   'import { visitDirty } from "./leaves";',
   'import { pinMapInto, unpinUnmapWith } from "./pinned";',
+  'import { walkPhys } from "./physs1";',
   'import { ERR_EINVAL, FAULT_NO_CONTEXT } from "../abi";',
 ];
 

@@ -4,7 +4,7 @@
 import { toU64, type Address } from "./addr.js";
 import { accessBits, permsOf, reasonName, type Access, type FaultReason, type Perms } from "./access.js";
 import { fail } from "./errors.js";
-import { nestedDomainArgs, invalidateScope, translatePasid, batchArrays, type InvalidateOptions } from "./domainargs.js";
+import { domainParts, invalidateScope, translatePasid, batchArrays, type InvalidateOptions } from "./domainargs.js";
 import { contextFlags, setContext, type DomainFlags, type PageTableOptions, type ResolvedFormat } from "./format.js";
 import { DmaPort, numberAddress } from "./dma.js";
 import { HitMemo, memoTag } from "./hitmemo.js";
@@ -23,15 +23,24 @@ export type Translation =
 export type { InvalidateOptions } from "./domainargs.js";
 
 /**
- * A nested domain: a stage-1 table in guest memory (root and table pointers
- * are GPAs) over another domain as stage 2. Every stage-1 table read is
- * translated through stage 2; results have both stages' permissions and the
- * smaller page size; faults say which stage failed.
+ * A nested domain: a stage-1 table over another domain as stage 2 (a
+ * single-stage vtd-sl or arm64 stage-2 domain). Results have both stages'
+ * permissions and the smaller page size; faults say which stage failed;
+ * the IOTLB entries die with any invalidation of stage 2.
+ *
+ * - x86-64 or arm64 stage 1: the table lives in guest memory (root and table
+ *   pointers are GPAs) and every stage-1 table read is translated through
+ *   stage 2. `root` is required.
+ * - ggtt (a GPU's global GTT): the table is host-physical, as the GPU reads
+ *   its GTT from host memory, and its entries hold IOVAs; only their output
+ *   goes through stage 2. The domain makes the table from the options (or
+ *   adopts `root`, an HPA, as a page table does) and `domain.pageTable.map(gma,
+ *   iova, size, prot)` fills it.
  */
 export interface NestedDomainOptions extends PageTableOptions {
   stage2: Domain;
-  /** The stage-1 root table, a GPA (4 KiB aligned). */
-  root: Address;
+  /** The stage-1 root table: a GPA (4 KiB aligned) for a table in guest memory, required; an HPA, optional, for ggtt. */
+  root?: Address;
 }
 
 export type DomainOptions = DomainFlags & ({ pageTable: PageTable } | PageTableOptions | NestedDomainOptions);
@@ -56,7 +65,7 @@ export class Domain {
   readonly dma: DmaPort;
   /** The stage-1 format (for a nested domain) or the page table's. */
   readonly format: ResolvedFormat;
-  /** The root table: an HPA, or a GPA for a nested domain. */
+  /** The root table: an HPA, or a GPA for a nested domain whose stage 1 lives in guest memory. */
   readonly root: bigint;
   /** The stage-2 domain of a nested domain. */
   readonly stage2: Domain | undefined;
@@ -71,21 +80,8 @@ export class Domain {
 
   /** @internal */
   constructor(private readonly engine: Engine, makeTable: (o: PageTableOptions) => PageTable, options: DomainOptions) {
-    if ("stage2" in options && options.stage2) {
-      const { format, root } = nestedDomainArgs(options, options.stage2);
-      this.stage2 = options.stage2;
-      this.format = format;
-      this.root = root;
-      this.table = undefined;
-      this.ownsTable = false;
-    } else {
-      const given = "pageTable" in options && options.pageTable ? options.pageTable : undefined;
-      this.table = given ?? makeTable(options as PageTableOptions);
-      this.ownsTable = given === undefined;
-      this.format = this.table.format;
-      this.root = this.table.root;
-      this.stage2 = undefined;
-    }
+    const parts = domainParts<PageTable, Domain>(options, makeTable);
+    ({ table: this.table, ownsTable: this.ownsTable, format: this.format, root: this.root, stage2: this.stage2 } = parts);
     let contextBits: number;
     try {
       contextBits = contextFlags(this.format, options);
@@ -96,7 +92,7 @@ export class Domain {
     }
     setContext(engine.wasm, this.id, this.format, contextBits, this.root);
     if (this.stage2) {
-      engine.wasm.contextSetNested(this.id, this.stage2.id);
+      engine.wasm.contextSetNested(this.id, this.stage2.id, parts.physTables ? 1 : 0);
       this.stage2.nestedUsers++;
     }
     this.dma = new DmaPort(engine, () => this.liveId(), 0);
@@ -104,7 +100,7 @@ export class Domain {
     this.ramBytes = Number(engine.ramSize);
   }
 
-  /** The page table the domain translates with (a nested domain's stage 1 lives in guest memory: EOPNOTSUPP). */
+  /** The page table the domain translates with (a nested domain's stage 1 in guest memory has none: EOPNOTSUPP; a ggtt's over stage 2 is its host-physical GTT). */
   get pageTable(): PageTable {
     if (!this.table) fail("EOPNOTSUPP", "a nested domain's stage-1 table lives in guest memory; it has no host page-table builder");
     return this.table;

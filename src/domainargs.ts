@@ -15,21 +15,57 @@ export interface Stage2Candidate {
 }
 
 /**
- * A nested domain's stage-1 format and root: a stage-1 format (x86-64 or Arm
- * stage 1: src/fmt's nesting roles) over a live, single-stage stage-2 domain
- * (vtd-sl or Arm stage 2), the root a 4 KiB-aligned GPA. EINVAL (or ENODEV
- * for a destroyed stage 2) otherwise.
+ * A two-stage domain's stage 1, over a live, single-stage stage-2 domain
+ * (vtd-sl or Arm stage 2: src/fmt's nesting roles). A stage-1 format whose
+ * tables live in guest memory (x86-64, Arm stage 1) needs its root, a 4 KiB
+ * aligned GPA; one whose tables are host-physical (ggtt) gets a table of its
+ * own from the options, as a single-stage domain does (root: undefined).
+ * EINVAL (or ENODEV for a destroyed stage 2) otherwise.
  */
-export function nestedDomainArgs(options: PageTableOptions & { root: Address }, stage2: Stage2Candidate): { format: ResolvedFormat; root: bigint } {
+export function nestedDomainArgs(options: PageTableOptions & { root?: Address }, stage2: Stage2Candidate): { format: ResolvedFormat; root: bigint | undefined } {
   const format = resolveFormat(options);
-  const stage1s = nestingIds("stage1"), stage2s = nestingIds("stage2");
-  if (!stage1s.ids.includes(format.id)) fail("EINVAL", `a nested domain's stage 1 is ${stage1s.names}`);
+  const stage1s = nestingIds("stage1"), physS1s = nestingIds("phys-stage1"), stage2s = nestingIds("stage2");
+  const physTables = physS1s.ids.includes(format.id);
+  if (!physTables && !stage1s.ids.includes(format.id)) fail("EINVAL", `a nested domain's stage 1 is ${stage1s.names}, or ${physS1s.names} (tables in host memory)`);
   if (stage2.stage2) fail("EINVAL", "stage 2 of a nested domain cannot itself be nested");
   if (!stage2s.ids.includes(stage2.format.id)) fail("EINVAL", `a nested domain's stage 2 is ${stage2s.names}`);
   stage2.liveId();
-  const root = toU64(options.root, "root");
+  if (physTables) return { format, root: undefined };
+  // A stage 1 in guest memory has no default root: toU64 refuses undefined (EINVAL).
+  const root = toU64(options.root as Address, "root");
   requireAligned(root, PAGE_SIZE, "root");
   return { format, root };
+}
+
+/** What a domain translates with (the facade's Domain and the twin's build theirs from it). */
+export interface DomainParts<T, D> {
+  /** The page table it owns or was given; none for a stage 1 in guest memory. */
+  table: T | undefined;
+  ownsTable: boolean;
+  format: ResolvedFormat;
+  /** The root table: an HPA, or a GPA for a stage 1 in guest memory. */
+  root: bigint;
+  stage2: D | undefined;
+  /** A stage 1 over stage 2 whose tables are host-physical (CTX_S1_PHYS_TABLES). */
+  physTables: boolean;
+}
+
+/**
+ * A domain's parts from its (shape-checked) options: over a given page
+ * table, a two-stage domain (nestedDomainArgs), or over a table made from
+ * the options. Nothing is made until every check has passed.
+ */
+export function domainParts<T extends { format: ResolvedFormat; root: bigint }, D extends Stage2Candidate>(
+  options: PageTableOptions & { pageTable?: T; stage2?: D; root?: Address }, makeTable: (o: PageTableOptions) => T): DomainParts<T, D> {
+  const { stage2, pageTable: given, ...tableOptions } = options;
+  if (stage2) {
+    const { format, root } = nestedDomainArgs(options, stage2);
+    if (root !== undefined) return { table: undefined, ownsTable: false, format, root, stage2, physTables: false };
+    const table = makeTable(tableOptions);
+    return { table, ownsTable: true, format: table.format, root: table.root, stage2, physTables: true };
+  }
+  const table = given ?? makeTable(tableOptions);
+  return { table, ownsTable: given === undefined, format: table.format, root: table.root, stage2: undefined, physTables: false };
 }
 
 export interface InvalidateOptions {

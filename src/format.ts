@@ -145,7 +145,7 @@ export function contextFlags(format: ResolvedFormat, flags: DomainFlags): number
 const labelsWith = (key: "eafe" | "hd"): string => [...FORMATS.flatMap((f) => f.variants)].filter((v) => v.switches?.includes(key)).map((v) => v.label).join(", ");
 
 /** The engine format ids that may be a nested domain's stage 1, or what it runs over, with their names for messages. */
-export function nestingIds(nesting: "stage1" | "stage2"): { ids: number[]; names: string } {
+export function nestingIds(nesting: "stage1" | "phys-stage1" | "stage2"): { ids: number[]; names: string } {
   const vs = variantsFor(nesting);
   return { ids: vs.map((v) => v.id), names: vs.map((v) => v.label).join(" or ") };
 }

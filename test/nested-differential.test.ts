@@ -13,6 +13,7 @@ import { createNaiveHost } from "../bench/naive/index.js";
 import { attempt as outcome } from "./support/outcome.js";
 import { baseStage1 } from "./support/guest.js";
 import { mayMiss, params } from "./support/runs.js";
+import { lockstep } from "./support/lockstep.js";
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
 type Any = any;
@@ -113,25 +114,11 @@ const seen = new Set<string>();
 async function scenario(arm: boolean, sw: Switches, ops: Op[]): Promise<void> {
   const engine = await setUp(createHost, arm, sw);
   const twin = await setUp(createNaiveHost, arm, sw);
-  let last: Extract<Op, { t: "translate" | "dma" }> | undefined;
-  for (const [n, given] of ops.entries()) {
-    let op = given;
-    if (op.t === "again") {
-      if (!last) continue;
-      op = { ...last, gva: last.gva + BigInt(op.shift) };
-    }
-    if (op.t === "translate" || op.t === "dma") last = op;
-    const a = apply(engine, op), b = apply(twin, op);
-    expect(a, `step ${n} ${JSON.stringify(op, (_, v) => (typeof v === "bigint" ? `0x${v.toString(16)}` : v))}`).toEqual(b);
-    // The counters after every step: a replayed hit is counted as the twin counts its hit.
-    expect(engine.host.iotlb.stats(), `step ${n}: counters`).toEqual(twin.host.iotlb.stats());
-    const f = (a as Any)?.fault;
-    if (f) seen.add(`${f.reason}:${f.stage}`);
-    else if ((a as Any)?.hpa !== undefined) seen.add("translated");
-  }
-  expect(engine.host.iotlb.stats()).toEqual(twin.host.iotlb.stats());
-  expect(engine.host.faults.drain()).toEqual(twin.host.faults.drain());
-  expect(Buffer.from(engine.host.ram.view(0n, RAM)).equals(Buffer.from(twin.host.ram.view(0n, RAM)))).toBe(true);
+  lockstep(engine, twin, ops, apply, {
+    again: (last, shift) => ({ ...(last as Extract<Op, { t: "translate" | "dma" }>), gva: (last as Extract<Op, { t: "translate" | "dma" }>).gva + BigInt(shift) }),
+    repeatable: (op) => op.t === "translate" || op.t === "dma",
+    seen, ramSize: RAM,
+  });
 }
 
 describe("nested translation, engine vs twin", () => {

@@ -5,6 +5,7 @@ import { walk, walkIn, noWalk, walkStage } from "./walker";
 import { buildMap, buildUnmap, buildGuestMap, buildGuestUnmap } from "./builder";
 import { visitDirty } from "./leaves";
 import { pinMapInto, unpinUnmapWith } from "./pinned";
+import { walkPhys } from "./physs1";
 import { ERR_EINVAL, FAULT_NO_CONTEXT } from "../abi";
 import { X86Format } from "../fmt/x86_64";
 import { Arm64S1Format, Arm64S2Format } from "../fmt/arm64";
@@ -35,6 +36,21 @@ export function walkNested(ctx: usize, s2: usize, iova: u64, access: u32, mode: 
   switch (ctxFormat(ctx)) {
     case FORMAT_X86_64: return walkNestedOver<X86Format>(ctx, s2, iova, access, mode);
     case FORMAT_ARM64_S1: return walkNestedOver<Arm64S1Format>(ctx, s2, iova, access, mode);
+    default: return noWalk(FAULT_NO_CONTEXT);
+  }
+}
+
+function walkPhysS1Over<F>(ctx: usize, s2: usize, iova: u64, access: u32, mode: u32): u32 {
+  switch (ctxFormat(s2)) {
+    case FORMAT_VTD_SL: return walkPhys<F, VtdSlFormat>(ctx, s2, iova, access, mode);
+    case FORMAT_ARM64_S2: return walkPhys<F, Arm64S2Format>(ctx, s2, iova, access, mode);
+    default: walkStage = 2; return noWalk(FAULT_NO_CONTEXT);
+  }
+}
+
+export function walkPhysS1(ctx: usize, s2: usize, iova: u64, access: u32, mode: u32): u32 {
+  switch (ctxFormat(ctx)) {
+    case FORMAT_GGTT: return walkPhysS1Over<GgttFormat>(ctx, s2, iova, access, mode);
     default: return noWalk(FAULT_NO_CONTEXT);
   }
 }

@@ -2,7 +2,7 @@
 // a context that the IOTLB tags entries with; a builder-only page table is a
 // context too. Slot 0 is never handed out, so 0 means "none".
 import { contexts } from "../layout";
-import { CTX_SIZE, CTX_ROOT, CTX_RSVD_MASK, CTX_FORMAT, CTX_LEVELS, CTX_FLAGS, CTX_TLB_SIZES, CTX_PGSIZES, CTX_FLUSH_EPOCH, CTX_PA_WIDTH, CTX_INPUT_BITS, CTX_S2_ID, CTX_NEST_EPOCH, CTX_MSI_START, CTX_MSI_END, CTX_LIVE, CTX_NX, MAX_CONTEXTS } from "../abi";
+import { CTX_SIZE, CTX_ROOT, CTX_RSVD_MASK, CTX_FORMAT, CTX_LEVELS, CTX_FLAGS, CTX_TLB_SIZES, CTX_PGSIZES, CTX_FLUSH_EPOCH, CTX_PA_WIDTH, CTX_INPUT_BITS, CTX_S2_ID, CTX_NEST_EPOCH, CTX_MSI_START, CTX_MSI_END, CTX_LIVE, CTX_NX, CTX_S1_PHYS_TABLES, MAX_CONTEXTS } from "../abi";
 
 @inline export function ctxPtr(id: u32): usize { return contexts + <usize>id * CTX_SIZE; }
 @inline export function ctxRoot(ctx: usize): u64 { return load<u64>(ctx + CTX_ROOT); }
@@ -66,9 +66,17 @@ export function ctxSetMsiWindow(id: u32, start: u64, end: u64): void {
   store<u64>(ctx + CTX_MSI_END, end);
 }
 
+// The request switches; how the context is linked to its stage 2 stays.
 export function ctxSetFlags(id: u32, flags: u32): void {
-  store<u8>(ctxPtr(id) + CTX_FLAGS, <u8>(flags | CTX_LIVE));
+  const ctx = ctxPtr(id);
+  store<u8>(ctx + CTX_FLAGS, <u8>(flags | CTX_LIVE | (ctxFlags(ctx) & CTX_S1_PHYS_TABLES)));
 }
 
-// Makes id a stage-1 context over stage-2 context s2 (0: single stage again).
-export function ctxSetNested(id: u32, s2: u32): void { store<u16>(ctxPtr(id) + CTX_S2_ID, <u16>s2); }
+// Makes id a stage-1 context over stage-2 context s2 (0: single stage again),
+// its tables read through stage 2 (at GPAs), or with physTables at HPAs.
+export function ctxSetNested(id: u32, s2: u32, physTables: bool): void {
+  const ctx = ctxPtr(id);
+  store<u16>(ctx + CTX_S2_ID, <u16>s2);
+  const flags = ctxFlags(ctx) & ~CTX_S1_PHYS_TABLES;
+  store<u8>(ctx + CTX_FLAGS, <u8>(s2 != 0 && physTables ? flags | CTX_S1_PHYS_TABLES : flags));
+}

@@ -4,18 +4,22 @@
 // (walk/byformat.ts, from fmt/index.ts). Processes always use x86-64 tables
 // (they model a Linux process on x86).
 import { ctxPtr, ctxFormat, ctxFlags, ctxS2Id } from "./context";
-import { walkSingle, walkNested, mapIn, unmapIn, guestMapIn, guestUnmapIn, pinMapIn, unpinUnmapIn, dirtyScanIn } from "./byformat";
+import { walkSingle, walkNested, walkPhysS1, mapIn, unmapIn, guestMapIn, guestUnmapIn, pinMapIn, unpinUnmapIn, dirtyScanIn } from "./byformat";
 import { buildUnmap, buildMapFresh, beginGuestCall } from "./builder";
 import { visitRange, setVisitNeed, setDirtyScan, LEAF_CHECK, LEAF_DISOWN } from "./leaves";
 import { X86Format } from "../fmt/x86_64";
 import { FORMAT_X86_64 } from "../fmt/index";
-import { ST_OK, ERR_EINVAL, ERR_EFAULT } from "../abi";
+import { ST_OK, ERR_EINVAL, ERR_EFAULT, CTX_S1_PHYS_TABLES } from "../abi";
 
-// A nested context: stage 1 (x86-64 / VT-d first level, or Arm stage 1) over
-// stage 2 (VT-d second level, or Arm stage 2).
+// A two-stage context: stage 1 (x86-64 / VT-d first level, or Arm stage 1,
+// tables at GPAs; or ggtt, tables at HPAs) over stage 2 (VT-d second level,
+// or Arm stage 2).
 export function walkContext(ctx: usize, iova: u64, access: u32, mode: u32): u32 {
   const s2 = ctxS2Id(ctx);
-  if (s2 != 0) return walkNested(ctx, ctxPtr(s2), iova, access, mode);
+  if (s2 != 0) {
+    if ((ctxFlags(ctx) & CTX_S1_PHYS_TABLES) != 0) return walkPhysS1(ctx, ctxPtr(s2), iova, access, mode);
+    return walkNested(ctx, ctxPtr(s2), iova, access, mode);
+  }
   return walkSingle(ctx, iova, access, mode);
 }
 

@@ -116,10 +116,7 @@ export function walkIn<F, G>(ctx: usize, iova: u64, access: u32, mode: u32, s2: 
       if (nested) {
         const st = walkIn<G, NoStage2>(s2, gpa, access, mode & WALK_UPDATE_AD, 0);
         if (st != ST_OK) { walkStage = 2; return st; }
-        // walkHpa is the stage-2 result; combine permissions and page size.
-        walkPerms = perms & walkPerms;
-        if (sizeLog < walkSizeLog) walkSizeLog = sizeLog;
-        walkLevel = level;
+        combineStages(perms, sizeLog, level);
         return ST_OK;
       }
       walkHpa = gpa;
@@ -142,6 +139,14 @@ export function walkIn<F, G>(ctx: usize, iova: u64, access: u32, mode: u32, s2: 
     if (depth == 1) seen1 = table; else if (depth == 2) seen2 = table; else if (depth == 3) seen3 = table;
     level--;
   }
+}
+
+// After a stage-2 walk of a stage-1 output (walkHpa is its result): both
+// stages' permissions, the smaller page size, and the stage-1 level.
+@inline export function combineStages(s1Perms: u32, s1SizeLog: u32, s1Level: u32): void {
+  walkPerms = s1Perms & walkPerms;
+  if (s1SizeLog < walkSizeLog) walkSizeLog = s1SizeLog;
+  walkLevel = s1Level;
 }
 
 // Stores an updated stage-1 entry. Nested, it is a write to guest memory at

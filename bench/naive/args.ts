@@ -6,4 +6,4 @@ export { fail } from "../../src/errors.js";
 export { checkPasid } from "../../src/dma.js";
 export { accessBits, accessFlags, permsOf, protBits, reasonName } from "../../src/access.js";
 export { hostMapSpans, hostMapStatus, rootArg, unmapSpan } from "../../src/mapargs.js";
-export { nestedDomainArgs, invalidateScope, translatePasid, batchArrays } from "../../src/domainargs.js";
+export { domainParts, invalidateScope, translatePasid, batchArrays } from "../../src/domainargs.js";

@@ -70,12 +70,17 @@ export class Contexts {
     });
   }
 
-  /** Makes id a stage-1 context over stage-2 context s2. */
-  setNested(id: number, s2: number): void { this.get(id).s2 = s2; }
+  /** Makes id a stage-1 context over stage-2 context s2, its tables at GPAs, or with physTables at HPAs. */
+  setNested(id: number, s2: number, physTables = false): void {
+    const ctx = this.get(id);
+    ctx.s2 = s2;
+    ctx.flags = s2 !== 0 && physTables ? ctx.flags | abi.CTX_S1_PHYS_TABLES : ctx.flags & ~abi.CTX_S1_PHYS_TABLES;
+  }
 
-  /** New request switches; the reserved-bit mask stays what the context was created with, as in the engine. */
+  /** New request switches; the reserved-bit mask and the stage-2 link's mode stay what they were, as in the engine. */
   setFlags(id: number, flags: number): void {
-    this.get(id).flags = flags | abi.CTX_LIVE;
+    const ctx = this.get(id);
+    ctx.flags = flags | abi.CTX_LIVE | (ctx.flags & abi.CTX_S1_PHYS_TABLES);
   }
 
   setMsiWindow(id: number, start: bigint, end: bigint): void {

@@ -2,14 +2,14 @@
 // table. Translations go through the IOTLB; invalidation is the caller's job.
 import * as abi from "../../src/engine/abi.js";
 import type { Access, Address, DomainFlags, InvalidateOptions, PageTableOptions, Translation, TranslateOptions, WalkResult } from "../../src/index.js";
-import { accessBits, batchArrays, fail, invalidateScope, nestedDomainArgs, permsOf, reasonName, toU64, translatePasid } from "./args.js";
+import { accessBits, batchArrays, domainParts, fail, invalidateScope, permsOf, reasonName, toU64, translatePasid } from "./args.js";
 import { NaiveDmaPort } from "./dma.js";
 import { NaivePageTable, probeWalk, releaseContext, type NaiveCore } from "./pagetable.js";
 import { contextFlags, type ResolvedFormat } from "../../src/format.js";
 import type { Translator } from "./translate.js";
 
-/** A nested domain of the twin: a stage-1 table in guest memory over a stage-2 domain (see the facade's Domain). */
-export interface NaiveNestedOptions extends PageTableOptions { stage2: NaiveDomain; root: Address }
+/** A nested domain of the twin: a stage-1 table in guest memory, or a host-physical ggtt, over a stage-2 domain (see the facade's Domain). */
+export interface NaiveNestedOptions extends PageTableOptions { stage2: NaiveDomain; root?: Address }
 
 export type NaiveDomainOptions = DomainFlags & ({ pageTable: NaivePageTable } | PageTableOptions | NaiveNestedOptions);
 
@@ -27,21 +27,8 @@ export class NaiveDomain {
 
   constructor(private readonly core: NaiveCore, private readonly translator: Translator, isDirect: (view: ArrayBufferView) => boolean,
     makeTable: (o: PageTableOptions) => NaivePageTable, options: NaiveDomainOptions) {
-    if ("stage2" in options && options.stage2) {
-      const { format, root } = nestedDomainArgs(options, options.stage2);
-      this.stage2 = options.stage2;
-      this.format = format;
-      this.root = root;
-      this.table = undefined;
-      this.ownsTable = false;
-    } else {
-      const given = "pageTable" in options && options.pageTable ? options.pageTable : undefined;
-      this.table = given ?? makeTable(options as PageTableOptions);
-      this.ownsTable = given === undefined;
-      this.format = this.table.format;
-      this.root = this.table.root;
-      this.stage2 = undefined;
-    }
+    const parts = domainParts<NaivePageTable, NaiveDomain>(options, makeTable);
+    ({ table: this.table, ownsTable: this.ownsTable, format: this.format, root: this.root, stage2: this.stage2 } = parts);
     let contextBits: number;
     try {
       contextBits = contextFlags(this.format, options);
@@ -52,7 +39,7 @@ export class NaiveDomain {
     }
     core.contexts.set(this.id, this.format, contextBits, this.root);
     if (this.stage2) {
-      core.contexts.setNested(this.id, this.stage2.id);
+      core.contexts.setNested(this.id, this.stage2.id, parts.physTables);
       this.stage2.nestedUsers++;
     }
     this.dma = new NaiveDmaPort(translator, isDirect, () => this.liveId(), 0, core.doorbell);

@@ -4,7 +4,8 @@
 // one already on the walk's path (a cycle), is a fault; accessed/dirty bits
 // are set as the hardware would only when asked (the IOTLB path of an A/D
 // domain). A nested context's table reads and output go through its stage-2
-// context, and so does each stage-1 A/D update, as a write.
+// context, and so does each stage-1 A/D update, as a write; with host-physical
+// tables (CTX_S1_PHYS_TABLES, the GPU's GGTT) only the output does.
 import * as abi from "../../src/engine/abi.js";
 import type { Context, Contexts } from "./context.js";
 import { KIND_INVALID, KIND_LEAF } from "./formats.js";
@@ -31,6 +32,8 @@ export function walk(ram: Ram, ctx: Context, iova: bigint, access: number, mode:
   if (!fmt) return { status: abi.FAULT_NO_CONTEXT, level: 0 };
   const flags = ctx.flags;
   const s2 = ctx.s2 !== 0 ? mode.contexts!.get(ctx.s2) : undefined;
+  // Where stage-1 tables are read and written: through stage 2 (GPAs), or in RAM as they are.
+  const tablesS2 = (flags & abi.CTX_S1_PHYS_TABLES) === 0 ? s2 : undefined;
   const updateAd = mode.updateAd === true && (flags & abi.CTX_AD) !== 0;
   // Stage 2 of a nested walk: the address a stage-1 GPA reaches, or the stage-2 fault.
   const stage2 = (gpa: bigint, acc: number): WalkOutcome => {
@@ -39,7 +42,7 @@ export function walk(ram: Ram, ctx: Context, iova: bigint, access: number, mode:
   };
   // An A/D update of a stage-1 entry: a guest-memory write when nested, so stage 2 must allow writing there.
   const store = (entryAddr: bigint, pteAddr: bigint, value: bigint): WalkOutcome | undefined => {
-    if (s2) {
+    if (tablesS2) {
       const r = stage2(entryAddr, abi.ACCESS_WRITE);
       if (!("hpa" in r)) return r;
     }
@@ -55,7 +58,7 @@ export function walk(ram: Ram, ctx: Context, iova: bigint, access: number, mode:
   for (;;) {
     const entryAddr = table + (fmt.index(iova, level) << 3n);
     let pteAddr = entryAddr;
-    if (s2) {
+    if (tablesS2) {
       const r = stage2(entryAddr, abi.ACCESS_READ);
       if (!("hpa" in r)) return r;
       pteAddr = r.hpa;

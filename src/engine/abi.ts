@@ -48,6 +48,7 @@ export const CTX_AD = 4;
 export const CTX_NX = 8;
 export const CTX_EAFE = 16;
 export const CTX_HD = 32;
+export const CTX_S1_PHYS_TABLES = 64;
 export const CTX_LIVE = 128;
 
 // ---- Context record (CTX_SIZE bytes each, MAX_CONTEXTS of them; slot 0 is never used).

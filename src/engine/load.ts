@@ -14,7 +14,7 @@ export interface EngineExports {
   contextSet(id: number, format: number, levels: number, inputBits: number, flags: number, paWidth: number, root: bigint, pgsizes: bigint): void;
   contextDestroy(id: number): void;
   contextSetFlags(id: number, flags: number): void;
-  contextSetNested(id: number, s2: number): void;
+  contextSetNested(id: number, s2: number, physTables?: number): void;
   contextSetMsiWindow(id: number, start: bigint, end: bigint): void;
   setMsiDoorbell(start: bigint, end: bigint): void;
   ptMap(id: number, iova: bigint, last: bigint, hpa: bigint, prot: number): number;

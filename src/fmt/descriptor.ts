@@ -21,10 +21,12 @@ export interface FormatVariant {
   readonly label: string;
   /**
    * Its place in a two-stage domain: "stage1", the stage 1 of a nested domain
-   * (tables at GPAs, read through stage 2); "stage2", what a two-stage domain
-   * runs over; undefined: single-stage only.
+   * (tables at GPAs, read through stage 2); "phys-stage1", a stage 1 whose
+   * tables are host-physical, only its output going through stage 2 (a GPU's
+   * GGTT); "stage2", what a two-stage domain runs over; undefined:
+   * single-stage only.
    */
-  readonly nesting?: "stage1" | "stage2";
+  readonly nesting?: "stage1" | "phys-stage1" | "stage2";
   readonly switches?: readonly FormatSwitch[];
 }
 

@@ -3,7 +3,9 @@
 // are 39 bits wide. Entries are a power of two from 512 (one page of
 // entries, a 2 MiB graphics memory space) to 2^20 (4 GiB, the most a GGTT
 // maps); the array takes entries × 8 bytes of contiguous RAM, so a root
-// spans entries / 512 frames.
+// spans entries / 512 frames. Over a stage 2 (createDomain({ format: "ggtt",
+// entries, stage2 })) the table is still host-physical and what it maps to
+// is an IOVA, translated through the stage-2 domain.
 import * as abi from "../engine/abi.js";
 import { fail } from "../errors.js";
 import { integer, show } from "../args.js";
@@ -32,7 +34,8 @@ function entriesLog(options: { entries?: unknown; inputBits?: number }): number 
 
 export const ggtt: FormatDescriptor<"ggtt"> = {
   name: "ggtt",
-  variants: [{ id: abi.FORMAT_GGTT, label: "ggtt" }],
+  // Over a stage 2 its tables stay host-physical: the GPU reads the GGTT from host memory, and its entries hold IOVAs.
+  variants: [{ id: abi.FORMAT_GGTT, label: "ggtt", nesting: "phys-stage1" }],
   optionKeys: ["entries"],
   resolve(options) {
     if (options.stage !== undefined) fail("EINVAL", "ggtt has no stage option");
