@@ -1,8 +1,8 @@
-// The host DMA API (dma-iommu over a group's default domain): the engine
-// against its naive twin over random map_page / unmap_page / map_sg /
-// unmap_sg / set_mask / device DMA / driver changes, comparing every result
-// and errno, the stats, and RAM at the end; then the rules one by one, each
-// refusal leaving everything as it was.
+// The host DMA API (dma-iommu over a group's default domain, and dma-direct
+// for a device with no IOMMU): the engine against its naive twin over random
+// map_page / unmap_page / map_sg / unmap_sg / set_mask / device DMA / driver
+// changes, comparing every result and errno, the stats, and RAM at the end;
+// then the rules one by one, each refusal leaving everything as it was.
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { createHost, type Host } from "../src/index.js";
@@ -17,7 +17,8 @@ type Any = any; // eslint-disable-line @typescript-eslint/no-explicit-any
 const RAM = 8 << 20;
 const PAGE = 4096n;
 const DIRS = ["to-device", "from-device", "bidirectional"] as const;
-const BDFS = ["0000:02:00.0", "0000:02:00.1", "0000:03:00.0"];
+/** Two devices of one group, one of a group of its own, one with no IOMMU (dma-direct). */
+const BDFS = ["0000:02:00.0", "0000:02:00.1", "0000:03:00.0", "0000:04:00.0"];
 
 type Op =
   | { t: "map"; dev: number; hpa: bigint; size: bigint; dir: number }
@@ -76,6 +77,8 @@ async function makeSide(make: (o: object) => Promise<Any>, vfioSecond: boolean):
   host.addDevice({ bdf: BDFS[0], driver: "host" });
   host.addDevice({ bdf: BDFS[1], driver: "host", group: 0 });
   host.addDevice({ bdf: BDFS[2], driver: vfioSecond ? "vfio-pci" : "host" });
+  // A 2 MiB mask: about half the buffers are out of its reach.
+  host.addDevice({ bdf: BDFS[3], driver: "host", iommu: false, dmaMask: 21 });
   // Data the devices read: a pattern over RAM.
   host.ram.write(0x100000n, seededBytes(7, 0x200000));
   return { host, pages: [], sgs: [], stats: new Map() };
@@ -89,15 +92,18 @@ async function run(ops: Op[], vfioSecond: boolean): Promise<void> {
   ops.forEach((op, n) => {
     const t = attempt(() => apply(twin, op)), e = attempt(() => apply(engine, op));
     expectSame(t, e, `step ${n} ${show(op)}`);
-    note("error" in e ? `${op.t}:${e.error}` : `${op.t}:ok`);
-    if (op.t === "dma" && "ok" in e && (e.ok as Any).bytes > 0) note("dma:moved");
+    const what = "error" in e ? `${op.t}:${e.error}` : `${op.t}:ok`;
+    const moved = op.t === "dma" && "ok" in e && (e.ok as Any).bytes > 0;
+    note(what);
+    if (moved) note("dma:moved");
+    if (op.dev === 3) note(moved ? "direct:dma:moved" : `direct:${what}`);
     expectSame(twin.host.iotlb.stats(), engine.host.iotlb.stats(), `step ${n}: IOTLB counters`);
   });
   expectSame(twin.host.faults.drain(), engine.host.faults.drain(), "fault records");
   expect(Buffer.from(engine.host.ram.view(0, RAM)).equals(Buffer.from(twin.host.ram.view(0, RAM)))).toBe(true);
 }
 
-const dev = fc.nat(2);
+const dev = fc.nat(3);
 const hpaArb = fc.oneof(
   fc.tuple(fc.nat(0x1ff), fc.nat(4095)).map(([p, o]) => 0x100000n + BigInt(p) * PAGE + BigInt(o)),
   fc.constantFrom(0n, BigInt(RAM) - 1n, BigInt(RAM), 1n << 40n),
@@ -108,7 +114,7 @@ const opArb: fc.Arbitrary<Op> = fc.oneof(
   { weight: 6, arbitrary: fc.record({ t: fc.constant("unmap" as const), dev, pick: fc.nat(), sizeDelta: fc.constantFrom(0n, 0n, 0n, 1n, PAGE), dir: fc.oneof(fc.constant("same" as const), fc.nat(2)) }) },
   { weight: 3, arbitrary: fc.record({ t: fc.constant("mapSg" as const), dev, segs: fc.array(fc.record({ hpa: hpaArb, length: fc.oneof(fc.integer({ min: 1, max: 9000 }), fc.constant(4096)) }), { maxLength: 5 }), dir: fc.nat(2) }) },
   { weight: 2, arbitrary: fc.record({ t: fc.constant("unmapSg" as const), dev, pick: fc.nat() }) },
-  { weight: 1, arbitrary: fc.record({ t: fc.constant("mask" as const), dev, bits: fc.constantFrom(32, 64, 40, 20, 11, 65) }) },
+  { weight: 1, arbitrary: fc.record({ t: fc.constant("mask" as const), dev, bits: fc.constantFrom(32, 64, 40, 21, 20, 11, 65) }) },
   { weight: 8, arbitrary: fc.record({ t: fc.constant("dma" as const), dev, pick: fc.nat(), off: fc.nat(9000), len: fc.integer({ min: 1, max: 5000 }), write: fc.boolean(), seed: fc.nat() }) },
   { weight: 1, arbitrary: fc.record({ t: fc.constant("driver" as const), dev, driver: fc.constantFrom("host" as const, "vfio-pci" as const, null) }) },
   { weight: 1, arbitrary: fc.record({ t: fc.constant("stats" as const), dev }) },
@@ -127,7 +133,8 @@ describe("the DMA API on the engine and on the naive twin agree", () => {
 
   it("exercised what it claims to", () => {
     const mustSee = ["map:ok", "map:ENOMEM", "map:EINVAL", "unmap:ok", "unmap:EINVAL", "mapSg:ok", "mapSg:EINVAL", "unmapSg:ok",
-      "mask:ok", "mask:EIO", "mask:EINVAL", "dma:moved", "driver:EBUSY", "driver:ok", "map:EBUSY", "map:ENODEV"];
+      "mask:ok", "mask:EIO", "mask:EINVAL", "dma:moved", "driver:EBUSY", "driver:ok", "map:EBUSY", "map:ENODEV",
+      "direct:map:ok", "direct:map:ENOMEM", "direct:unmap:ok", "direct:mapSg:ok", "direct:mapSg:EIO", "direct:unmapSg:ok", "direct:driver:EINVAL", "direct:dma:moved"];
     const missed = mustSee.filter((k) => !stats.has(k));
     expect(missed.length, `never met: ${missed.join(", ")}`).toBeLessThanOrEqual(mayMiss(mustSee.length));
   });
@@ -234,6 +241,23 @@ describe("DMA API rules", () => {
     expect(dev.dma.read(dma, 4).fault?.reason).toBe("no-context");
   });
 
+  it("the spec's dmaMask is the mask the DMA API starts with (12..64 bits: EINVAL, EIO below 12, nothing added); default 32", async () => {
+    const h = await host();
+    expect(h.dmaApi("0000:02:00.0").mask).toBe(0xffffffffn);
+    for (const [bits, code] of [[65, "EINVAL"], [12.5, "EINVAL"], ["32", "EINVAL"], [11, "EIO"], [-1, "EIO"]] as const) {
+      expect(errno(() => h.addDevice({ bdf: "0000:05:00.0", driver: "host", dmaMask: bits as never }))).toBe(code);
+      expect(errno(() => h.device("0000:05:00.0"))).toBe("ENODEV");
+    }
+    expect(h.iommuGroups()).toEqual([0]);
+    h.addDevice({ bdf: "0000:05:00.0", driver: "host", dmaMask: 20 });
+    const api = h.dmaApi("0000:05:00.0");
+    expect(api.mask).toBe(0xfffffn);
+    // The IOVA comes from below the mask: the top page under 1 MiB.
+    expect(api.mapPage(0x200000n, PAGE, "to-device")).toBe(0xff000n);
+    h.addDevice({ bdf: "0000:06:00.0", driver: "host", dmaMask: 64 });
+    expect(h.dmaApi("0000:06:00.0").mask).toBe((1n << 64n) - 1n);
+  });
+
   it("reserved regions are never handed out (VT-d's interrupt window)", async () => {
     const h = await createHost({ arch: "vtd", ramSize: 16 << 20 });
     h.addDevice({ bdf: "0000:02:00.0", driver: "host" });
@@ -298,7 +322,8 @@ describe("DMA API refusals that need an unusual state", () => {
   });
 
   it("map_sg is all or nothing: a segment the page table refuses undoes the ones mapped, and the IOVA goes back", async () => {
-    const { DmaApi, DmaCookie } = await import("../src/dmaapi/dmaapi.js");
+    const { DmaApi } = await import("../src/dmaapi/dmaapi.js");
+    const { DmaCookie, IommuMapper } = await import("../src/dmaapi/iommu.js");
     const { IovaDomain } = await import("../src/dmaapi/iova.js");
     const calls: string[] = [];
     let failAt = 2;
@@ -309,7 +334,7 @@ describe("DMA API refusals that need an unusual state", () => {
       flush: (iova: bigint, last: bigint) => { calls.push(`flush ${iova.toString(16)}-${last.toString(16)}`); },
     };
     const iova = new IovaDomain({ startPfn: 1n });
-    const api = new DmaApi("0000:02:00.0", new DmaCookie(domain, iova, (1n << 48n) - 1n, 16n << 20n), () => undefined);
+    const api = new DmaApi("0000:02:00.0", new IommuMapper(new DmaCookie(domain, iova, (1n << 48n) - 1n)), 16n << 20n, 32, () => undefined);
     const segs = [{ hpa: 0x200000n, length: 4096 }, { hpa: 0x300000n, length: 4096 }];
     expect(errno(() => api.mapSg(segs, "bidirectional"))).toBe("ENOMEM");
     // The first segment was mapped, the second refused: the first is unmapped, the range flushed, the IOVA free again.
@@ -318,5 +343,167 @@ describe("DMA API refusals that need an unusual state", () => {
     expect(api.stats().live).toBe(0);
     failAt = 0;
     expect(api.mapSg(segs, "bidirectional").iova).toBe(0xffffe000n);
+  });
+});
+
+describe("devices with no IOMMU in front (dma-direct)", () => {
+  const BDF = "0000:04:00.0";
+  async function host(arch: "vtd" | "smmuv3" = "smmuv3", spec: object = {}): Promise<Host> {
+    const h = await createHost({ arch, ramSize: 16 << 20 });
+    h.addDevice({ bdf: BDF, iommu: false, driver: "host", ...spec });
+    return h;
+  }
+  const state = (h: Host) => ({ stats: show(h.dmaApi(BDF).stats()), free: h.ram.framesFree, ram: Buffer.from(h.ram.view(0, 16 << 20)) });
+  const same = (a: ReturnType<typeof state>, b: ReturnType<typeof state>) => expect(a.stats === b.stats && a.free === b.free && a.ram.equals(b.ram)).toBe(true);
+
+  it("are in no IOMMU group; mapPage returns the physical address, and the device reaches it whatever the direction", async () => {
+    const h = await host();
+    const dev = h.device(BDF);
+    expect([dev.iommu, dev.group, h.iommuGroups()]).toEqual([false, null, []]);
+    const api = h.dmaApi(BDF);
+    expect([api.direct, api.domainId, api.mask]).toEqual([true, 0, 0xffffffffn]);
+    h.ram.write(0x200123n, new Uint8Array([1, 2, 3]));
+    expect(api.mapPage(0x200123n, 3n, "to-device")).toBe(0x200123n);
+    expect(Array.from(dev.dma.read(0x200123n, 3).data)).toEqual([1, 2, 3]);
+    // No IOMMU enforces the direction: the write lands.
+    expect(dev.dma.write(0x200123n, new Uint8Array([9])).bytes).toBe(1);
+    expect(h.ram.read(0x200123n, 1)[0]).toBe(9);
+    // Beyond RAM the identity view has nothing: a fault, as any DMA outside RAM.
+    expect(dev.dma.read(BigInt(16 << 20), 4).fault?.reason).toBe("not-present");
+    expect(api.stats()).toEqual({ live: 1, iovaBytes: 0n, treeAllocs: 0, rcacheHits: 0, rcacheMisses: 0, above32: false });
+  });
+
+  it("reach RAM whoever owns them (nothing stands in the way), through one identity context with the largest leaves", async () => {
+    const h = await createHost({ arch: "vtd", ramSize: 16 << 20 });
+    const before = h.ram.framesFree;
+    h.addDevice({ bdf: BDF, iommu: false });
+    // Tables for 16 MiB of 2 MiB leaves: the root, one table per level below it down to the 2 MiB one.
+    const tables = before - h.ram.framesFree;
+    expect(tables).toBeGreaterThan(0);
+    expect(tables).toBeLessThanOrEqual(4);
+    h.addDevice({ bdf: "0000:04:00.1", iommu: false });
+    expect(h.ram.framesFree).toBe(before - tables);
+    const dev = h.device(BDF);
+    expect(dev.driver).toBe(null);
+    expect(errno(() => h.dmaApi(BDF))).toBe("ENODEV");
+    expect(dev.dma.read(0x400000n, 8).bytes).toBe(8);
+    const misses = h.iotlb.stats().misses;
+    // One 2 MiB leaf covers both: one miss, then a hit.
+    expect(h.device("0000:04:00.1").dma.read(0x600000n, 8).bytes).toBe(8);
+    expect(dev.dma.read(0x7ff000n, 8).bytes).toBe(8);
+    expect(h.iotlb.stats().misses - misses).toBe(1);
+  });
+
+  it("a write into VT-d's interrupt window is still an interrupt request, not memory", async () => {
+    const h = await host("vtd");
+    const seen: unknown[] = [];
+    h.onInterrupt((i) => seen.push(i));
+    const r = h.device(BDF).dma.write(0xfee00000n, new Uint8Array([0x21, 0, 0, 0]));
+    expect(r.interrupt).toEqual({ address: 0xfee00000n, data: 0x21 });
+    expect(seen).toHaveLength(1);
+  });
+
+  it("the DMA mask: a range ending above it is ENOMEM (DMA_MAPPING_ERROR: no swiotlb), one ending at it maps; nothing changes on a refusal", async () => {
+    const h = await host();
+    const api = h.dmaApi(BDF);
+    api.setMask(20);
+    const before = state(h);
+    expect(errno(() => api.mapPage(0x200000n, PAGE, "to-device"))).toBe("ENOMEM");
+    expect(errno(() => api.mapPage(0xff001n, PAGE, "to-device"))).toBe("ENOMEM");
+    expect(errno(() => api.mapSg([{ hpa: 0x1000n, length: 16 }, { hpa: 0x100000n, length: 16 }], "to-device"))).toBe("EIO");
+    same(before, state(h));
+    expect(api.mapPage(0xff000n, PAGE, "to-device")).toBe(0xff000n);
+    api.setMask(64);
+    expect(api.mapPage(0x200000n, PAGE, "to-device")).toBe(0x200000n);
+  });
+
+  it("unmapPage must match a mapping made (EINVAL otherwise, nothing changed); one page mapped twice is two mappings", async () => {
+    const h = await host();
+    const api = h.dmaApi(BDF);
+    const a = api.mapPage(0x200000n, 64n, "to-device");
+    const b = api.mapPage(0x200000n, 64n, "from-device");
+    const c = api.mapPage(0x200080n, 64n, "to-device");
+    expect([a, b, c]).toEqual([0x200000n, 0x200000n, 0x200080n]);
+    const before = state(h);
+    expect(errno(() => api.unmapPage(0x300000n, 64n, "to-device"))).toBe("EINVAL");
+    expect(errno(() => api.unmapPage(a, 2n * PAGE, "to-device"))).toBe("EINVAL");
+    expect(errno(() => api.unmapPage(a, 64n, "bidirectional"))).toBe("EINVAL");
+    expect(errno(() => api.unmapPage(a, 0n, "to-device"))).toBe("EINVAL");
+    expect(errno(() => api.unmapPage(a, 64n, "sideways" as never))).toBe("EINVAL");
+    same(before, state(h));
+    expect(api.stats().live).toBe(3);
+    api.unmapPage(b, 64n, "from-device");
+    expect(errno(() => api.unmapPage(b, 64n, "from-device"))).toBe("EINVAL");
+    api.unmapPage(a, 64n, "to-device");
+    api.unmapPage(c, 64n, "to-device");
+    expect(errno(() => api.unmapPage(a, 64n, "to-device"))).toBe("EINVAL");
+    expect(api.stats().live).toBe(0);
+  });
+
+  it("mapSg gives each segment its own physical address, none merged; unmapSg must match it", async () => {
+    const h = await host();
+    const api = h.dmaApi(BDF);
+    // Through an IOMMU the first two would merge (one ends on the page the next starts on).
+    const m = api.mapSg([{ hpa: 0x200800n, length: 0x800 }, { hpa: 0x201000n, length: 0x1000 }, { hpa: 0x400010n, length: 16 }], "bidirectional");
+    expect(m.iova).toBe(0x200000n);
+    expect(m.bytes).toBe(3n * PAGE);
+    expect(m.segments).toEqual([{ dma: 0x200800n, length: 0x800 }, { dma: 0x201000n, length: 0x1000 }, { dma: 0x400010n, length: 16 }]);
+    const before = state(h);
+    expect(errno(() => api.unmapSg({ ...m, direction: "to-device" }))).toBe("EINVAL");
+    expect(errno(() => api.unmapSg({ ...m, bytes: PAGE }))).toBe("EINVAL");
+    expect(errno(() => api.unmapSg({ ...m, iova: 0x400000n }))).toBe("EINVAL");
+    expect(errno(() => api.unmapPage(m.iova, PAGE, "bidirectional"))).toBe("EINVAL");
+    expect(errno(() => api.mapSg([], "to-device"))).toBe("EINVAL");
+    expect(errno(() => api.mapSg([{ hpa: BigInt(16 << 20) - 8n, length: 16 }], "to-device"))).toBe("EINVAL");
+    same(before, state(h));
+    api.unmapSg(m);
+    expect(errno(() => api.unmapSg(m))).toBe("EINVAL");
+    expect(api.stats().live).toBe(0);
+  });
+
+  it("the spec: no group, reserved regions, isolated MSIs or vfio-pci for a device with no IOMMU (EINVAL, nothing added)", async () => {
+    const h = await createHost({ arch: "vtd", ramSize: 16 << 20 });
+    const free = h.ram.framesFree;
+    for (const extra of [{ group: 3 }, { reserved: [] }, { msiIsolated: true }, { driver: "vfio-pci" }, { iommu: "no" }, { dmaMask: 11 }]) {
+      const code = "dmaMask" in extra ? "EIO" : "EINVAL";
+      expect(errno(() => h.addDevice({ bdf: BDF, iommu: false, ...extra } as never))).toBe(code);
+      expect(errno(() => h.device(BDF))).toBe("ENODEV");
+    }
+    expect(h.ram.framesFree).toBe(free);
+    h.addDevice({ bdf: BDF, iommu: false, msiIsolated: false });
+    expect(h.iommuGroups()).toEqual([]);
+    // vfio-pci's probe finds no IOMMU group (vfio_group_find_or_alloc: EINVAL); the group files do not exist.
+    expect(errno(() => h.device(BDF).bindDriver("vfio-pci"))).toBe("EINVAL");
+    expect(h.device(BDF).driver).toBe(null);
+    expect(errno(() => h.openGroup(0))).toBe("ENOENT");
+  });
+
+  it("the driver cannot let go while its mappings live (EBUSY); with no driver there is no DMA API (ENODEV)", async () => {
+    const h = await host();
+    const api = h.dmaApi(BDF);
+    const dev = h.device(BDF);
+    const dma = api.mapPage(0x200000n, PAGE, "to-device");
+    expect(errno(() => dev.bindDriver(null))).toBe("EBUSY");
+    api.unmapPage(dma, PAGE, "to-device");
+    dev.bindDriver(null);
+    expect(errno(() => api.mapPage(0x200000n, PAGE, "to-device"))).toBe("ENODEV");
+    expect(errno(() => h.dmaApi(BDF))).toBe("ENODEV");
+  });
+
+  it("no frame left for the identity tables: ENOMEM, nothing added; the next try works", async () => {
+    const h = await createHost({ arch: "vtd", ramSize: 16 << 20 });
+    const held: bigint[] = [];
+    while (h.ram.framesFree > 0) held.push(h.ram.allocFrames(1));
+    expect(errno(() => h.addDevice({ bdf: BDF, iommu: false }))).toBe("ENOMEM");
+    expect(errno(() => h.device(BDF))).toBe("ENODEV");
+    // A root but no table below it: the half-built context goes again.
+    h.ram.freeFrames(held.pop()!);
+    expect(errno(() => h.addDevice({ bdf: BDF, iommu: false }))).toBe("ENOMEM");
+    expect([h.ram.framesFree, errno(() => h.device(BDF))]).toEqual([1, "ENODEV"]);
+    for (const f of held) h.ram.freeFrames(f);
+    const free = h.ram.framesFree;
+    h.addDevice({ bdf: BDF, iommu: false });
+    expect(h.ram.framesFree).toBeLessThan(free);
+    expect(h.device(BDF).dma.read(0x200000n, 8).bytes).toBe(8);
   });
 });
