@@ -321,28 +321,87 @@ describe("DMA API refusals that need an unusual state", () => {
     expect(api.mapPage(0x200000n, PAGE, "to-device")).toBe(0xfffff000n);
   });
 
-  it("map_sg is all or nothing: a segment the page table refuses undoes the ones mapped, and the IOVA goes back", async () => {
+  it("map_sg is one data-plane call for the whole list; a refusal gives the IOVA back (nothing to unmap: the call is all or nothing)", async () => {
     const { DmaApi } = await import("../src/dmaapi/dmaapi.js");
     const { DmaCookie, IommuMapper } = await import("../src/dmaapi/iommu.js");
     const { IovaDomain } = await import("../src/dmaapi/iova.js");
     const calls: string[] = [];
-    let failAt = 2;
+    let refuse = true;
+    const hex = (v: bigint) => v.toString(16);
     const domain = {
       id: 1,
-      map: (iova: bigint, last: bigint) => { calls.push(`map ${iova.toString(16)}-${last.toString(16)}`); return --failAt === 0 ? abi.ERR_ENOMEM : abi.ST_OK; },
-      unmap: (iova: bigint, last: bigint) => { calls.push(`unmap ${iova.toString(16)}-${last.toString(16)}`); return last - iova + 1n; },
-      flush: (iova: bigint, last: bigint) => { calls.push(`flush ${iova.toString(16)}-${last.toString(16)}`); },
+      map: (iova: bigint, last: bigint) => { calls.push(`map ${hex(iova)}-${hex(last)}`); return abi.ST_OK; },
+      mapList: (entries: BigUint64Array) => {
+        const triples = [];
+        for (let k = 0; k < entries.length; k += 3) triples.push(`${hex(entries[k])}-${hex(entries[k + 1])}>${hex(entries[k + 2])}`);
+        calls.push(`mapList ${triples.join(" ")}`);
+        return refuse ? abi.ERR_ENOMEM : abi.ST_OK;
+      },
+      unmap: (iova: bigint, last: bigint) => { calls.push(`unmap ${hex(iova)}-${hex(last)}`); return last - iova + 1n; },
+      flush: (iova: bigint, last: bigint) => { calls.push(`flush ${hex(iova)}-${hex(last)}`); },
     };
     const iova = new IovaDomain({ startPfn: 1n });
     const api = new DmaApi("0000:02:00.0", new IommuMapper(new DmaCookie(domain, iova, (1n << 48n) - 1n)), 16n << 20n, 32, () => undefined);
-    const segs = [{ hpa: 0x200000n, length: 4096 }, { hpa: 0x300000n, length: 4096 }];
+    const segs = [{ hpa: 0x200010n, length: 4096 }, { hpa: 0x300000n, length: 4096 }];
     expect(errno(() => api.mapSg(segs, "bidirectional"))).toBe("ENOMEM");
-    // The first segment was mapped, the second refused: the first is unmapped, the range flushed, the IOVA free again.
-    expect(calls).toEqual(["map ffffe000-ffffefff", "map fffff000-ffffffff", "unmap ffffe000-ffffefff", "flush ffffe000-ffffffff"]);
+    // One call with every segment in its own pages (the first spans two); nothing else touches the table.
+    expect(calls).toEqual(["mapList ffffc000-ffffdfff>200000 ffffe000-ffffefff>300000"]);
     expect(iova.stats().allocated).toBe(0);
     expect(api.stats().live).toBe(0);
-    failAt = 0;
-    expect(api.mapSg(segs, "bidirectional").iova).toBe(0xffffe000n);
+    refuse = false;
+    expect(api.mapSg(segs, "bidirectional").iova).toBe(0xffffc000n);
+    expect(api.stats().live).toBe(1);
+  });
+
+  it("map_sg where the page table runs out at a later segment leaves nothing mapped (engine and twin alike)", async () => {
+    for (const make of [createHost, createNaiveHost as unknown as typeof createHost]) {
+      const h = await make({ arch: "vtd", ramSize: 16 << 20 });
+      h.addDevice({ bdf: "0000:02:00.0", driver: "host" });
+      const api = h.dmaApi("0000:02:00.0");
+      // 2 MiB + 4 KiB take a 4 MiB-aligned range (0xffc00000): the first segment is one 2 MiB leaf
+      // (two new tables above it), the second a 4 KiB page that needs a third table.
+      const segs = [{ hpa: 0x200000n, length: 0x200000 }, { hpa: 0x600000n, length: 0x1000 }];
+      const held: bigint[] = [];
+      while (h.ram.framesFree > 2) held.push(h.ram.allocFrames(1));
+      const ram = Buffer.from(h.ram.view(0, 16 << 20));
+      expect(errno(() => api.mapSg(segs, "to-device"))).toBe("ENOMEM");
+      expect(h.ram.framesFree).toBe(2);
+      expect(Buffer.from(h.ram.view(0, 16 << 20)).equals(ram)).toBe(true);
+      expect(api.stats().live).toBe(0);
+      expect(h.device("0000:02:00.0").dma.read(0xffc00000n, 8).fault?.reason).toBe("not-present");
+      h.ram.freeFrames(held.pop()!);
+      const m = api.mapSg(segs, "to-device");
+      expect(m.iova).toBe(0xffc00000n);
+      expect(h.ram.framesFree).toBe(0);
+      h.ram.write(0x600000n, new Uint8Array([5, 6]));
+      expect(Array.from(h.device("0000:02:00.0").dma.read(0xffe00000n, 2).data)).toEqual([5, 6]);
+    }
+  });
+
+  it("the data plane's mapList: an entry that fails (EEXIST) undoes the ones before it, tables and all (engine and twin alike)", async () => {
+    for (const make of [createHost, createNaiveHost as unknown as typeof createHost]) {
+      const h = await make({ arch: "vtd", ramSize: 16 << 20 });
+      const d = h.createDomain({ format: "vtd-sl", inputBits: 48 });
+      const plane = (h as Any).plane;
+      d.pageTable.map(0x50000000n, 0x500000n, 0x1000n, { read: true });
+      const free = h.ram.framesFree;
+      const prot = abi.PERM_R | abi.PERM_W;
+      // A page in a table that exists, one far away (new tables), then one overlapping the first.
+      const clash = new BigUint64Array([0x50001000n, 0x50001fffn, 0x200000n, 0x8000000000n, 0x8000001fffn, 0x300000n, 0x50001000n, 0x50001fffn, 0x400000n]);
+      expect(plane.mapList(d.id, clash, prot)).toBe(abi.ERR_EEXIST);
+      expect(h.ram.framesFree).toBe(free);
+      expect([d.pageTable.iovaToPhys(0x50001000n), d.pageTable.iovaToPhys(0x8000000000n), d.pageTable.iovaToPhys(0x50000000n)]).toEqual([undefined, undefined, 0x500000n]);
+      // A leaf that replaces an emptied table is undone too: the table comes back.
+      d.pageTable.map(0x1000000n, 0x200000n, 0x1000n, { read: true });
+      d.pageTable.unmap(0x1000000n, 0x1000n);
+      const tables = h.ram.framesFree;
+      const replace = new BigUint64Array([0x1000000n, 0x11fffffn, 0x200000n, 0x40000000n, 0x40000fffn, 0x200000n, 0x40000000n, 0x40000fffn, 0x200000n]);
+      expect(plane.mapList(d.id, replace, prot)).toBe(abi.ERR_EEXIST);
+      expect(h.ram.framesFree).toBe(tables);
+      expect(d.pageTable.iovaToPhys(0x1000000n)).toBe(undefined);
+      expect(plane.mapList(d.id, replace.subarray(0, 6), prot)).toBe(abi.ST_OK);
+      expect([d.pageTable.iovaToPhys(0x1000123n), d.pageTable.iovaToPhys(0x40000123n)]).toEqual([0x200123n, 0x200123n]);
+    }
   });
 });
 

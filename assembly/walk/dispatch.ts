@@ -3,13 +3,13 @@
 // Processes always use x86-64 tables (they model a Linux process on x86).
 import { ctxPtr, ctxFormat, ctxFlags, ctxS2Id } from "./context";
 import { walk, walkIn, noWalk, walkStage } from "./walker";
-import { buildMap, buildUnmap, buildMapFresh, beginUndo, endUndo, commitUndo, rollbackMap, buildGuestMap, buildGuestUnmap, beginGuestCall } from "./builder";
+import { buildMap, buildUnmap, buildMapFresh, beginUndo, endUndo, commitUndo, rollbackMap, removeLeaves, undoTables, buildGuestMap, buildGuestUnmap, beginGuestCall } from "./builder";
 import { visitRange, setVisitNeed, setDirtyScan, beginRuns, flushRun, pinnedEnd, mappedEnd, dirtyFound,
   LEAF_CHECK, LEAF_PIN, LEAF_UNPIN, LEAF_DISOWN, LEAF_DIRTY } from "./leaves";
 import { X86Format } from "../fmt/x86_64";
 import { Arm64S1Format, Arm64S2Format } from "../fmt/arm64";
 import { VtdSlFormat } from "../fmt/vtd_sl";
-import { ST_OK, ERR_EINVAL, ERR_EFAULT, FAULT_NO_CONTEXT, FORMAT_X86_64, FORMAT_ARM64_S1, FORMAT_VTD_SL, FORMAT_ARM64_S2 } from "../abi";
+import { ST_OK, ERR_EINVAL, ERR_EFAULT, FAULT_NO_CONTEXT, FORMAT_X86_64, FORMAT_ARM64_S1, FORMAT_VTD_SL, FORMAT_ARM64_S2, MAP_LIST_ENTRY_SIZE } from "../abi";
 
 function walkOver<F>(ctx: usize, s2: usize, iova: u64, access: u32, mode: u32): u32 {
   switch (ctxFormat(s2)) {
@@ -46,6 +46,36 @@ export function mapRange(ctx: usize, iova: u64, last: u64, hpa: u64, prot: u32):
     case FORMAT_ARM64_S1: return buildMap<Arm64S1Format>(ctx, iova, last, hpa, prot);
     case FORMAT_VTD_SL: return buildMap<VtdSlFormat>(ctx, iova, last, hpa, prot);
     case FORMAT_ARM64_S2: return buildMap<Arm64S2Format>(ctx, iova, last, hpa, prot);
+    default: return ERR_EINVAL;
+  }
+}
+
+// Maps every (iova, last, hpa) entry of the list at `list`, all or nothing:
+// when an entry fails, the leaves of the ones before it go and the undo log
+// takes back the tables they created or replaced, as a pinned map's failure does.
+function mapListIn<F>(ctx: usize, list: usize, count: u32, prot: u32): u32 {
+  beginUndo();
+  for (let k: u32 = 0; k < count; k++) {
+    const e = list + <usize>k * MAP_LIST_ENTRY_SIZE;
+    const st = buildMap<F>(ctx, load<u64>(e), load<u64>(e, 8), load<u64>(e, 16), prot);
+    if (st == ST_OK) continue;
+    for (let j: u32 = 0; j < k; j++) {
+      const d = list + <usize>j * MAP_LIST_ENTRY_SIZE;
+      removeLeaves<F>(ctx, load<u64>(d), load<u64>(d, 8));
+    }
+    undoTables();
+    return st;
+  }
+  commitUndo<F>();
+  return ST_OK;
+}
+
+export function mapList(ctx: usize, list: usize, count: u32, prot: u32): u32 {
+  switch (ctxFormat(ctx)) {
+    case FORMAT_X86_64: return mapListIn<X86Format>(ctx, list, count, prot);
+    case FORMAT_ARM64_S1: return mapListIn<Arm64S1Format>(ctx, list, count, prot);
+    case FORMAT_VTD_SL: return mapListIn<VtdSlFormat>(ctx, list, count, prot);
+    case FORMAT_ARM64_S2: return mapListIn<Arm64S2Format>(ctx, list, count, prot);
     default: return ERR_EINVAL;
   }
 }

@@ -30,7 +30,7 @@ export interface HostDmaEnv<Port> {
   ramSize: bigint;
   /** A default domain, or the identity context (its id: the data plane maps, unmaps and flushes it). */
   createDomain(options: PageTableOptions): { readonly id: number; destroy(): void };
-  plane: Pick<DataPlane, "mapRange" | "unmapRange" | "flushRange" | "setMsiWindow">;
+  plane: Pick<DataPlane, "mapRange" | "mapList" | "unmapRange" | "flushRange" | "setMsiWindow">;
   /** An IOVA allocator whose lowest page is `startPfn` (iova.c's, or the twin's). */
   makeIova(startPfn: bigint): IovaAllocator;
   makePort(domainId: () => number, sourceId: number, raise: (irq: DmaInterrupt) => void): Port;
@@ -138,6 +138,7 @@ export class HostDma<Port> {
       const domain: DmaApiDomain = {
         id,
         map: (iova, last, hpa, prot) => plane.mapRange(id, iova, last, hpa, prot),
+        mapList: (entries, prot) => plane.mapList(id, entries, prot),
         unmap: (iova, last) => plane.unmapRange(id, iova, last),
         flush: (iova, last) => plane.flushRange(id, iova, last),
       };

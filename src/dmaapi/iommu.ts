@@ -33,6 +33,8 @@ export interface DmaApiDomain {
   readonly id: number;
   /** abi status; nothing changed on an error. */
   map(iova: bigint, last: bigint, hpa: bigint, prot: number): number;
+  /** Every (iova, last, hpa) triple, all or nothing (abi status). */
+  mapList(entries: BigUint64Array, prot: number): number;
   /** Bytes unmapped. */
   unmap(iova: bigint, last: bigint): bigint;
   /** The IOTLB forgets [iova, last], every PASID. */
@@ -80,16 +82,22 @@ export class IommuMapper implements DmaMapper {
     fail("ENOMEM", `the IOMMU page table could not map ${hex(bytes)} bytes at ${hex(iova)} (DMA_MAPPING_ERROR)`);
   }
 
-  /** One IOVA range for the whole list, every segment mapped in it, all or nothing. */
+  /**
+   * One IOVA range for the whole list, every segment mapped in it by one
+   * data-plane call (iommu_map_sg), all or nothing: on a failure the engine
+   * has undone the segments it mapped, and the IOVA goes back.
+   */
   mapSg(layout: readonly SgLayout[], total: bigint, direction: DmaDirection): { iova: bigint; segments: { dma: bigint; length: number }[] } {
+    if (layout.length > abi.MAP_LIST_MAX) fail("ENOMEM", `map_sg: ${layout.length} segments; the model maps at most ${abi.MAP_LIST_MAX} in one list`);
     const iova = this.allocIova(total);
-    const domain = this.cookie.domain;
+    const entries = new BigUint64Array(layout.length * 3);
     for (let k = 0; k < layout.length; k++) {
       const s = layout[k];
-      if (domain.map(iova + s.at, iova + s.at + s.bytes - 1n, s.hpa - s.offset, protOf(direction)) === abi.ST_OK) continue;
-      // All or nothing: what was mapped goes, the IOVA goes back.
-      for (const done of layout.slice(0, k)) domain.unmap(iova + done.at, iova + done.at + done.bytes - 1n);
-      domain.flush(iova, iova + total - 1n);
+      entries[3 * k] = iova + s.at;
+      entries[3 * k + 1] = iova + s.at + s.bytes - 1n;
+      entries[3 * k + 2] = s.hpa - s.offset;
+    }
+    if (this.cookie.domain.mapList(entries, protOf(direction)) !== abi.ST_OK) {
       this.cookie.iova.freeFast(iova >> 12n, total >> 12n);
       fail("ENOMEM", `map_sg: the IOMMU page table could not map ${hex(total)} bytes`);
     }
