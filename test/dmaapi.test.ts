@@ -309,6 +309,19 @@ describe("DMA API refusals that need an unusual state", () => {
     expect(api.stats().live).toBe(1);
   });
 
+  it("a scatter list's segments: numbers are addresses too; a bad shape, a getter that throws or an unknown key is EINVAL, nothing mapped", async () => {
+    const h = await createHost({ arch: "vtd", ramSize: 16 << 20 });
+    h.addDevice({ bdf: "0000:02:00.0", driver: "host" });
+    const api = h.dmaApi("0000:02:00.0");
+    const throwing = Object.defineProperty({ length: 16 }, "hpa", { enumerable: true, get() { throw new Error("no"); } });
+    const bad = [[throwing], [{ hpa: 0x1000n, length: 0 }], [{ hpa: 0x1000n, length: 1.5 }], [{ hpa: -1, length: 16 }], [{ hpa: 0x1000n, length: 16, dir: 1 }],
+      [new Map()], [{ hpa: "0x1000", length: 16 }], [{ hpa: 0x1000n, length: 2 ** 32 }], [{ hpa: 1n << 64n, length: 16 }]];
+    bad.forEach((segs, i) => expect(errno(() => api.mapSg(segs as never, "to-device")), `case ${i}`).toBe("EINVAL"));
+    expect(api.stats().live).toBe(0);
+    const m = api.mapSg([{ hpa: 0x200000, length: 16 }, { length: 8, hpa: 0x300000n }], "to-device");
+    expect(m.segments.map((s) => s.length)).toEqual([16, 8]);
+  });
+
   it("no frame left for the page table: ENOMEM, and the IOVA goes back (the next map gets it)", async () => {
     const h = await createHost({ arch: "vtd", ramSize: 16 << 20 });
     h.addDevice({ bdf: "0000:02:00.0", driver: "host" });

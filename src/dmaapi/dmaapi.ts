@@ -9,7 +9,7 @@
 // The kernel WARNs on an unmap that matches nothing (dma-debug); here it is
 // EINVAL with nothing changed, as is a size or direction that differs from
 // the map's.
-import { show, options, list as checkList, integer } from "../args.js";
+import { show, options, knownPlainKeys, list as checkList, integer } from "../args.js";
 import { hex, toU64, PAGE_SIZE, U64_MAX, type Address } from "../addr.js";
 import { fail } from "../errors.js";
 import * as abi from "../engine/abi.js";
@@ -152,21 +152,18 @@ export class DmaApi {
   mapSg(segments: readonly SgSegment[], direction: DmaDirection): SgMapping {
     this.usable();
     const dir = checkDirection(direction);
-    const list = checkList(segments, "scatter list").map((given, i) => {
-      const s = options(given, `segment ${i}`, ["hpa", "length"] as const) as SgSegment;
-      const length = integer(s.length, `segment ${i} length`, 1, 0xffffffff);
-      const hpa = toU64(s.hpa, `segment ${i} hpa`);
-      this.checkRam(hpa, BigInt(length));
-      return { hpa, length };
-    });
+    const list = checkList(segments, "scatter list");
     if (list.length === 0) fail("EINVAL", "map_sg: the scatter list is empty");
     // Each segment takes the whole pages around it, one after the other.
-    const layout: SgLayout[] = list.map((s) => ({ ...s, offset: s.hpa & (PAGE_SIZE - 1n), at: 0n, bytes: 0n }));
+    const layout: SgLayout[] = [];
     let total = 0n;
-    for (const s of layout) {
-      s.at = total;
-      s.bytes = pageAlign(s.offset + BigInt(s.length));
-      total += s.bytes;
+    for (let i = 0; i < list.length; i++) {
+      const { hpa, length } = segmentAt(list[i], i);
+      this.checkRam(hpa, BigInt(length));
+      const offset = hpa & (PAGE_SIZE - 1n);
+      const bytes = pageAlign(offset + BigInt(length));
+      layout.push({ hpa, length, offset, at: total, bytes });
+      total += bytes;
     }
     const { iova, segments: given } = this.mapper.mapSg(layout, total, dir);
     this.mapper.records.add(Number(iova >> 12n), total >> 12n, dir, true);
@@ -197,6 +194,30 @@ export class DmaApi {
     if (size === 0n) fail("EINVAL", "a DMA mapping of zero bytes");
     if (hpa + size > this.ramSize) fail("EINVAL", `[${hex(hpa)}, +${hex(size)}) is not RAM`);
   }
+}
+
+const SEGMENT_KEYS = ["hpa", "length"] as const;
+
+/**
+ * Segment i of a scatter list. A driver passes a list with every call, so
+ * the usual shape (a plain object, a bigint hpa, an integer length) is taken
+ * without building the messages a refusal would need; anything else goes
+ * through the argument helpers, which convert it or say what is wrong.
+ */
+function segmentAt(given: unknown, i: number): { hpa: bigint; length: number } {
+  if (!knownPlainKeys(given, SEGMENT_KEYS)) {
+    const s = options(given, `segment ${i}`, SEGMENT_KEYS) as SgSegment;
+    return { hpa: toU64(s.hpa, `segment ${i} hpa`), length: integer(s.length, `segment ${i} length`, 1, 0xffffffff) };
+  }
+  let hpa: unknown, length: unknown;
+  try {
+    ({ hpa, length } = given);
+  } catch {
+    fail("EINVAL", `segment ${i} cannot be read`);
+  }
+  if (typeof length !== "number" || !Number.isInteger(length) || length < 1 || length > 0xffffffff) length = integer(length, `segment ${i} length`, 1, 0xffffffff);
+  if (typeof hpa !== "bigint" || hpa < 0n || hpa > U64_MAX) hpa = toU64(hpa as Address, `segment ${i} hpa`);
+  return { hpa: hpa as bigint, length: length as number };
 }
 
 function checkDirection(direction: DmaDirection): DmaDirection {
