@@ -171,8 +171,12 @@ export const PASID_TABLE_NONE: u32 = 0xFFFFFFFF;
 // ---- Fixed sizes.
 export const PAGE_SHIFT: u32 = 12;
 export const STAGING_SIZE: u32 = 1048576;
-// Page tables one pinned map may create (each logged so a failure can undo them).
+// Page tables one pinned map (or map of a list) may create (each logged so a failure can undo them).
 export const UNDO_LOG_ENTRIES: u32 = 16384;
+// A map of a list (ptMapList) reads (iova, last, hpa) u64 triples from staging:
+// at most STAGING_SIZE / MAP_LIST_ENTRY_SIZE of them in one call.
+export const MAP_LIST_ENTRY_SIZE: u32 = 24;
+export const MAP_LIST_MAX: u32 = 43690;
 
 // ---- PASIDs: 20 bits, 0 means "no PASID". PASID tables and the allocator are
 // radix trees of 64-slot nodes from a pool of `pasidNodes` (createHost) nodes.

@@ -5,7 +5,7 @@ import { ctrl, layoutInit, staging } from "./layout";
 import { framesInit, allocFrames, freeFrames, claimFrame } from "./mem/frames";
 import { inRam, ramPtr } from "./mem/phys";
 import { ctxPtr, ctxSet, ctxClear, ctxSetFlags, ctxSetMsiWindow, ctxSetNested, ctxTlbSizes } from "./walk/context";
-import { mapRange, unmapRange, processMap, processUnmap, pinMap, unpinUnmap, dirtyScan, guestMap, guestUnmap } from "./walk/dispatch";
+import { mapRange, mapList, unmapRange, processMap, processUnmap, pinMap, unpinUnmap, dirtyScan, guestMap, guestUnmap } from "./walk/dispatch";
 import { guestTablesNeeded as builderGuestTablesNeeded, releasedCount as builderReleasedCount, unmapStatus as builderUnmapStatus } from "./walk/builder";
 import { pinCount } from "./mem/pins";
 import { pinProcessPages, unpinFrameList } from "./mem/extpins";
@@ -56,6 +56,8 @@ export function setMsiDoorbell(start: u64, end: u64): void { setDoorbellWindow(s
 // ---- builder
 export function ptMap(id: u32, iova: u64, last: u64, hpa: u64, prot: u32): u32 { return mapRange(ctxPtr(id), iova, last, hpa, prot); }
 export function ptUnmap(id: u32, iova: u64, last: u64): u64 { return unmapRange(ctxPtr(id), iova, last); }
+// `count` (iova, last, hpa) triples at `list` (staging), all mapped or none (the status of the entry that failed).
+export function ptMapList(id: u32, list: usize, count: u32, prot: u32): u32 { return mapList(ctxPtr(id), list, count, prot); }
 
 // ---- guest tables (a nested context's stage 1, in guest memory)
 // ERR_ENOMEM with guestTablesNeeded() set when the pool of `count` GPAs at `pool` is short.

@@ -10,7 +10,7 @@ import {
 import { perCallSuite } from "./percall.js";
 import { mdevPin512 } from "./mdev.js";
 import { ptChurn } from "./ptchurn.js";
-import { dmaMapPage } from "./dmaapi.js";
+import { dmaMapPage, dmaMapSg16 } from "./dmaapi.js";
 import { vfioScale } from "./vfioscale.js";
 
 export interface Case {
@@ -354,7 +354,7 @@ export async function buildSuite(): Promise<Suite> {
   const perCall = await perCallSuite();
   return {
     cases: [await iotlbHit(), await walk(4), await walk(5), await walkNested(), d4.batched, d4.perCall, await deviceDma4k(), sg.c, wide.c,
-      ...perCall.cases, await ptMapUnmap(), await ptChurn(), await dmaMapPage(), await mdevPin512(), await vfioMapUnmap(), await pasidLookup(), await pasidFreeRange(),
+      ...perCall.cases, await ptMapUnmap(), await ptChurn(), await dmaMapPage(), await dmaMapSg16(), await mdevPin512(), await vfioMapUnmap(), await pasidLookup(), await pasidFreeRange(),
       ...(await vfioScale())],
     limits: [d4.limit, sg.limit, wide.limit, ...perCall.limits],
   };

@@ -42,6 +42,8 @@ const OPS = [
     call: "walkPhys<F, G>(ctx, s2, iova, access, mode)", otherwise: ["return noWalk(FAULT_NO_CONTEXT);", "walkStage = 2; return noWalk(FAULT_NO_CONTEXT);"] },
   { name: "mapIn", params: "ctx: usize, iova: u64, last: u64, hpa: u64, prot: u32", ret: "u32", on: ["ctx"], roles: ["any"],
     call: "buildMap<F>(ctx, iova, last, hpa, prot)", otherwise: ["return ERR_EINVAL;"] },
+  { name: "mapListIn", params: "ctx: usize, list: usize, count: u32, prot: u32", ret: "u32", on: ["ctx"], roles: ["any"],
+    call: "mapListWith<F>(ctx, list, count, prot)", otherwise: ["return ERR_EINVAL;"] },
   { name: "unmapIn", params: "ctx: usize, iova: u64, last: u64", ret: "u64", on: ["ctx"], roles: ["any"],
     call: "buildUnmap<F>(ctx, iova, last)", otherwise: ["return 0;"] },
   { name: "guestMapIn", params: "ctx: usize, s2: usize, iova: u64, last: u64, gpa: u64, prot: u32, pool: usize, count: u32, released: usize, cap: u32", ret: "u32",
@@ -65,6 +67,7 @@ const IMPORTS = [
   'import { visitDirty } from "./leaves";',
   'import { pinMapInto, unpinUnmapWith } from "./pinned";',
   'import { walkPhys } from "./physs1";',
+  'import { mapListWith } from "./maplist";',
   'import { ERR_EINVAL, FAULT_NO_CONTEXT } from "../abi";',
 ];
 

@@ -1,8 +1,8 @@
-// The host DMA API (dma-iommu over a group's default domain): the engine
-// against its naive twin over random map_page / unmap_page / map_sg /
-// unmap_sg / set_mask / device DMA / driver changes, comparing every result
-// and errno, the stats, and RAM at the end; then the rules one by one, each
-// refusal leaving everything as it was.
+// The host DMA API (dma-iommu over a group's default domain, and dma-direct
+// for a device with no IOMMU): the engine against its naive twin over random
+// map_page / unmap_page / map_sg / unmap_sg / set_mask / device DMA / driver
+// changes, comparing every result and errno, the stats, and RAM at the end;
+// then the rules one by one, each refusal leaving everything as it was.
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { createHost, type Host } from "../src/index.js";
@@ -17,7 +17,8 @@ type Any = any; // eslint-disable-line @typescript-eslint/no-explicit-any
 const RAM = 8 << 20;
 const PAGE = 4096n;
 const DIRS = ["to-device", "from-device", "bidirectional"] as const;
-const BDFS = ["0000:02:00.0", "0000:02:00.1", "0000:03:00.0"];
+/** Two devices of one group, one of a group of its own, one with no IOMMU (dma-direct). */
+const BDFS = ["0000:02:00.0", "0000:02:00.1", "0000:03:00.0", "0000:04:00.0"];
 
 type Op =
   | { t: "map"; dev: number; hpa: bigint; size: bigint; dir: number }
@@ -76,6 +77,8 @@ async function makeSide(make: (o: object) => Promise<Any>, vfioSecond: boolean):
   host.addDevice({ bdf: BDFS[0], driver: "host" });
   host.addDevice({ bdf: BDFS[1], driver: "host", group: 0 });
   host.addDevice({ bdf: BDFS[2], driver: vfioSecond ? "vfio-pci" : "host" });
+  // A 2 MiB mask: about half the buffers are out of its reach.
+  host.addDevice({ bdf: BDFS[3], driver: "host", iommu: false, dmaMask: 21 });
   // Data the devices read: a pattern over RAM.
   host.ram.write(0x100000n, seededBytes(7, 0x200000));
   return { host, pages: [], sgs: [], stats: new Map() };
@@ -89,15 +92,18 @@ async function run(ops: Op[], vfioSecond: boolean): Promise<void> {
   ops.forEach((op, n) => {
     const t = attempt(() => apply(twin, op)), e = attempt(() => apply(engine, op));
     expectSame(t, e, `step ${n} ${show(op)}`);
-    note("error" in e ? `${op.t}:${e.error}` : `${op.t}:ok`);
-    if (op.t === "dma" && "ok" in e && (e.ok as Any).bytes > 0) note("dma:moved");
+    const what = "error" in e ? `${op.t}:${e.error}` : `${op.t}:ok`;
+    const moved = op.t === "dma" && "ok" in e && (e.ok as Any).bytes > 0;
+    note(what);
+    if (moved) note("dma:moved");
+    if (op.dev === 3) note(moved ? "direct:dma:moved" : `direct:${what}`);
     expectSame(twin.host.iotlb.stats(), engine.host.iotlb.stats(), `step ${n}: IOTLB counters`);
   });
   expectSame(twin.host.faults.drain(), engine.host.faults.drain(), "fault records");
   expect(Buffer.from(engine.host.ram.view(0, RAM)).equals(Buffer.from(twin.host.ram.view(0, RAM)))).toBe(true);
 }
 
-const dev = fc.nat(2);
+const dev = fc.nat(3);
 const hpaArb = fc.oneof(
   fc.tuple(fc.nat(0x1ff), fc.nat(4095)).map(([p, o]) => 0x100000n + BigInt(p) * PAGE + BigInt(o)),
   fc.constantFrom(0n, BigInt(RAM) - 1n, BigInt(RAM), 1n << 40n),
@@ -108,7 +114,7 @@ const opArb: fc.Arbitrary<Op> = fc.oneof(
   { weight: 6, arbitrary: fc.record({ t: fc.constant("unmap" as const), dev, pick: fc.nat(), sizeDelta: fc.constantFrom(0n, 0n, 0n, 1n, PAGE), dir: fc.oneof(fc.constant("same" as const), fc.nat(2)) }) },
   { weight: 3, arbitrary: fc.record({ t: fc.constant("mapSg" as const), dev, segs: fc.array(fc.record({ hpa: hpaArb, length: fc.oneof(fc.integer({ min: 1, max: 9000 }), fc.constant(4096)) }), { maxLength: 5 }), dir: fc.nat(2) }) },
   { weight: 2, arbitrary: fc.record({ t: fc.constant("unmapSg" as const), dev, pick: fc.nat() }) },
-  { weight: 1, arbitrary: fc.record({ t: fc.constant("mask" as const), dev, bits: fc.constantFrom(32, 64, 40, 20, 11, 65) }) },
+  { weight: 1, arbitrary: fc.record({ t: fc.constant("mask" as const), dev, bits: fc.constantFrom(32, 64, 40, 21, 20, 11, 65) }) },
   { weight: 8, arbitrary: fc.record({ t: fc.constant("dma" as const), dev, pick: fc.nat(), off: fc.nat(9000), len: fc.integer({ min: 1, max: 5000 }), write: fc.boolean(), seed: fc.nat() }) },
   { weight: 1, arbitrary: fc.record({ t: fc.constant("driver" as const), dev, driver: fc.constantFrom("host" as const, "vfio-pci" as const, null) }) },
   { weight: 1, arbitrary: fc.record({ t: fc.constant("stats" as const), dev }) },
@@ -127,7 +133,8 @@ describe("the DMA API on the engine and on the naive twin agree", () => {
 
   it("exercised what it claims to", () => {
     const mustSee = ["map:ok", "map:ENOMEM", "map:EINVAL", "unmap:ok", "unmap:EINVAL", "mapSg:ok", "mapSg:EINVAL", "unmapSg:ok",
-      "mask:ok", "mask:EIO", "mask:EINVAL", "dma:moved", "driver:EBUSY", "driver:ok", "map:EBUSY", "map:ENODEV"];
+      "mask:ok", "mask:EIO", "mask:EINVAL", "dma:moved", "driver:EBUSY", "driver:ok", "map:EBUSY", "map:ENODEV",
+      "direct:map:ok", "direct:map:ENOMEM", "direct:unmap:ok", "direct:mapSg:ok", "direct:mapSg:EIO", "direct:unmapSg:ok", "direct:driver:EINVAL", "direct:dma:moved"];
     const missed = mustSee.filter((k) => !stats.has(k));
     expect(missed.length, `never met: ${missed.join(", ")}`).toBeLessThanOrEqual(mayMiss(mustSee.length));
   });
@@ -234,6 +241,23 @@ describe("DMA API rules", () => {
     expect(dev.dma.read(dma, 4).fault?.reason).toBe("no-context");
   });
 
+  it("the spec's dmaMask is the mask the DMA API starts with (12..64 bits: EINVAL, EIO below 12, nothing added); default 32", async () => {
+    const h = await host();
+    expect(h.dmaApi("0000:02:00.0").mask).toBe(0xffffffffn);
+    for (const [bits, code] of [[65, "EINVAL"], [12.5, "EINVAL"], ["32", "EINVAL"], [11, "EIO"], [-1, "EIO"]] as const) {
+      expect(errno(() => h.addDevice({ bdf: "0000:05:00.0", driver: "host", dmaMask: bits as never }))).toBe(code);
+      expect(errno(() => h.device("0000:05:00.0"))).toBe("ENODEV");
+    }
+    expect(h.iommuGroups()).toEqual([0]);
+    h.addDevice({ bdf: "0000:05:00.0", driver: "host", dmaMask: 20 });
+    const api = h.dmaApi("0000:05:00.0");
+    expect(api.mask).toBe(0xfffffn);
+    // The IOVA comes from below the mask: the top page under 1 MiB.
+    expect(api.mapPage(0x200000n, PAGE, "to-device")).toBe(0xff000n);
+    h.addDevice({ bdf: "0000:06:00.0", driver: "host", dmaMask: 64 });
+    expect(h.dmaApi("0000:06:00.0").mask).toBe((1n << 64n) - 1n);
+  });
+
   it("reserved regions are never handed out (VT-d's interrupt window)", async () => {
     const h = await createHost({ arch: "vtd", ramSize: 16 << 20 });
     h.addDevice({ bdf: "0000:02:00.0", driver: "host" });
@@ -285,6 +309,19 @@ describe("DMA API refusals that need an unusual state", () => {
     expect(api.stats().live).toBe(1);
   });
 
+  it("a scatter list's segments: numbers are addresses too; a bad shape, a getter that throws or an unknown key is EINVAL, nothing mapped", async () => {
+    const h = await createHost({ arch: "vtd", ramSize: 16 << 20 });
+    h.addDevice({ bdf: "0000:02:00.0", driver: "host" });
+    const api = h.dmaApi("0000:02:00.0");
+    const throwing = Object.defineProperty({ length: 16 }, "hpa", { enumerable: true, get() { throw new Error("no"); } });
+    const bad = [[throwing], [{ hpa: 0x1000n, length: 0 }], [{ hpa: 0x1000n, length: 1.5 }], [{ hpa: -1, length: 16 }], [{ hpa: 0x1000n, length: 16, dir: 1 }],
+      [new Map()], [{ hpa: "0x1000", length: 16 }], [{ hpa: 0x1000n, length: 2 ** 32 }], [{ hpa: 1n << 64n, length: 16 }]];
+    bad.forEach((segs, i) => expect(errno(() => api.mapSg(segs as never, "to-device")), `case ${i}`).toBe("EINVAL"));
+    expect(api.stats().live).toBe(0);
+    const m = api.mapSg([{ hpa: 0x200000, length: 16 }, { length: 8, hpa: 0x300000n }], "to-device");
+    expect(m.segments.map((s) => s.length)).toEqual([16, 8]);
+  });
+
   it("no frame left for the page table: ENOMEM, and the IOVA goes back (the next map gets it)", async () => {
     const h = await createHost({ arch: "vtd", ramSize: 16 << 20 });
     h.addDevice({ bdf: "0000:02:00.0", driver: "host" });
@@ -297,26 +334,248 @@ describe("DMA API refusals that need an unusual state", () => {
     expect(api.mapPage(0x200000n, PAGE, "to-device")).toBe(0xfffff000n);
   });
 
-  it("map_sg is all or nothing: a segment the page table refuses undoes the ones mapped, and the IOVA goes back", async () => {
-    const { DmaApi, DmaCookie } = await import("../src/dmaapi/dmaapi.js");
+  it("map_sg is one data-plane call for the whole list; a refusal gives the IOVA back (nothing to unmap: the call is all or nothing)", async () => {
+    const { DmaApi } = await import("../src/dmaapi/dmaapi.js");
+    const { DmaCookie, IommuMapper } = await import("../src/dmaapi/iommu.js");
     const { IovaDomain } = await import("../src/dmaapi/iova.js");
     const calls: string[] = [];
-    let failAt = 2;
+    let refuse = true;
+    const hex = (v: bigint) => v.toString(16);
     const domain = {
       id: 1,
-      map: (iova: bigint, last: bigint) => { calls.push(`map ${iova.toString(16)}-${last.toString(16)}`); return --failAt === 0 ? abi.ERR_ENOMEM : abi.ST_OK; },
-      unmap: (iova: bigint, last: bigint) => { calls.push(`unmap ${iova.toString(16)}-${last.toString(16)}`); return last - iova + 1n; },
-      flush: (iova: bigint, last: bigint) => { calls.push(`flush ${iova.toString(16)}-${last.toString(16)}`); },
+      map: (iova: bigint, last: bigint) => { calls.push(`map ${hex(iova)}-${hex(last)}`); return abi.ST_OK; },
+      mapList: (entries: BigUint64Array) => {
+        const triples = [];
+        for (let k = 0; k < entries.length; k += 3) triples.push(`${hex(entries[k])}-${hex(entries[k + 1])}>${hex(entries[k + 2])}`);
+        calls.push(`mapList ${triples.join(" ")}`);
+        return refuse ? abi.ERR_ENOMEM : abi.ST_OK;
+      },
+      unmap: (iova: bigint, last: bigint) => { calls.push(`unmap ${hex(iova)}-${hex(last)}`); return last - iova + 1n; },
+      flush: (iova: bigint, last: bigint) => { calls.push(`flush ${hex(iova)}-${hex(last)}`); },
     };
     const iova = new IovaDomain({ startPfn: 1n });
-    const api = new DmaApi("0000:02:00.0", new DmaCookie(domain, iova, (1n << 48n) - 1n, 16n << 20n), () => undefined);
-    const segs = [{ hpa: 0x200000n, length: 4096 }, { hpa: 0x300000n, length: 4096 }];
+    const api = new DmaApi("0000:02:00.0", new IommuMapper(new DmaCookie(domain, iova, (1n << 48n) - 1n)), 16n << 20n, 32, () => undefined);
+    const segs = [{ hpa: 0x200010n, length: 4096 }, { hpa: 0x300000n, length: 4096 }];
     expect(errno(() => api.mapSg(segs, "bidirectional"))).toBe("ENOMEM");
-    // The first segment was mapped, the second refused: the first is unmapped, the range flushed, the IOVA free again.
-    expect(calls).toEqual(["map ffffe000-ffffefff", "map fffff000-ffffffff", "unmap ffffe000-ffffefff", "flush ffffe000-ffffffff"]);
+    // One call with every segment in its own pages (the first spans two); nothing else touches the table.
+    expect(calls).toEqual(["mapList ffffc000-ffffdfff>200000 ffffe000-ffffefff>300000"]);
     expect(iova.stats().allocated).toBe(0);
     expect(api.stats().live).toBe(0);
-    failAt = 0;
-    expect(api.mapSg(segs, "bidirectional").iova).toBe(0xffffe000n);
+    refuse = false;
+    expect(api.mapSg(segs, "bidirectional").iova).toBe(0xffffc000n);
+    expect(api.stats().live).toBe(1);
+  });
+
+  it("map_sg where the page table runs out at a later segment leaves nothing mapped (engine and twin alike)", async () => {
+    for (const make of [createHost, createNaiveHost as unknown as typeof createHost]) {
+      const h = await make({ arch: "vtd", ramSize: 16 << 20 });
+      h.addDevice({ bdf: "0000:02:00.0", driver: "host" });
+      const api = h.dmaApi("0000:02:00.0");
+      // 2 MiB + 4 KiB take a 4 MiB-aligned range (0xffc00000): the first segment is one 2 MiB leaf
+      // (two new tables above it), the second a 4 KiB page that needs a third table.
+      const segs = [{ hpa: 0x200000n, length: 0x200000 }, { hpa: 0x600000n, length: 0x1000 }];
+      const held: bigint[] = [];
+      while (h.ram.framesFree > 2) held.push(h.ram.allocFrames(1));
+      const ram = Buffer.from(h.ram.view(0, 16 << 20));
+      expect(errno(() => api.mapSg(segs, "to-device"))).toBe("ENOMEM");
+      expect(h.ram.framesFree).toBe(2);
+      expect(Buffer.from(h.ram.view(0, 16 << 20)).equals(ram)).toBe(true);
+      expect(api.stats().live).toBe(0);
+      expect(h.device("0000:02:00.0").dma.read(0xffc00000n, 8).fault?.reason).toBe("not-present");
+      h.ram.freeFrames(held.pop()!);
+      const m = api.mapSg(segs, "to-device");
+      expect(m.iova).toBe(0xffc00000n);
+      expect(h.ram.framesFree).toBe(0);
+      h.ram.write(0x600000n, new Uint8Array([5, 6]));
+      expect(Array.from(h.device("0000:02:00.0").dma.read(0xffe00000n, 2).data)).toEqual([5, 6]);
+    }
+  });
+
+  it("the data plane's mapList: an entry that fails (EEXIST) undoes the ones before it, tables and all (engine and twin alike)", async () => {
+    for (const make of [createHost, createNaiveHost as unknown as typeof createHost]) {
+      const h = await make({ arch: "vtd", ramSize: 16 << 20 });
+      const d = h.createDomain({ format: "vtd-sl", inputBits: 48 });
+      const plane = (h as Any).plane;
+      d.pageTable.map(0x50000000n, 0x500000n, 0x1000n, { read: true });
+      const free = h.ram.framesFree;
+      const prot = abi.PERM_R | abi.PERM_W;
+      // A page in a table that exists, one far away (new tables), then one overlapping the first.
+      const clash = new BigUint64Array([0x50001000n, 0x50001fffn, 0x200000n, 0x8000000000n, 0x8000001fffn, 0x300000n, 0x50001000n, 0x50001fffn, 0x400000n]);
+      expect(plane.mapList(d.id, clash, prot)).toBe(abi.ERR_EEXIST);
+      expect(h.ram.framesFree).toBe(free);
+      expect([d.pageTable.iovaToPhys(0x50001000n), d.pageTable.iovaToPhys(0x8000000000n), d.pageTable.iovaToPhys(0x50000000n)]).toEqual([undefined, undefined, 0x500000n]);
+      // A leaf that replaces an emptied table is undone too: the table comes back.
+      d.pageTable.map(0x1000000n, 0x200000n, 0x1000n, { read: true });
+      d.pageTable.unmap(0x1000000n, 0x1000n);
+      const tables = h.ram.framesFree;
+      const replace = new BigUint64Array([0x1000000n, 0x11fffffn, 0x200000n, 0x40000000n, 0x40000fffn, 0x200000n, 0x40000000n, 0x40000fffn, 0x200000n]);
+      expect(plane.mapList(d.id, replace, prot)).toBe(abi.ERR_EEXIST);
+      expect(h.ram.framesFree).toBe(tables);
+      expect(d.pageTable.iovaToPhys(0x1000000n)).toBe(undefined);
+      expect(plane.mapList(d.id, replace.subarray(0, 6), prot)).toBe(abi.ST_OK);
+      expect([d.pageTable.iovaToPhys(0x1000123n), d.pageTable.iovaToPhys(0x40000123n)]).toEqual([0x200123n, 0x200123n]);
+    }
+  });
+});
+
+describe("devices with no IOMMU in front (dma-direct)", () => {
+  const BDF = "0000:04:00.0";
+  async function host(arch: "vtd" | "smmuv3" = "smmuv3", spec: object = {}): Promise<Host> {
+    const h = await createHost({ arch, ramSize: 16 << 20 });
+    h.addDevice({ bdf: BDF, iommu: false, driver: "host", ...spec });
+    return h;
+  }
+  const state = (h: Host) => ({ stats: show(h.dmaApi(BDF).stats()), free: h.ram.framesFree, ram: Buffer.from(h.ram.view(0, 16 << 20)) });
+  const same = (a: ReturnType<typeof state>, b: ReturnType<typeof state>) => expect(a.stats === b.stats && a.free === b.free && a.ram.equals(b.ram)).toBe(true);
+
+  it("are in no IOMMU group; mapPage returns the physical address, and the device reaches it whatever the direction", async () => {
+    const h = await host();
+    const dev = h.device(BDF);
+    expect([dev.iommu, dev.group, h.iommuGroups()]).toEqual([false, null, []]);
+    const api = h.dmaApi(BDF);
+    expect([api.direct, api.domainId, api.mask]).toEqual([true, 0, 0xffffffffn]);
+    h.ram.write(0x200123n, new Uint8Array([1, 2, 3]));
+    expect(api.mapPage(0x200123n, 3n, "to-device")).toBe(0x200123n);
+    expect(Array.from(dev.dma.read(0x200123n, 3).data)).toEqual([1, 2, 3]);
+    // No IOMMU enforces the direction: the write lands.
+    expect(dev.dma.write(0x200123n, new Uint8Array([9])).bytes).toBe(1);
+    expect(h.ram.read(0x200123n, 1)[0]).toBe(9);
+    // Beyond RAM the identity view has nothing: a fault, as any DMA outside RAM.
+    expect(dev.dma.read(BigInt(16 << 20), 4).fault?.reason).toBe("not-present");
+    expect(api.stats()).toEqual({ live: 1, iovaBytes: 0n, treeAllocs: 0, rcacheHits: 0, rcacheMisses: 0, above32: false });
+  });
+
+  it("reach RAM whoever owns them (nothing stands in the way), through one identity context with the largest leaves", async () => {
+    const h = await createHost({ arch: "vtd", ramSize: 16 << 20 });
+    const before = h.ram.framesFree;
+    h.addDevice({ bdf: BDF, iommu: false });
+    // Tables for 16 MiB of 2 MiB leaves: the root, one table per level below it down to the 2 MiB one.
+    const tables = before - h.ram.framesFree;
+    expect(tables).toBeGreaterThan(0);
+    expect(tables).toBeLessThanOrEqual(4);
+    h.addDevice({ bdf: "0000:04:00.1", iommu: false });
+    expect(h.ram.framesFree).toBe(before - tables);
+    const dev = h.device(BDF);
+    expect(dev.driver).toBe(null);
+    expect(errno(() => h.dmaApi(BDF))).toBe("ENODEV");
+    expect(dev.dma.read(0x400000n, 8).bytes).toBe(8);
+    const misses = h.iotlb.stats().misses;
+    // One 2 MiB leaf covers both: one miss, then a hit.
+    expect(h.device("0000:04:00.1").dma.read(0x600000n, 8).bytes).toBe(8);
+    expect(dev.dma.read(0x7ff000n, 8).bytes).toBe(8);
+    expect(h.iotlb.stats().misses - misses).toBe(1);
+  });
+
+  it("a write into VT-d's interrupt window is still an interrupt request, not memory", async () => {
+    const h = await host("vtd");
+    const seen: unknown[] = [];
+    h.onInterrupt((i) => seen.push(i));
+    const r = h.device(BDF).dma.write(0xfee00000n, new Uint8Array([0x21, 0, 0, 0]));
+    expect(r.interrupt).toEqual({ address: 0xfee00000n, data: 0x21 });
+    expect(seen).toHaveLength(1);
+  });
+
+  it("the DMA mask: a range ending above it is ENOMEM (DMA_MAPPING_ERROR: no swiotlb), one ending at it maps; nothing changes on a refusal", async () => {
+    const h = await host();
+    const api = h.dmaApi(BDF);
+    api.setMask(20);
+    const before = state(h);
+    expect(errno(() => api.mapPage(0x200000n, PAGE, "to-device"))).toBe("ENOMEM");
+    expect(errno(() => api.mapPage(0xff001n, PAGE, "to-device"))).toBe("ENOMEM");
+    expect(errno(() => api.mapSg([{ hpa: 0x1000n, length: 16 }, { hpa: 0x100000n, length: 16 }], "to-device"))).toBe("EIO");
+    same(before, state(h));
+    expect(api.mapPage(0xff000n, PAGE, "to-device")).toBe(0xff000n);
+    api.setMask(64);
+    expect(api.mapPage(0x200000n, PAGE, "to-device")).toBe(0x200000n);
+  });
+
+  it("unmapPage must match a mapping made (EINVAL otherwise, nothing changed); one page mapped twice is two mappings", async () => {
+    const h = await host();
+    const api = h.dmaApi(BDF);
+    const a = api.mapPage(0x200000n, 64n, "to-device");
+    const b = api.mapPage(0x200000n, 64n, "from-device");
+    const c = api.mapPage(0x200080n, 64n, "to-device");
+    expect([a, b, c]).toEqual([0x200000n, 0x200000n, 0x200080n]);
+    const before = state(h);
+    expect(errno(() => api.unmapPage(0x300000n, 64n, "to-device"))).toBe("EINVAL");
+    expect(errno(() => api.unmapPage(a, 2n * PAGE, "to-device"))).toBe("EINVAL");
+    expect(errno(() => api.unmapPage(a, 64n, "bidirectional"))).toBe("EINVAL");
+    expect(errno(() => api.unmapPage(a, 0n, "to-device"))).toBe("EINVAL");
+    expect(errno(() => api.unmapPage(a, 64n, "sideways" as never))).toBe("EINVAL");
+    same(before, state(h));
+    expect(api.stats().live).toBe(3);
+    api.unmapPage(b, 64n, "from-device");
+    expect(errno(() => api.unmapPage(b, 64n, "from-device"))).toBe("EINVAL");
+    api.unmapPage(a, 64n, "to-device");
+    api.unmapPage(c, 64n, "to-device");
+    expect(errno(() => api.unmapPage(a, 64n, "to-device"))).toBe("EINVAL");
+    expect(api.stats().live).toBe(0);
+  });
+
+  it("mapSg gives each segment its own physical address, none merged; unmapSg must match it", async () => {
+    const h = await host();
+    const api = h.dmaApi(BDF);
+    // Through an IOMMU the first two would merge (one ends on the page the next starts on).
+    const m = api.mapSg([{ hpa: 0x200800n, length: 0x800 }, { hpa: 0x201000n, length: 0x1000 }, { hpa: 0x400010n, length: 16 }], "bidirectional");
+    expect(m.iova).toBe(0x200000n);
+    expect(m.bytes).toBe(3n * PAGE);
+    expect(m.segments).toEqual([{ dma: 0x200800n, length: 0x800 }, { dma: 0x201000n, length: 0x1000 }, { dma: 0x400010n, length: 16 }]);
+    const before = state(h);
+    expect(errno(() => api.unmapSg({ ...m, direction: "to-device" }))).toBe("EINVAL");
+    expect(errno(() => api.unmapSg({ ...m, bytes: PAGE }))).toBe("EINVAL");
+    expect(errno(() => api.unmapSg({ ...m, iova: 0x400000n }))).toBe("EINVAL");
+    expect(errno(() => api.unmapPage(m.iova, PAGE, "bidirectional"))).toBe("EINVAL");
+    expect(errno(() => api.mapSg([], "to-device"))).toBe("EINVAL");
+    expect(errno(() => api.mapSg([{ hpa: BigInt(16 << 20) - 8n, length: 16 }], "to-device"))).toBe("EINVAL");
+    same(before, state(h));
+    api.unmapSg(m);
+    expect(errno(() => api.unmapSg(m))).toBe("EINVAL");
+    expect(api.stats().live).toBe(0);
+  });
+
+  it("the spec: no group, reserved regions, isolated MSIs or vfio-pci for a device with no IOMMU (EINVAL, nothing added)", async () => {
+    const h = await createHost({ arch: "vtd", ramSize: 16 << 20 });
+    const free = h.ram.framesFree;
+    for (const extra of [{ group: 3 }, { reserved: [] }, { msiIsolated: true }, { driver: "vfio-pci" }, { iommu: "no" }, { dmaMask: 11 }]) {
+      const code = "dmaMask" in extra ? "EIO" : "EINVAL";
+      expect(errno(() => h.addDevice({ bdf: BDF, iommu: false, ...extra } as never))).toBe(code);
+      expect(errno(() => h.device(BDF))).toBe("ENODEV");
+    }
+    expect(h.ram.framesFree).toBe(free);
+    h.addDevice({ bdf: BDF, iommu: false, msiIsolated: false });
+    expect(h.iommuGroups()).toEqual([]);
+    // vfio-pci's probe finds no IOMMU group (vfio_group_find_or_alloc: EINVAL); the group files do not exist.
+    expect(errno(() => h.device(BDF).bindDriver("vfio-pci"))).toBe("EINVAL");
+    expect(h.device(BDF).driver).toBe(null);
+    expect(errno(() => h.openGroup(0))).toBe("ENOENT");
+  });
+
+  it("the driver cannot let go while its mappings live (EBUSY); with no driver there is no DMA API (ENODEV)", async () => {
+    const h = await host();
+    const api = h.dmaApi(BDF);
+    const dev = h.device(BDF);
+    const dma = api.mapPage(0x200000n, PAGE, "to-device");
+    expect(errno(() => dev.bindDriver(null))).toBe("EBUSY");
+    api.unmapPage(dma, PAGE, "to-device");
+    dev.bindDriver(null);
+    expect(errno(() => api.mapPage(0x200000n, PAGE, "to-device"))).toBe("ENODEV");
+    expect(errno(() => h.dmaApi(BDF))).toBe("ENODEV");
+  });
+
+  it("no frame left for the identity tables: ENOMEM, nothing added; the next try works", async () => {
+    const h = await createHost({ arch: "vtd", ramSize: 16 << 20 });
+    const held: bigint[] = [];
+    while (h.ram.framesFree > 0) held.push(h.ram.allocFrames(1));
+    expect(errno(() => h.addDevice({ bdf: BDF, iommu: false }))).toBe("ENOMEM");
+    expect(errno(() => h.device(BDF))).toBe("ENODEV");
+    // A root but no table below it: the half-built context goes again.
+    h.ram.freeFrames(held.pop()!);
+    expect(errno(() => h.addDevice({ bdf: BDF, iommu: false }))).toBe("ENOMEM");
+    expect([h.ram.framesFree, errno(() => h.device(BDF))]).toEqual([1, "ENODEV"]);
+    for (const f of held) h.ram.freeFrames(f);
+    const free = h.ram.framesFree;
+    h.addDevice({ bdf: BDF, iommu: false });
+    expect(h.ram.framesFree).toBeLessThan(free);
+    expect(h.device(BDF).dma.read(0x200000n, 8).bytes).toBe(8);
   });
 });

@@ -454,9 +454,20 @@ export function commitUndo<F>(): void {
 // first, links back the emptied tables its leaves replaced and removes the
 // tables it created: RAM and the allocator end up as they were before the call.
 export function rollbackMap<F>(ctx: usize, iova: u64, last: u64): void {
+  removeLeaves<F>(ctx, iova, last);
+  undoTables();
+}
+
+// The first half of a rollback, one range at a time (a map of a list touched
+// several): the leaves go, every table stays for the undo log to take back.
+export function removeLeaves<F>(ctx: usize, iova: u64, last: u64): void {
   keepTables = true;
   buildUnmap<F>(ctx, iova, last);
   keepTables = false;
+}
+
+// The second half: the undo log, newest first.
+export function undoTables(): void {
   while (undoCount > 0) {
     undoCount--;
     const rec = undoLog + (<usize>undoCount << 4);

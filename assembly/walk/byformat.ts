@@ -6,6 +6,7 @@ import { buildMap, buildUnmap, buildGuestMap, buildGuestUnmap } from "./builder"
 import { visitDirty } from "./leaves";
 import { pinMapInto, unpinUnmapWith } from "./pinned";
 import { walkPhys } from "./physs1";
+import { mapListWith } from "./maplist";
 import { ERR_EINVAL, FAULT_NO_CONTEXT } from "../abi";
 import { X86Format } from "../fmt/x86_64";
 import { Arm64S1Format, Arm64S2Format } from "../fmt/arm64";
@@ -62,6 +63,17 @@ export function walkPhysS1(ctx: usize, s2: usize, iova: u64, access: u32, mode: 
     case FORMAT_VTD_SL: return buildMap<VtdSlFormat>(ctx, iova, last, hpa, prot);
     case FORMAT_ARM64_S2: return buildMap<Arm64S2Format>(ctx, iova, last, hpa, prot);
     case FORMAT_GGTT: return buildMap<GgttFormat>(ctx, iova, last, hpa, prot);
+    default: return ERR_EINVAL;
+  }
+}
+
+@inline export function mapListIn(ctx: usize, list: usize, count: u32, prot: u32): u32 {
+  switch (ctxFormat(ctx)) {
+    case FORMAT_X86_64: return mapListWith<X86Format>(ctx, list, count, prot);
+    case FORMAT_ARM64_S1: return mapListWith<Arm64S1Format>(ctx, list, count, prot);
+    case FORMAT_VTD_SL: return mapListWith<VtdSlFormat>(ctx, list, count, prot);
+    case FORMAT_ARM64_S2: return mapListWith<Arm64S2Format>(ctx, list, count, prot);
+    case FORMAT_GGTT: return mapListWith<GgttFormat>(ctx, list, count, prot);
     default: return ERR_EINVAL;
   }
 }

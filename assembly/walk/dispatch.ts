@@ -4,7 +4,7 @@
 // (walk/byformat.ts, from fmt/index.ts). Processes always use x86-64 tables
 // (they model a Linux process on x86).
 import { ctxPtr, ctxFormat, ctxFlags, ctxS2Id } from "./context";
-import { walkSingle, walkNested, walkPhysS1, mapIn, unmapIn, guestMapIn, guestUnmapIn, pinMapIn, unpinUnmapIn, dirtyScanIn } from "./byformat";
+import { walkSingle, walkNested, walkPhysS1, mapIn, mapListIn, unmapIn, guestMapIn, guestUnmapIn, pinMapIn, unpinUnmapIn, dirtyScanIn } from "./byformat";
 import { buildUnmap, buildMapFresh, beginGuestCall } from "./builder";
 import { visitRange, setVisitNeed, setDirtyScan, LEAF_CHECK, LEAF_DISOWN } from "./leaves";
 import { X86Format } from "../fmt/x86_64";
@@ -24,6 +24,9 @@ export function walkContext(ctx: usize, iova: u64, access: u32, mode: u32): u32 
 }
 
 export function mapRange(ctx: usize, iova: u64, last: u64, hpa: u64, prot: u32): u32 { return mapIn(ctx, iova, last, hpa, prot); }
+
+// Every (iova, last, hpa) entry of the list at `list`, all or nothing (walk/maplist.ts).
+export function mapList(ctx: usize, list: usize, count: u32, prot: u32): u32 { return mapListIn(ctx, list, count, prot); }
 
 export function unmapRange(ctx: usize, iova: u64, last: u64): u64 { return unmapIn(ctx, iova, last); }
 

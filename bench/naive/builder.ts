@@ -222,6 +222,11 @@ export class Builder {
    */
   rollback(ctx: Context, iova: bigint, last: bigint, undo: UndoLog): void {
     this.unmap(ctx, iova, last, true);
+    this.undoTables(undo);
+  }
+
+  /** The undo log of a failed map whose leaves are gone (unmap keeping tables), newest first. */
+  undoTables(undo: UndoLog): void {
     for (let k = undo.length - 1; k >= 0; k--) {
       const rec = undo[k];
       if ("old" in rec) {

@@ -116,6 +116,23 @@ export class NaivePlane implements DataPlane {
   flushDomain(domCtx: number): void { this.core.iotlb.flushContext(domCtx); }
   mapRange(domCtx: number, iova: bigint, last: bigint, hpa: bigint, prot: number): number { return this.core.builder.map(this.ctx(domCtx), iova, last, hpa, prot); }
   unmapRange(domCtx: number, iova: bigint, last: bigint): bigint { return this.core.builder.unmap(this.ctx(domCtx), iova, last); }
+
+  /** Each (iova, last, hpa) triple in turn; when one fails, the leaves of those before it go, then the undo log. */
+  mapList(domCtx: number, entries: BigUint64Array, prot: number): number {
+    if (entries.length / 3 > abi.MAP_LIST_MAX) return abi.ERR_ENOMEM;
+    const { builder } = this.core;
+    const dom = this.ctx(domCtx);
+    const undo: UndoLog = [];
+    for (let k = 0; k < entries.length; k += 3) {
+      const st = builder.map(dom, entries[k], entries[k + 1], entries[k + 2], prot, { undo });
+      if (st === abi.ST_OK) continue;
+      for (let j = 0; j < k; j += 3) builder.unmap(dom, entries[j], entries[j + 1], true);
+      builder.undoTables(undo);
+      return st;
+    }
+    builder.commit(dom, undo);
+    return abi.ST_OK;
+  }
   flushRange(domCtx: number, iova: bigint, last: bigint): void { this.core.iotlb.flushRange(domCtx, undefined, iova, last); }
 
   /** A guest table of nested context ctx: the engine's checks (a stage-1 format over a stage-2 one), then the builder over guest pages. */

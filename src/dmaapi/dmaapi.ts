@@ -1,79 +1,40 @@
-// The DMA API a host driver uses for its device (dma-iommu over the group's
-// default domain): dma_map_page / dma_unmap_page and their scatter-gather
-// forms, with IOVAs from the domain's IOVA allocator (iova.c). Facts from
-// drivers/iommu/dma-iommu.c (docs/mediated-devices.md A10):
-// - iommu_dma_alloc_iova: the limit is the smaller of the device's DMA mask
-//   and the domain's aperture; a PCI device first tries below 4 GiB, and after
-//   its first failure there always asks the full limit; the allocation is the
-//   allocator's fast path (rcache, then the tree size-aligned, then a flush of
-//   the rcache and one retry).
-// - the direction gives the permissions: to-device reads memory (read),
-//   from-device writes it (write), bidirectional both.
-// - iommu_dma_map_page maps the whole pages around [hpa, hpa + size) and
-//   returns the IOVA plus hpa's offset in its page; a failure gives the IOVA
-//   back and is DMA_MAPPING_ERROR (ENOMEM here).
-// - __iommu_dma_unmap unmaps, syncs the IOTLB (strict mode) and only then
-//   frees the IOVA, so no device reaches the pages once the call returns.
+// The DMA API a host driver uses for its device: dma_map_page /
+// dma_unmap_page and their scatter-gather forms. What every implementation
+// shares is here: the argument checks (direction, sizes, RAM), the DMA mask,
+// and the record of live mappings that an unmap must match. Where the DMA
+// addresses come from and what a map does is the mapper's: dma-iommu over the
+// group's default domain (./iommu.ts), or dma-direct for a device with no
+// IOMMU in front (./direct.ts).
+//
 // The kernel WARNs on an unmap that matches nothing (dma-debug); here it is
 // EINVAL with nothing changed, as is a size or direction that differs from
 // the map's.
-import { show, options, list as checkList, integer } from "../args.js";
+import { show, options, knownPlainKeys, list as checkList, integer } from "../args.js";
 import { hex, toU64, PAGE_SIZE, U64_MAX, type Address } from "../addr.js";
 import { fail } from "../errors.js";
 import * as abi from "../engine/abi.js";
-import type { IovaStats } from "./iova.js";
-import { LiveMappings } from "./live.js";
+import type { MappingRecords } from "./records.js";
 
 export type DmaDirection = "to-device" | "from-device" | "bidirectional";
 const DIRECTIONS: readonly DmaDirection[] = ["to-device", "from-device", "bidirectional"];
-
-/** What the DMA API needs of an IOVA allocator (iova.c; the twin brings its own). */
-export interface IovaAllocator {
-  allocFast(size: Address, limitPfn: Address, flushRcache: boolean): bigint | undefined;
-  freeFast(pfn: Address, size: Address): void;
-  reserve(lo: Address, hi: Address): void;
-  stats(): IovaStats;
-}
-
-/** The default domain as the DMA API drives it: its page table and IOTLB, through the data plane (no argument parsing on the way). */
-export interface DmaApiDomain {
-  readonly id: number;
-  /** abi status; nothing changed on an error. */
-  map(iova: bigint, last: bigint, hpa: bigint, prot: number): number;
-  /** Bytes unmapped. */
-  unmap(iova: bigint, last: bigint): bigint;
-  /** The IOTLB forgets [iova, last], every PASID. */
-  flush(iova: bigint, last: bigint): void;
-}
-
-/** A live dma_map_page (or map_sg): how many pages it mapped from its first IOVA page, which way. */
-interface LiveMapping { pages: bigint; direction: DmaDirection; sg: boolean }
-
-/**
- * dma-iommu's per-domain state (the iommu_dma_cookie): the default domain,
- * its IOVA allocator and the live mappings (by first IOVA page), shared by
- * every device of the group.
- */
-export class DmaCookie {
-  readonly live = new LiveMappings<LiveMapping>();
-  constructor(readonly domain: DmaApiDomain, readonly iova: IovaAllocator, readonly apertureEnd: bigint, readonly ramSize: bigint) {}
-}
 
 /** One segment of a scatter list: a physical range. */
 export interface SgSegment { hpa: Address; length: number }
 
 /** A mapped scatter list: one IOVA range, and the DMA segments the device is given (merged where the kernel merges). */
 export interface SgMapping {
+  /** The first DMA page (dma-direct has no IOVA range: the first segment's page). */
   readonly iova: bigint;
+  /** The whole pages the segments take, each its own, added up. */
   readonly bytes: bigint;
   readonly segments: readonly { readonly dma: bigint; readonly length: number }[];
   readonly direction: DmaDirection;
 }
 
 export interface DmaApiStats {
-  /** Live mappings of the group's default domain (map_page and map_sg). */
+  /** Live mappings of the group's default domain (map_page and map_sg); dma-direct: of this device. */
   live: number;
-  /** IOVA space they hold (rounded as allocated). */
+  /** IOVA space they hold (rounded as allocated); dma-direct holds none. */
   iovaBytes: bigint;
   treeAllocs: number;
   rcacheHits: number;
@@ -82,47 +43,74 @@ export interface DmaApiStats {
   above32: boolean;
 }
 
+/** A scatter-list segment laid out in whole pages: its offset in its first page, where its pages start from the first DMA page (`at`), how many bytes of pages. */
+export interface SgLayout { hpa: bigint; length: number; offset: bigint; at: bigint; bytes: bigint }
+
+/**
+ * Where a device's DMA addresses come from and what a mapping does
+ * (dma-iommu's or dma-direct's): the DMA API's checks run first, then these.
+ * A method that throws has changed nothing.
+ */
+export interface DmaMapper {
+  /** No IOMMU in front of the device: DMA addresses are physical addresses. */
+  readonly direct: boolean;
+  /** The default domain's id (0: none, dma-direct). */
+  readonly domainId: number;
+  /** The live mappings an unmap must match (the group's, through an IOMMU). */
+  readonly records: MappingRecords;
+  /** dma_set_mask took effect. */
+  setMask(mask: bigint): void;
+  /** dma_map_page of [hpa, hpa + size), `bytes` of whole pages from hpa's page: the DMA address of that page. */
+  mapPage(hpa: bigint, size: bigint, bytes: bigint, direction: DmaDirection): bigint;
+  /** dma_map_sg: the first DMA page and the segments the device is given. */
+  mapSg(layout: readonly SgLayout[], total: bigint, direction: DmaDirection): { iova: bigint; segments: { dma: bigint; length: number }[] };
+  /** Lets go of a mapping of `pages` pages from DMA address `base` (its record is already gone). */
+  unmap(base: bigint, pages: bigint): void;
+  stats(): Omit<DmaApiStats, "live">;
+}
+
 const MASK_MIN_BITS = 12;
-/** dma_parms defaults: segments of at most 64 KiB, never crossing a 4 GiB boundary. */
-const MAX_SEG_SIZE = 0x10000n;
-const SEG_BOUNDARY = 1n << 32n;
+/** The PCI default until a driver calls dma_set_mask. */
+export const DEFAULT_MASK_BITS = 32;
+
+/** A DMA mask width (dma_set_mask): an integer up to 64 bits (EINVAL); below 12 no page is reachable (EIO). */
+export function maskBits(bits: unknown, what: string): number {
+  if (typeof bits !== "number" || !Number.isInteger(bits) || bits > 64) fail("EINVAL", `${what} must be an integer up to 64, got ${show(bits)}`);
+  if (bits < MASK_MIN_BITS) fail("EIO", `a DMA mask of ${bits} bits cannot reach a page`);
+  return bits;
+}
 
 const pageAlign = (n: bigint): bigint => (n + PAGE_SIZE - 1n) & ~(PAGE_SIZE - 1n);
 
-const BELOW_4G_PFN = 0xfffffn;
-
 export class DmaApi {
-  private maskBits = 32;
-  /** The highest pfn an allocation may use: the mask and the aperture, whichever is lower (set with the mask). */
-  private limitPfn: bigint;
-  /** dev->iommu->pci_32bit_workaround: try below 4 GiB first, until that fails once. */
-  private pci32 = true;
+  private maskBits: number;
 
   /** @internal `usable` throws when the device's driver no longer owns its DMA (EBUSY / ENODEV). */
-  constructor(readonly bdf: string, private readonly cookie: DmaCookie, private readonly usable: () => void) {
-    this.limitPfn = this.limit() >> 12n;
+  constructor(readonly bdf: string, private readonly mapper: DmaMapper, private readonly ramSize: bigint, bits: number, private readonly usable: () => void) {
+    this.maskBits = bits;
+    mapper.setMask(this.mask);
   }
 
-  private limit(): bigint { return this.mask < this.cookie.apertureEnd ? this.mask : this.cookie.apertureEnd; }
-
+  /** No IOMMU in front of the device (dma-direct): a DMA address is the physical address. */
+  get direct(): boolean { return this.mapper.direct; }
   /** The DMA mask, as an address bound: 2^bits - 1. */
   get mask(): bigint { return (1n << BigInt(this.maskBits)) - 1n; }
-  /** The group's default domain (shared by the group's devices). */
-  get domainId(): number { return this.cookie.domain.id; }
+  /** The group's default domain (shared by the group's devices); 0 for dma-direct, which has none. */
+  get domainId(): number { return this.mapper.domainId; }
 
   /** dma_set_mask: the highest address the device can put on the bus, in bits (12..64). EIO below 12 (nothing changed). */
   setMask(bits: number): void {
     this.usable();
-    if (typeof bits !== "number" || !Number.isInteger(bits) || bits > 64) fail("EINVAL", `DMA mask bits must be an integer up to 64, got ${show(bits)}`);
-    if (bits < MASK_MIN_BITS) fail("EIO", `a DMA mask of ${bits} bits cannot reach a page`);
-    this.maskBits = bits;
-    this.limitPfn = this.limit() >> 12n;
+    this.maskBits = maskBits(bits, "DMA mask bits");
+    this.mapper.setMask(this.mask);
   }
 
   /**
    * dma_map_page: maps the pages around [hpa, hpa + size) with the
-   * direction's permissions and returns the DMA address (the IOVA plus hpa's
-   * offset in its page). ENOMEM when no IOVA space is left (DMA_MAPPING_ERROR).
+   * direction's permissions and returns the DMA address: through an IOMMU
+   * the IOVA plus hpa's offset in its page, with dma-direct hpa itself.
+   * ENOMEM (DMA_MAPPING_ERROR) when no IOVA space is left, or, with
+   * dma-direct, when the range is above the DMA mask.
    */
   mapPage(hpa: Address, size: Address, direction: DmaDirection): bigint {
     this.usable();
@@ -131,117 +119,105 @@ export class DmaApi {
     this.checkRam(phys, len);
     const offset = phys & (PAGE_SIZE - 1n);
     const bytes = pageAlign(offset + len);
-    const iova = this.allocIova(bytes);
-    this.mapOrFree(iova, phys - offset, bytes, dir);
-    this.cookie.live.set(Number(iova >> 12n), { pages: bytes >> 12n, direction: dir, sg: false });
-    return iova + offset;
+    const base = this.mapper.mapPage(phys, len, bytes, dir);
+    this.mapper.records.add(Number(base >> 12n), bytes >> 12n, dir, false);
+    return base + offset;
   }
 
-  /** dma_unmap_page: the mapping `mapPage` returned `dma` for, with the same size and direction. The IOTLB is invalidated before the IOVA is free again. */
+  /** dma_unmap_page: the mapping `mapPage` returned `dma` for, with the same size and direction. Through an IOMMU the IOTLB is invalidated before the IOVA is free again. */
   unmapPage(dma: Address, size: Address, direction: DmaDirection): void {
     this.usable();
     const dir = checkDirection(direction);
     const addr = toU64(dma, "dma address"), len = toU64(size, "size");
     const offset = addr & (PAGE_SIZE - 1n);
-    const iova = addr - offset;
-    const live = this.cookie.live.get(Number(iova >> 12n));
-    if (live === undefined || live.sg) fail("EINVAL", `unmap: no page mapping at DMA address ${hex(addr)}`);
-    if (len === 0n || len > U64_MAX - offset || pageAlign(offset + len) / PAGE_SIZE !== live.pages) fail("EINVAL", `unmap: ${hex(len)} bytes at ${hex(addr)} is not the size that was mapped there`);
+    const base = addr - offset;
+    const page = Number(base >> 12n);
+    const pages = len === 0n || len > U64_MAX - offset ? -1n : pageAlign(offset + len) / PAGE_SIZE;
+    const live = this.mapper.records.find(page, false, pages, dir);
+    if (live === undefined) fail("EINVAL", `unmap: no page mapping at DMA address ${hex(addr)}`);
+    if (live.pages !== pages) fail("EINVAL", `unmap: ${hex(len)} bytes at ${hex(addr)} is not the size that was mapped there`);
     if (live.direction !== dir) fail("EINVAL", `unmap: ${hex(addr)} was mapped ${live.direction}, not ${dir}`);
-    this.unmapAndFree(iova, live.pages);
+    this.mapper.records.remove(page, live);
+    this.mapper.unmap(base, live.pages);
   }
 
   /**
-   * dma_map_sg: one IOVA range for the whole list, each segment at its own
-   * offset within whole pages, in order; segments the device may see as one
-   * (a segment ending on a page boundary followed by one starting on a page,
-   * up to 64 KiB, not crossing 4 GiB) are merged. All or nothing.
+   * dma_map_sg. Through an IOMMU: one IOVA range for the whole list, each
+   * segment at its own offset within whole pages, in order; segments the
+   * device may see as one (a segment ending on a page boundary followed by
+   * one starting on a page, up to 64 KiB, not crossing 4 GiB) are merged.
+   * dma-direct: each segment at its own physical address, none merged (EIO
+   * when one is above the DMA mask). All or nothing.
    */
   mapSg(segments: readonly SgSegment[], direction: DmaDirection): SgMapping {
     this.usable();
     const dir = checkDirection(direction);
-    const list = checkList(segments, "scatter list").map((given, i) => {
-      const s = options(given, `segment ${i}`, ["hpa", "length"] as const) as SgSegment;
-      const length = integer(s.length, `segment ${i} length`, 1, 0xffffffff);
-      const hpa = toU64(s.hpa, `segment ${i} hpa`);
-      this.checkRam(hpa, BigInt(length));
-      return { hpa, length };
-    });
+    const list = checkList(segments, "scatter list");
     if (list.length === 0) fail("EINVAL", "map_sg: the scatter list is empty");
     // Each segment takes the whole pages around it, one after the other.
-    const layout = list.map((s) => ({ ...s, offset: s.hpa & (PAGE_SIZE - 1n), at: 0n, bytes: 0n }));
+    const layout: SgLayout[] = [];
     let total = 0n;
-    for (const s of layout) {
-      s.at = total;
-      s.bytes = pageAlign(s.offset + BigInt(s.length));
-      total += s.bytes;
+    for (let i = 0; i < list.length; i++) {
+      const { hpa, length } = segmentAt(list[i], i);
+      this.checkRam(hpa, BigInt(length));
+      const offset = hpa & (PAGE_SIZE - 1n);
+      const bytes = pageAlign(offset + BigInt(length));
+      layout.push({ hpa, length, offset, at: total, bytes });
+      total += bytes;
     }
-    const iova = this.allocIova(total);
-    const domain = this.cookie.domain;
-    for (let k = 0; k < layout.length; k++) {
-      const s = layout[k];
-      if (domain.map(iova + s.at, iova + s.at + s.bytes - 1n, s.hpa - s.offset, protOf(dir)) === abi.ST_OK) continue;
-      // All or nothing: what was mapped goes, the IOVA goes back.
-      for (const done of layout.slice(0, k)) domain.unmap(iova + done.at, iova + done.at + done.bytes - 1n);
-      domain.flush(iova, iova + total - 1n);
-      this.cookie.iova.freeFast(iova >> 12n, total >> 12n);
-      fail("ENOMEM", `map_sg: the IOMMU page table could not map ${hex(total)} bytes`);
-    }
-    this.cookie.live.set(Number(iova >> 12n), { pages: total >> 12n, direction: dir, sg: true });
-    return { iova, bytes: total, segments: mergeSegments(iova, layout), direction: dir };
+    const { iova, segments: given } = this.mapper.mapSg(layout, total, dir);
+    this.mapper.records.add(Number(iova >> 12n), total >> 12n, dir, true);
+    return { iova, bytes: total, segments: given, direction: dir };
   }
 
   /** dma_unmap_sg of what mapSg returned. */
   unmapSg(mapping: SgMapping): void {
     this.usable();
     const m = options(mapping, "sg mapping", ["iova", "bytes", "segments", "direction"] as const) as SgMapping;
-    const iova = toU64(m.iova, "sg mapping iova");
-    const live = this.cookie.live.get(Number(iova >> 12n));
-    if (iova % PAGE_SIZE !== 0n || live === undefined || !live.sg) fail("EINVAL", `unmap_sg: no scatter-gather mapping at ${hex(iova)}`);
-    if (checkDirection(m.direction) !== live.direction) fail("EINVAL", `unmap_sg: ${hex(iova)} was mapped ${live.direction}, not ${m.direction}`);
-    this.unmapAndFree(iova, live.pages);
+    const iova = toU64(m.iova, "sg mapping iova"), bytes = toU64(m.bytes, "sg mapping bytes");
+    const dir = checkDirection(m.direction);
+    const page = Number(iova >> 12n);
+    const live = iova % PAGE_SIZE === 0n ? this.mapper.records.find(page, true, bytes / PAGE_SIZE, dir) : undefined;
+    if (live === undefined) fail("EINVAL", `unmap_sg: no scatter-gather mapping at ${hex(iova)}`);
+    if (live.pages * PAGE_SIZE !== bytes) fail("EINVAL", `unmap_sg: ${hex(bytes)} bytes at ${hex(iova)} is not the size that was mapped there`);
+    if (live.direction !== dir) fail("EINVAL", `unmap_sg: ${hex(iova)} was mapped ${live.direction}, not ${dir}`);
+    this.mapper.records.remove(page, live);
+    this.mapper.unmap(iova, live.pages);
   }
 
   stats(): DmaApiStats {
-    const s = this.cookie.iova.stats();
-    let pages = 0n;
-    for (const m of this.cookie.live.values()) pages += m.pages;
-    return { live: this.cookie.live.size, iovaBytes: pages * PAGE_SIZE, treeAllocs: s.treeAllocs, rcacheHits: s.rcacheHits, rcacheMisses: s.rcacheMisses, above32: !this.pci32 };
+    return { live: this.mapper.records.size, ...this.mapper.stats() };
   }
 
   /** A streaming mapping is of RAM (a struct page): [hpa, hpa + size) must lie in it. */
   private checkRam(hpa: bigint, size: bigint): void {
     if (size === 0n) fail("EINVAL", "a DMA mapping of zero bytes");
-    if (hpa + size > this.cookie.ramSize) fail("EINVAL", `[${hex(hpa)}, +${hex(size)}) is not RAM`);
+    if (hpa + size > this.ramSize) fail("EINVAL", `[${hex(hpa)}, +${hex(size)}) is not RAM`);
   }
+}
 
-  /** iommu_dma_alloc_iova: below 4 GiB first while that works for this device, then the whole limit. */
-  private allocIova(bytes: bigint): bigint {
-    const pages = bytes >> 12n;
-    let pfn: bigint | undefined;
-    if (this.pci32 && this.limitPfn > BELOW_4G_PFN) {
-      pfn = this.cookie.iova.allocFast(pages, BELOW_4G_PFN, false);
-      if (pfn === undefined) this.pci32 = false;
-    }
-    pfn ??= this.cookie.iova.allocFast(pages, this.limitPfn, true);
-    if (pfn === undefined) fail("ENOMEM", `no ${hex(bytes)}-byte IOVA range is free below ${hex(this.limit())} (DMA_MAPPING_ERROR)`);
-    return pfn << 12n;
-  }
+const SEGMENT_KEYS = ["hpa", "length"] as const;
 
-  private mapOrFree(iova: bigint, hpa: bigint, bytes: bigint, dir: DmaDirection): void {
-    if (this.cookie.domain.map(iova, iova + bytes - 1n, hpa, protOf(dir)) === abi.ST_OK) return;
-    this.cookie.iova.freeFast(iova >> 12n, bytes >> 12n);
-    fail("ENOMEM", `the IOMMU page table could not map ${hex(bytes)} bytes at ${hex(iova)} (DMA_MAPPING_ERROR)`);
+/**
+ * Segment i of a scatter list. A driver passes a list with every call, so
+ * the usual shape (a plain object, a bigint hpa, an integer length) is taken
+ * without building the messages a refusal would need; anything else goes
+ * through the argument helpers, which convert it or say what is wrong.
+ */
+function segmentAt(given: unknown, i: number): { hpa: bigint; length: number } {
+  if (!knownPlainKeys(given, SEGMENT_KEYS)) {
+    const s = options(given, `segment ${i}`, SEGMENT_KEYS) as SgSegment;
+    return { hpa: toU64(s.hpa, `segment ${i} hpa`), length: integer(s.length, `segment ${i} length`, 1, 0xffffffff) };
   }
-
-  /** Strict unmap: the pages go, the IOTLB forgets them, then the IOVA is free. */
-  private unmapAndFree(iova: bigint, pages: bigint): void {
-    const last = iova + (pages << 12n) - 1n;
-    this.cookie.domain.unmap(iova, last);
-    this.cookie.domain.flush(iova, last);
-    this.cookie.iova.freeFast(iova >> 12n, pages);
-    this.cookie.live.delete(Number(iova >> 12n));
+  let hpa: unknown, length: unknown;
+  try {
+    ({ hpa, length } = given);
+  } catch {
+    fail("EINVAL", `segment ${i} cannot be read`);
   }
+  if (typeof length !== "number" || !Number.isInteger(length) || length < 1 || length > 0xffffffff) length = integer(length, `segment ${i} length`, 1, 0xffffffff);
+  if (typeof hpa !== "bigint" || hpa < 0n || hpa > U64_MAX) hpa = toU64(hpa as Address, `segment ${i} hpa`);
+  return { hpa: hpa as bigint, length: length as number };
 }
 
 function checkDirection(direction: DmaDirection): DmaDirection {
@@ -250,20 +226,6 @@ function checkDirection(direction: DmaDirection): DmaDirection {
 }
 
 /** to-device: the device reads memory; from-device: it writes memory (prot bits, user set as the page-table API sets it). */
-function protOf(direction: DmaDirection): number {
+export function protOf(direction: DmaDirection): number {
   return (direction !== "from-device" ? abi.PERM_R : 0) | (direction !== "to-device" ? abi.PERM_W : 0) | abi.PERM_U;
-}
-
-/** __finalise_sg's merging: a segment joins the previous when it starts on a page the previous ended on, up to 64 KiB, not across 4 GiB. */
-function mergeSegments(iova: bigint, layout: readonly { offset: bigint; at: bigint; length: number; bytes: bigint }[]): { dma: bigint; length: number }[] {
-  const out: { dma: bigint; length: number }[] = [];
-  for (const s of layout) {
-    const dma = iova + s.at + s.offset;
-    const prev = out[out.length - 1];
-    const joins = prev !== undefined && s.offset === 0n && prev.dma + BigInt(prev.length) === dma
-      && BigInt(prev.length + s.length) <= MAX_SEG_SIZE && prev.dma / SEG_BOUNDARY === (dma + BigInt(s.length) - 1n) / SEG_BOUNDARY;
-    if (joins) prev.length += s.length;
-    else out.push({ dma, length: s.length });
-  }
-  return out;
 }

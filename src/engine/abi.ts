@@ -142,6 +142,8 @@ export const PASID_TABLE_NONE = 0xFFFFFFFF;
 export const PAGE_SHIFT = 12;
 export const STAGING_SIZE = 1048576;
 export const UNDO_LOG_ENTRIES = 16384;
+export const MAP_LIST_ENTRY_SIZE = 24;
+export const MAP_LIST_MAX = 43690;
 
 // ---- PASIDs: 20 bits, 0 means "no PASID". PASID tables and the allocator are
 export const PASID_MAX = 0xFFFFF;

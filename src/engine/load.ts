@@ -18,6 +18,7 @@ export interface EngineExports {
   contextSetMsiWindow(id: number, start: bigint, end: bigint): void;
   setMsiDoorbell(start: bigint, end: bigint): void;
   ptMap(id: number, iova: bigint, last: bigint, hpa: bigint, prot: number): number;
+  ptMapList(id: number, list: number, count: number, prot: number): number;
   procMap(id: number, vaddr: bigint, last: bigint, prot: number): number;
   ptGuestMap(id: number, iova: bigint, last: bigint, gpa: bigint, prot: number, pool: number, count: number, released: number, cap: number): number;
   ptGuestUnmap(id: number, iova: bigint, last: bigint, released: number, cap: number): bigint;

@@ -23,6 +23,12 @@ export interface DataPlane {
   flushDomain(domCtx: number): void;
   /** The DMA API's map: [iova, last] → hpa.. in the domain's table, largest pages that fit (abi status; nothing changed on an error). */
   mapRange(domCtx: number, iova: bigint, last: bigint, hpa: bigint, prot: number): number;
+  /**
+   * The DMA API's map of a scatter list: every (iova, last, hpa) triple of
+   * `entries` mapped as mapRange maps one, all or nothing (the status of the
+   * entry that failed). At most MAP_LIST_MAX triples (ERR_ENOMEM otherwise).
+   */
+  mapList(domCtx: number, entries: BigUint64Array, prot: number): number;
   /** The DMA API's unmap: the leaves wholly inside [iova, last]; the bytes unmapped. */
   unmapRange(domCtx: number, iova: bigint, last: bigint): bigint;
   /** Invalidates the domain's IOTLB entries (every PASID) over [iova, last]. */
@@ -138,5 +144,13 @@ export class EnginePlane implements DataPlane {
   flushDomain(domCtx: number): void { this.engine.wasm.iotlbFlushContext(domCtx); }
   mapRange(domCtx: number, iova: bigint, last: bigint, hpa: bigint, prot: number): number { return this.engine.wasm.ptMap(domCtx, iova, last, hpa, prot); }
   unmapRange(domCtx: number, iova: bigint, last: bigint): bigint { return BigInt.asUintN(64, this.engine.wasm.ptUnmap(domCtx, iova, last)); }
+
+  mapList(domCtx: number, entries: BigUint64Array, prot: number): number {
+    const e = this.engine;
+    // The engine reads the triples from staging, which holds MAP_LIST_MAX of them.
+    if (entries.length / 3 > abi.MAP_LIST_MAX) return abi.ERR_ENOMEM;
+    new BigUint64Array(e.buffer, e.staging, entries.length).set(entries);
+    return e.wasm.ptMapList(domCtx, e.staging, entries.length / 3, prot);
+  }
   flushRange(domCtx: number, iova: bigint, last: bigint): void { this.engine.wasm.iotlbFlushRange(domCtx, 0, 1, iova, last); }
 }

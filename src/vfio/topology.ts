@@ -7,6 +7,7 @@ import { fail } from "../errors.js";
 import { U64_MAX } from "../addr.js";
 import type { ArchPreset } from "./arch.js";
 import type { DmaPort } from "../dma.js";
+import { DEFAULT_MASK_BITS, maskBits } from "../dmaapi/dmaapi.js";
 import {
   intersect, isRelaxable, mergeRegions, RESERVED_TYPES, subtractRanges, sysfsText, toIovaRange, toReservedRegion,
   type IovaRange, type RangeSpec, type ReservedRegion, type ReservedRegionSpec,
@@ -29,15 +30,30 @@ export interface DeviceSpec {
   reserved?: readonly ReservedRegionSpec[];
   /** Default: the preset's msiIsolatedDefault. */
   msiIsolated?: boolean;
-  /** Default 'vfio-pci'. */
+  /** Default 'vfio-pci' ('vfio-pci' cannot take a device with no IOMMU: null for one). */
   driver?: Driver;
+  /**
+   * false: no IOMMU in front of the device (dma-direct): it is in no IOMMU
+   * group, VFIO cannot take it (binding vfio-pci is EINVAL), and its DMA
+   * reaches physical addresses directly. It then takes no group, reserved
+   * regions or msiIsolated (EINVAL). Default true.
+   */
+  iommu?: boolean;
+  /** The DMA mask the DMA API starts with, in bits (12..64; EIO below 12, as dma_set_mask). Default 32, the PCI default. */
+  dmaMask?: number;
 }
 
 /** What a device asks of its host: whether VFIO holds its group, whether the host's DMA API still maps for it, its DMA port. */
 export interface DeviceOwners {
   claimed(group: number): boolean;
-  dmaBusy(group: number): boolean;
+  dmaBusy(device: HostDevice): boolean;
   port(device: HostDevice): DmaPort;
+}
+
+/** The host's DMA side, as the topology asks it. */
+export interface DmaOwners extends Omit<DeviceOwners, "claimed"> {
+  /** Readies DMA for a device with no IOMMU (the identity view of RAM); throws (ENOMEM) with nothing changed. */
+  prepareDirect(): void;
 }
 
 export class HostDevice {
@@ -46,21 +62,29 @@ export class HostDevice {
   /** @internal */
   constructor(
     readonly bdf: string,
-    readonly group: number,
+    /** The device's IOMMU group; null when no IOMMU is in front of it. */
+    readonly group: number | null,
     readonly reserved: readonly Readonly<ReservedRegion>[],
     readonly msiIsolated: boolean,
     driver: Driver,
+    /** The DMA mask its DMA API starts with, in bits. */
+    readonly dmaMask: number,
     private readonly owners: DeviceOwners,
   ) {
     this.boundDriver = driver;
   }
+
+  /** Whether an IOMMU is in front of the device (false: dma-direct, DMA reaches physical addresses). */
+  get iommu(): boolean { return this.group !== null; }
 
   get driver(): Driver { return this.boundDriver; }
 
   /**
    * The device's DMA as it issues it: through its group's default domain
    * (the DMA API's) while a host driver owns it; with no owner, or while VFIO
-   * holds it (use the VFIO device's port then), every access faults.
+   * holds it (use the VFIO device's port then), every access faults. With no
+   * IOMMU in front of it, straight to physical addresses whoever owns it
+   * (beyond RAM it faults).
    */
   get dma(): DmaPort { return this.owners.port(this); }
 
@@ -68,15 +92,18 @@ export class HostDevice {
    * Binds the device to another driver; null unbinds it. Viability of its
    * group follows. A host driver cannot take a device whose group VFIO owns
    * (in a container): EBUSY, as the kernel's DMA-owner claim refuses it; nor
-   * let go of one while the group's DMA API still has live mappings (EBUSY).
+   * let go of one while the DMA API still has live mappings (EBUSY).
+   * vfio-pci cannot take a device with no IOMMU (EINVAL: its probe finds no
+   * IOMMU group, and the model has no VFIO no-IOMMU mode).
    */
   bindDriver(driver: Driver): void {
     const next = toDriver(driver, this.bdf);
-    if (next === "host" && this.boundDriver !== "host" && this.owners.claimed(this.group)) {
+    if (next === "vfio-pci" && this.group === null) fail("EINVAL", noGroupForVfio(this.bdf));
+    if (next === "host" && this.boundDriver !== "host" && this.group !== null && this.owners.claimed(this.group)) {
       fail("EBUSY", `${this.bdf}: group ${this.group} is in a VFIO container; a host driver cannot take the device`);
     }
-    if (next !== "host" && this.boundDriver === "host" && this.owners.dmaBusy(this.group)) {
-      fail("EBUSY", `${this.bdf}: group ${this.group}'s DMA API still has live mappings; unmap them before the driver lets go`);
+    if (next !== "host" && this.boundDriver === "host" && this.owners.dmaBusy(this)) {
+      fail("EBUSY", `${this.bdf}: its DMA API still has live mappings; unmap them before the driver lets go`);
     }
     this.boundDriver = next;
   }
@@ -120,6 +147,9 @@ function toBdf(bdf: string): string {
   return bdf.toLowerCase();
 }
 
+/** vfio_group_find_or_alloc: a device with no IOMMU group gets none (EINVAL) unless VFIO's no-IOMMU mode is on, which the model does not have. */
+const noGroupForVfio = (bdf: string): string => `${bdf}: no IOMMU group, so vfio-pci cannot take it (VFIO's no-IOMMU mode is not modelled)`;
+
 function toDriver(driver: Driver, bdf: string): Driver {
   if (!DRIVERS.includes(driver)) fail("EINVAL", `${bdf}: driver must be 'vfio-pci', 'host' or null, got ${show(driver)}`);
   return driver;
@@ -147,7 +177,7 @@ export class Topology {
   /** Emulated groups (an mdev's): no device on the bus, no IOMMU, no reserved region. */
   private readonly emulated = new Set<number>();
   /** @internal The host's DMA side (set by the host that owns this topology). */
-  dmaOwners: Omit<DeviceOwners, "claimed"> = { dmaBusy: () => false, port: () => fail("ENODEV", "this host has no DMA API") };
+  dmaOwners: DmaOwners = { dmaBusy: () => false, port: () => fail("ENODEV", "this host has no DMA API"), prepareDirect: () => undefined };
 
   constructor(preset: ArchPreset, platformReserved: readonly ReservedRegionSpec[] = []) {
     this.preset = preset;
@@ -158,24 +188,47 @@ export class Topology {
 
   addDevice(given: DeviceSpec): HostDevice {
     if (given === undefined) fail("EINVAL", "device spec must be an object with a bdf");
-    const spec = options(given, "device spec", ["bdf", "group", "reserved", "msiIsolated", "driver"] as const) as DeviceSpec;
+    const spec = options(given, "device spec", ["bdf", "group", "reserved", "msiIsolated", "driver", "iommu", "dmaMask"] as const) as DeviceSpec;
     const bdf = toBdf(spec.bdf);
     if (this.devices.has(bdf)) fail("EEXIST", `device ${bdf} already exists`);
+    const iommu = bool(spec.iommu, `${bdf}: iommu`, true);
+    const driver = toDriver(spec.driver === undefined ? (iommu ? "vfio-pci" : null) : spec.driver, bdf);
+    const dmaMask = spec.dmaMask === undefined ? DEFAULT_MASK_BITS : maskBits(spec.dmaMask, `${bdf}: dmaMask`);
+    if (!iommu) return this.addDirect(bdf, spec, driver, dmaMask);
     const group = spec.group === undefined ? this.lowestFreeGroup() : toGroupId(spec.group, `${bdf}: group`);
     const reserved = Object.freeze(
       (spec.reserved === undefined ? [] : checkList(spec.reserved, `${bdf} reserved`)).map((r, i) => Object.freeze(toReservedRegion(r as ReservedRegionSpec, `${bdf} reserved region ${i}`))),
     );
     const msiIsolated = spec.msiIsolated ?? this.preset.msiIsolatedDefault;
     bool(msiIsolated, `${bdf}: msiIsolated`, false);
-    const driver = spec.driver === undefined ? "vfio-pci" : toDriver(spec.driver, bdf);
 
-    const owners: DeviceOwners = { claimed: (g) => this.claimed.has(g), dmaBusy: (g) => this.dmaOwners.dmaBusy(g), port: (d) => this.dmaOwners.port(d) };
-    const device = new HostDevice(bdf, group, reserved, msiIsolated, driver, owners);
+    const device = new HostDevice(bdf, group, reserved, msiIsolated, driver, dmaMask, this.owners());
     this.devices.set(bdf, device);
     const list = this.members.get(group);
     if (list === undefined) this.members.set(group, [device]);
     else list.push(device);
     return device;
+  }
+
+  /**
+   * A device with no IOMMU in front: in no group (no group, reserved regions
+   * or isolated MSIs to give it), never VFIO's (vfio-pci: EINVAL, as
+   * vfio_group_find_or_alloc finds no IOMMU group); its DMA is readied before
+   * it is recorded.
+   */
+  private addDirect(bdf: string, spec: DeviceSpec, driver: Driver, dmaMask: number): HostDevice {
+    if (spec.group !== undefined) fail("EINVAL", `${bdf}: a device with no IOMMU is in no IOMMU group, got group ${show(spec.group)}`);
+    if (spec.reserved !== undefined) fail("EINVAL", `${bdf}: a device with no IOMMU has no IOMMU reserved regions`);
+    if (bool(spec.msiIsolated, `${bdf}: msiIsolated`, false)) fail("EINVAL", `${bdf}: with no IOMMU there is no interrupt remapping to isolate its MSIs`);
+    if (driver === "vfio-pci") fail("EINVAL", noGroupForVfio(bdf));
+    this.dmaOwners.prepareDirect();
+    const device = new HostDevice(bdf, null, [], false, driver, dmaMask, this.owners());
+    this.devices.set(bdf, device);
+    return device;
+  }
+
+  private owners(): DeviceOwners {
+    return { claimed: (g) => this.claimed.has(g), dmaBusy: (d) => this.dmaOwners.dmaBusy(d), port: (d) => this.dmaOwners.port(d) };
   }
 
   /** Every group id, ascending. */

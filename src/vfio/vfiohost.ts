@@ -18,7 +18,8 @@ import type { IovaRange, RangeSpec, ReservedRegion } from "./reserved.js";
 import type { Conflict, DeviceSpec, GuestMapCheckOptions, HostDevice, Topology } from "./topology.js";
 import { PASID_TABLE_NONE } from "../engine/abi.js";
 import { HostDma } from "../dmaapi/hostdevices.js";
-import type { DmaApi, IovaAllocator } from "../dmaapi/dmaapi.js";
+import type { DmaApi } from "../dmaapi/dmaapi.js";
+import type { IovaAllocator } from "../dmaapi/iommu.js";
 
 export interface ContainerOptions {
   /** The process whose memory MAP_DMA pins (each call may name another). */
@@ -58,8 +59,9 @@ export abstract class VfioHost<Port> {
       groupOpen: (g) => this.openGroups.has(g),
     });
     this.topology.dmaOwners = {
-      dmaBusy: (group) => this.hostDmaRef?.busy(group) ?? false,
+      dmaBusy: (device) => this.hostDmaRef?.busy(device) ?? false,
       port: (device) => this.hostDma.port(device) as never,
+      prepareDirect: () => this.hostDma.prepareDirect(),
     };
   }
 
@@ -81,7 +83,8 @@ export abstract class VfioHost<Port> {
 
   /**
    * The DMA API of a device a host driver owns (driver 'host'): dma_map_page
-   * and friends over its group's default domain. EBUSY while VFIO owns the
+   * and friends over its group's default domain, or dma-direct (DMA address =
+   * physical address) for a device with no IOMMU. EBUSY while VFIO owns the
    * device (bound to vfio-pci, or its group in a container); ENODEV with no driver.
    */
   dmaApi(bdf: string): DmaApi { return this.hostDma.dmaApi(bdf); }
