@@ -12,7 +12,9 @@ export { PasidSpace, PasidTable, ContainerPasids, type PasidRange, type PasidSta
 export { GuestPageTable, type GuestPageTableOptions } from "./vfio/guest.js";
 export type { IovaRange, RangeSpec, ReservedRegion, ReservedRegionSpec, ReservedType } from "./vfio/reserved.js";
 export { IommuError, KernelBug, type Errno, type KernelWarning } from "./errors.js";
-export { Mdev, type PinOptions, type DmaUnmapCallback } from "./mdev/mdev.js";
+export { Mdev, type PinOptions, type DmaUnmapCallback, type ShadowOptions } from "./mdev/mdev.js";
+export { ShadowGtt, type ShadowLayout, type ShadowStats, type ShadowUnmapMode } from "./shadow/shadow.js";
+export { GpuDmaPort, type GpuDmaFault, type GpuDmaResult, type GpuDmaReadResult, type GpuSgResult, type GpuFaultStage } from "./shadow/gpudma.js";
 export type { MdevSpec } from "./mdev/registry.js";
 export { PhysicalMemory } from "./memory.js";
 export { PageTable, type WalkResult, type WalkStep } from "./pagetable.js";

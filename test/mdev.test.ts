@@ -418,7 +418,7 @@ describe("emulated and IOMMU groups in one container", () => {
   async function mixed(twin = false): Promise<Rig & { nic: VfioGroup }> {
     const r = await rig({ twin });
     r.h.addDevice({ bdf: NIC });
-    const nic = r.h.openGroup(r.h.device(NIC).group);
+    const nic = r.h.openGroup(r.h.device(NIC).group!);
     return { ...r, nic };
   }
 
@@ -458,7 +458,7 @@ describe("emulated and IOMMU groups in one container", () => {
     r.c.unmapDma({ iova: 0x400_0000n, size: PAGE });
     const tight = await rig({ memlock: SIZE - PAGE });
     tight.h.addDevice({ bdf: NIC });
-    const g = tight.h.openGroup(tight.h.device(NIC).group);
+    const g = tight.h.openGroup(tight.h.device(NIC).group!);
     const was = state(tight);
     expect(errno(() => g.setContainer(tight.c))).toBe("ENOMEM");
     expect(state(tight)).toBe(was);

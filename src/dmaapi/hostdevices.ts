@@ -45,6 +45,8 @@ export class HostDma<Port> {
   private readonly directs = new Map<string, DirectMapper>();
   /** The identity context of devices with no IOMMU (0 until the first such device). */
   private identityId = 0;
+  /** The domains this made (default domains, the identity context), by context id: what a device's own MMU may translate over. */
+  private readonly domains = new Map<number, object>();
 
   constructor(private readonly env: HostDmaEnv<Port>) {}
 
@@ -83,6 +85,13 @@ export class HostDma<Port> {
     return port;
   }
 
+  /**
+   * The domain a DMA API's addresses go through (the group's default domain,
+   * or the identity context of a device with no IOMMU): a device's own MMU
+   * (a GPU's GTT) translates into it.
+   */
+  domainOf(api: DmaApi): object | undefined { return this.domains.get(api.domainId === 0 ? this.identityId : api.domainId); }
+
   /** Whether the device's DMA API (its group's, through an IOMMU) holds live mappings: a host driver may not let go of the device then. */
   busy(device: HostDevice): boolean {
     const records = device.group === null ? this.directs.get(device.bdf)?.records : this.cookies.get(device.group)?.records;
@@ -105,6 +114,7 @@ export class HostDma<Port> {
       domain.destroy();
       fail("ENOMEM", "no frame is left for the identity page table of a device with no IOMMU");
     }
+    this.domains.set(domain.id, domain);
     const msi = preset.hardwareReserved.find((r) => r.type === "msi");
     if (msi) this.env.plane.setMsiWindow(domain.id, msi.start, msi.end);
     this.identityId = domain.id;
@@ -133,7 +143,9 @@ export class HostDma<Port> {
     if (cookie === undefined) {
       const { topology } = this.env;
       const preset = topology.preset;
-      const { id } = this.env.createDomain(stage2Options(preset));
+      const made = this.env.createDomain(stage2Options(preset));
+      const id = made.id;
+      this.domains.set(id, made);
       const plane = this.env.plane;
       const domain: DmaApiDomain = {
         id,

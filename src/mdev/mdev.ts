@@ -7,10 +7,13 @@
 // VMM's page tables (vfio_dma_rw), and lets go when told (its dma_unmap op).
 // This class is that vendor-side API (docs/mediated-devices.md A1–A7).
 import { toU64, type Address } from "../addr.js";
-import { bool, bytes as checkBytes, func, integer, options, show } from "../args.js";
+import { bool, bytes as checkBytes, func, integer, isInstance, oneOf, options, show } from "../args.js";
 import { fail } from "../errors.js";
 import type { Container } from "../vfio/container.js";
 import { PIN_PAGES_MAX, pinRange } from "../vfio/external.js";
+import { DmaApi } from "../dmaapi/dmaapi.js";
+import { ShadowGtt, type GpuDomain, type ShadowLayout, type ShadowUnmapMode } from "../shadow/shadow.js";
+import { MdevMapper } from "./mapper.js";
 
 /** What an mdev asks of its host. */
 export interface MdevHost {
@@ -20,6 +23,17 @@ export interface MdevHost {
   groupOpen(group: number): boolean;
   /** The mdev goes: its group's id is free again. */
   remove(mdev: Mdev): void;
+  /** The GPU's translation context for a shadow GGTT of `entries` entries, over the domain `dma` maps in (ENODEV when it has none). */
+  gpuContext(dma: DmaApi, entries: number): GpuDomain;
+  /** A zeroed frame of host RAM, and its release. */
+  scratchFrame(): { hpa: bigint; free(): void };
+}
+
+export interface ShadowOptions {
+  /** The parent's DMA API: where the shadow maps guest frames for the GPU. */
+  dma: DmaApi;
+  /** Default 'invalidate-shadow'. */
+  onUnmap?: ShadowUnmapMode;
 }
 
 export interface PinOptions {
@@ -34,12 +48,18 @@ export type DmaUnmapCallback = (iova: bigint, size: bigint) => void;
 export class Mdev {
   private unmapOp: DmaUnmapCallback | undefined;
   private gone = false;
+  private readonly shadows = new Set<ShadowGtt>();
+  /** What type1 calls: the shadows let go of the range first, then the vendor's own callback. */
+  private readonly notify = (iova: bigint, size: bigint): void => {
+    for (const s of [...this.shadows]) s.revoke(iova, size);
+    this.unmapOp?.(iova, size);
+  };
 
   /** @internal */
   constructor(private readonly host: MdevHost, readonly uuid: string, readonly parent: string, readonly group: number) {}
 
   /** @internal The vendor driver's dma_unmap op, as type1 calls it. */
-  get dmaUnmap(): DmaUnmapCallback | undefined { return this.unmapOp; }
+  get dmaUnmap(): DmaUnmapCallback | undefined { return this.unmapOp || this.shadows.size > 0 ? this.notify : undefined; }
 
   /**
    * Registers the vendor driver's dma_unmap op: called (iova, size) for each
@@ -69,7 +89,7 @@ export class Mdev {
     const o = options(opts, "pin options", ["read", "write"] as const);
     const prot = { read: bool(o.read, "pin read", true), write: bool(o.write, "pin write", false) };
     const c = this.openContainer("pin");
-    if (!this.unmapOp) fail("EINVAL", `pin: mdev ${this.uuid} has no dma_unmap callback (onDmaUnmap)`);
+    if (!this.dmaUnmap) fail("EINVAL", `pin: mdev ${this.uuid} has no dma_unmap callback (onDmaUnmap)`);
     return c.external.pin(pinRange(iova, n, "pin"), n, prot);
   }
 
@@ -83,7 +103,7 @@ export class Mdev {
   unpinPages(iova: Address, npage: number): number {
     const n = pageCount(npage, "unpin");
     const c = this.openContainer("unpin");
-    if (!this.unmapOp) fail("EINVAL", `unpin: mdev ${this.uuid} has no dma_unmap callback (onDmaUnmap)`);
+    if (!this.dmaUnmap) fail("EINVAL", `unpin: mdev ${this.uuid} has no dma_unmap callback (onDmaUnmap)`);
     if (n > PIN_PAGES_MAX) fail("EINVAL", `unpin: ${n} pages is more than ${PIN_PAGES_MAX}`);
     return c.external.unpin(pinRange(iova, n, "unpin"), n);
   }
@@ -109,10 +129,55 @@ export class Mdev {
     return write ? buf.length : buf;
   }
 
-  /** mdev remove (the sysfs "remove" file): EBUSY while its group is open. */
+  /**
+   * A shadow of the guest's GPU page table, kept as GVT-g keeps one: the
+   * guest's entries map GMA → GPA; the shadow the GPU walks maps GMA → the
+   * IOVA each guest frame is pinned and DMA-mapped at through `dma` (the
+   * parent's DMA API), and the GPU's DMA through it is translated again by
+   * the parent's IOMMU domain. When the VMM unmaps guest memory, the shadow's
+   * entries over it go before the unmap returns. EINVAL for a layout other
+   * than { format: 'ggtt', entries } or a DMA API of another device.
+   */
+  shadowGtt(layout: ShadowLayout, opts: ShadowOptions): ShadowGtt {
+    this.live();
+    const l = options(layout, "shadow layout", ["format", "entries"] as const);
+    if (l.format !== "ggtt") fail("EINVAL", `shadowGtt: the layout's format must be 'ggtt', got ${show(l.format)}`);
+    const entries = integer(l.entries, "shadow entries", 512, 2 ** 20);
+    if ((entries & (entries - 1)) !== 0) fail("EINVAL", `shadowGtt: entries must be a power of two, got ${entries}`);
+    if (opts === undefined) fail("EINVAL", "shadowGtt: give { dma } (the parent's DMA API)");
+    const o = options(opts, "shadow options", ["dma", "onUnmap"] as const);
+    if (!isInstance(o.dma, DmaApi)) fail("EINVAL", `shadowGtt: dma must be a DmaApi (host.dmaApi(parent)), got ${show(o.dma)}`);
+    const dma = o.dma;
+    if (dma.bdf !== this.parent) fail("EINVAL", `shadowGtt: dma is ${dma.bdf}'s DMA API, not the parent ${this.parent}'s`);
+    const mode = o.onUnmap === undefined ? "invalidate-shadow" : oneOf(o.onUnmap, "shadow onUnmap", ["invalidate-shadow", "cache-only"] as const);
+    const gpu = this.host.gpuContext(dma, entries);
+    let scratch: { bus: bigint; release(): void };
+    try {
+      const frame = this.host.scratchFrame();
+      try {
+        const bus = dma.mapPage(frame.hpa, 0x1000n, "bidirectional");
+        scratch = { bus, release: () => { dma.unmapPage(bus, 0x1000n, "bidirectional"); frame.free(); } };
+      } catch (e) {
+        frame.free();
+        throw e;
+      }
+    } catch (e) {
+      gpu.destroy();
+      throw e;
+    }
+    const shadow: ShadowGtt = new ShadowGtt({
+      layout: { format: "ggtt", entries }, gpu, mapper: new MdevMapper(this, dma), scratch, mode,
+      onDestroy: () => { this.shadows.delete(shadow); },
+    });
+    this.shadows.add(shadow);
+    return shadow;
+  }
+
+  /** mdev remove (the sysfs "remove" file): EBUSY while its group is open; its shadows are destroyed. */
   remove(): void {
     if (this.gone) return;
     if (this.host.groupOpen(this.group)) fail("EBUSY", `mdev ${this.uuid}: its group ${this.group} is open`);
+    for (const s of [...this.shadows]) s.destroy();
     this.gone = true;
     this.unmapOp = undefined;
     this.host.remove(this);

@@ -5,6 +5,7 @@
 import { fail, type KernelWarning } from "../errors.js";
 import { MdevRegistry, type MdevSpec } from "../mdev/registry.js";
 import type { Mdev } from "../mdev/mdev.js";
+import type { GpuDomain } from "../shadow/shadow.js";
 import { func, isInstance, options as checkOptions, show } from "../args.js";
 import type { DmaInterrupt } from "../dma.js";
 import type { DomainFlags, PageTableOptions } from "../format.js";
@@ -32,7 +33,7 @@ export interface ContainerOptions {
 export interface VfioSettings { topology: Topology; dmaEntryLimit: number; allowUnsafeInterrupts: boolean }
 
 export abstract class VfioHost<Port> {
-  abstract readonly ram: ProcessRam & ContainerHost["ram"] & { readonly size: bigint };
+  abstract readonly ram: ProcessRam & ContainerHost["ram"] & { readonly size: bigint; allocFrames(count?: number): bigint; freeFrames(hpa: bigint, count?: number): void };
   /** The host-wide PASID space: containers allocate from it (c.pasid); it makes device PASID tables. */
   abstract readonly pasids: PasidSpace;
   protected abstract readonly plane: DataPlane;
@@ -57,6 +58,16 @@ export abstract class VfioHost<Port> {
         return c?.iommuType !== undefined ? c : undefined;
       },
       groupOpen: (g) => this.openGroups.has(g),
+      gpuContext: (dma, entries) => {
+        const stage2 = this.hostDma.domainOf(dma);
+        if (stage2 === undefined) fail("ENODEV", `${dma.bdf} has no domain its device's MMU could translate into`);
+        return this.createDomain({ format: "ggtt", entries, stage2 } as PageTableOptions) as unknown as GpuDomain;
+      },
+      scratchFrame: () => {
+        const hpa = this.ram.allocFrames(1);
+        this.ram.write(hpa, new Uint8Array(0x1000));
+        return { hpa, free: () => this.ram.freeFrames(hpa, 1) };
+      },
     });
     this.topology.dmaOwners = {
       dmaBusy: (device) => this.hostDmaRef?.busy(device) ?? false,

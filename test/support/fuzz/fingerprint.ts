@@ -84,6 +84,10 @@ export function facadeState(w: HostWorld): FacadeState {
       return pins;
     }));
   });
+  w.shadows.forEach((g, i) => {
+    put(`shadow ${i} stats`, () => g.stats());
+    put(`shadow ${i} entries`, () => [0, 1, 2, 3].map((e) => g.guestRead(e)));
+  });
   w.processes.forEach((p, i) => {
     put(`process ${i} locked`, () => p.lockedBytes);
     put(`process ${i} areas`, () => p.mappings);

@@ -24,6 +24,7 @@ export const INTERNAL: Readonly<Record<string, readonly string[]>> = {
   VfioDevice: ["pasidTable"],
   Container: ["attachGroup", "detachGroup", "bindStage1", "unbindStage1", "external"],
   Mdev: ["dmaUnmap"],
+  ShadowGtt: ["revoke"],
   Process: ["checkAccess"],
   ContainerPasids: ["beforeFree", "release"],
   PasidSpace: ["open"],

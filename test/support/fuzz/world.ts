@@ -7,12 +7,13 @@
 //              group 1: 04:00.0 → nesting container c2 (a guest table bound to a PASID)
 //              group 2: 05:00.0, 05:00.1 → open, in no container (their DMA is blocked)
 //              group 3: 06:00.0 on a host driver, never opened (openGroup's fresh group)
-//              group 4: an mdev on 06:00.0 → type1v2 container c4 (no IOMMU domain, a page pinned)
+//              group 4: an mdev on 06:00.0 → type1v2 container c4 (no IOMMU domain, a page pinned),
+//                       and a shadow GGTT of its guest over 06:00.0's DMA API
 //   tables     x86-64 4 and 5 levels, vtd-sl, arm64 stage 1 and stage 2, each mapping one scratch page
 //   domains    a plain x86-64 domain; a stage 2 (the arch's format); a nested domain over it
 //   processes  vmm (c1's guest RAM and a spare area), vmm2 (c2's guest RAM)
 //   PASIDs     a device PASID table (PASID 5 → the plain domain); c2 holds the bound PASID
-import { createHost, type Arch, type Container, type Domain, type Host, type Process } from "../../../src/index.js";
+import { createHost, type Arch, type Container, type Domain, type Host, type Process, type ShadowGtt } from "../../../src/index.js";
 
 export const PAGE = 0x1000n;
 const KiB = 1024n;
@@ -72,6 +73,8 @@ export interface HostWorld {
   freeTable: (gpa: bigint) => void;
   /** The root GPA of the nesting guest's table. */
   guestRoot: bigint;
+  /** Shadow GPU page tables (their stats are part of the state a refusal must not change). */
+  shadows: ShadowGtt[];
   /** Counts addDevice's fresh BDFs. */
   nextBus: number;
   targets: Target[];
@@ -165,7 +168,7 @@ export async function buildHostWorld(arch: Arch): Promise<HostWorld> {
 
   const world: HostWorld = {
     arch, host, scratch, stage1, processes: [vmm, vmm2], containers: [c1, c2, c3], spareContainer: c3, stage2, plainDomain,
-    spareVaddr, bdfs, allocTable, freeTable, guestRoot: gpt.root, nextBus: 0x40, targets,
+    spareVaddr, bdfs, allocTable, freeTable, guestRoot: gpt.root, nextBus: 0x40, targets, shadows: [],
   };
   const add = (cls: string, label: string, obj: object, hint: Hint = {}): void => {
     targets.push({ cls, label: `${arch} ${label}`, obj, home: world, hint });
@@ -213,6 +216,12 @@ export async function buildHostWorld(arch: Arch): Promise<HostWorld> {
   mdev.pinPages(MDEV_IOVA, 1);
   world.containers.push(c4);
   add("Mdev", "mdev", mdev, { base: MDEV_IOVA, pages: 16 });
+  // A shadow GGTT of the mdev's guest over the parent's DMA API, entry 1 aimed at the container's first page.
+  const gtt = mdev.shadowGtt({ format: "ggtt", entries: 512 }, { dma: dmaApi });
+  gtt.guestWrite(1, MDEV_IOVA | 3n);
+  world.shadows.push(gtt);
+  add("ShadowGtt", "shadow GGTT", gtt, { base: 0n, pages: 4 });
+  add("GpuDmaPort", "GPU DMA through the shadow", gtt.dma, { base: PAGE, pages: 1 });
   add("Container", "container of an mdev", c4, { base: MDEV_IOVA, pages: 16 });
   add("ContainerPasids", "type1v2 c.pasid", c1.pasid, { pasid });
   add("ContainerPasids", "nesting c.pasid", c2.pasid, { pasid });

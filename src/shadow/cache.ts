@@ -1,0 +1,63 @@
+// The shadow's DMA cache (gvt's gvt_dma cache): one mapping per guest frame
+// however many shadow entries use it, reference-counted, so a thousand
+// entries over one page cost one pin and one map; the last reference unmaps.
+// It also keeps which shadow slots use each frame, so a revoked frame's
+// entries can be found and cleared.
+import type { ShadowMapper } from "./mapper.js";
+
+interface Cached { bus: bigint; slots: Set<number> }
+
+export interface CacheStats { hits: number; misses: number; live: number }
+
+export class DmaCache {
+  private readonly byGfn = new Map<bigint, Cached>();
+  private hits = 0;
+  private misses = 0;
+
+  constructor(private readonly mapper: ShadowMapper) {}
+
+  /** The bus address of gfn for shadow slot `slot` (one reference more), or undefined when the mapper cannot map it. */
+  get(gfn: bigint, slot: number): bigint | undefined {
+    let c = this.byGfn.get(gfn);
+    if (c) this.hits++;
+    else {
+      this.misses++;
+      const bus = this.mapper.map(gfn);
+      if (bus === undefined) return undefined;
+      c = { bus, slots: new Set() };
+      this.byGfn.set(gfn, c);
+    }
+    c.slots.add(slot);
+    return c.bus;
+  }
+
+  /** Slot no longer uses gfn; the last one out unmaps it. */
+  put(gfn: bigint, slot: number): void {
+    const c = this.byGfn.get(gfn);
+    if (!c || !c.slots.delete(slot) || c.slots.size > 0) return;
+    this.byGfn.delete(gfn);
+    this.mapper.unmap(gfn, c.bus);
+  }
+
+  /** The cached frames in [first, last], each with the slots using it. */
+  within(first: bigint, last: bigint): { gfn: bigint; slots: number[] }[] {
+    const out: { gfn: bigint; slots: number[] }[] = [];
+    for (const [gfn, c] of this.byGfn) if (gfn >= first && gfn <= last) out.push({ gfn, slots: [...c.slots] });
+    return out;
+  }
+
+  /** Unmaps gfn whatever uses it (a revocation); the slots are the caller's to clear. */
+  drop(gfn: bigint): void {
+    const c = this.byGfn.get(gfn);
+    if (!c) return;
+    this.byGfn.delete(gfn);
+    this.mapper.unmap(gfn, c.bus);
+  }
+
+  stats(): CacheStats { return { hits: this.hits, misses: this.misses, live: this.byGfn.size }; }
+
+  /** Everything goes (the shadow is destroyed). */
+  clear(): void {
+    for (const gfn of [...this.byGfn.keys()]) this.drop(gfn);
+  }
+}

@@ -1,0 +1,133 @@
+// A shadow device page table for a mediated GPU (the GVT-g case), as a
+// vendor driver keeps one: the guest programs its GPU page table with guest
+// physical addresses (GMA → GPA); the emulator traps each entry write and
+// hands it here; the shadow the physical GPU walks maps GMA → bus address
+// (an IOVA of the parent's IOMMU domain), so every GPU access is translated
+// twice — by the GPU's MMU through the shadow, then by the system IOMMU.
+// Format-neutral: the table's own rules are ggtt.ts's; guest frames become
+// bus addresses through a ShadowMapper (an mdev's pins and DMA API here, a
+// Xen backend's delegated mappings later).
+import { toU64, PAGE_SIZE, type Address } from "../addr.js";
+import { integer } from "../args.js";
+import { fail } from "../errors.js";
+import { DmaCache } from "./cache.js";
+import { GgttShadow, type GpuContext } from "./ggtt.js";
+import { GpuDmaPort, type PortCalls } from "./gpudma.js";
+import type { ShadowMapper } from "./mapper.js";
+
+export type ShadowLayout = { format: "ggtt"; entries: number };
+
+/**
+ * What happens to shadow entries when the VMM unmaps guest memory they use.
+ * 'invalidate-shadow' (default): they are cleared before the frames are
+ * unmapped, so the GPU faults at its own MMU. 'cache-only': only the frames
+ * are unmapped and unpinned (kvmgt's behaviour): the entries keep the dead
+ * bus addresses, and the GPU faults at the IOMMU — or, once the address is
+ * handed out again, reaches whatever is mapped there.
+ */
+export type ShadowUnmapMode = "invalidate-shadow" | "cache-only";
+
+export interface ShadowStats {
+  /** Shadow entries present (scratch ones included). */
+  shadowEntries: number;
+  /** Guest frames pinned and DMA-mapped for the shadow (one each, however many entries use it). */
+  pinnedPages: number;
+  /** Entries aimed at the scratch page (their frame could not be mapped). */
+  scratch: number;
+  cacheHits: number;
+  cacheMisses: number;
+}
+
+/** The GPU's translation context as a domain gives it (the engine's Domain, or the twin's). */
+export interface GpuDomain {
+  readonly pageTable: {
+    map(iova: bigint, hpa: bigint, size: bigint, prot: { read?: boolean; write?: boolean }): void;
+    unmap(iova: bigint, size: bigint): unknown;
+  };
+  invalidate(opts?: { iova: bigint; npages: bigint }): void;
+  readonly dma: PortCalls;
+  destroy(): void;
+}
+
+/** @internal What the shadow is made of; the mdev's factory assembles it. */
+export interface ShadowParts {
+  layout: ShadowLayout;
+  gpu: GpuDomain;
+  mapper: ShadowMapper;
+  /** The scratch page's bus address, and how to let it go. */
+  scratch: { bus: bigint; release(): void };
+  mode: ShadowUnmapMode;
+  /** Called once, when the shadow is destroyed. */
+  onDestroy(): void;
+}
+
+export class ShadowGtt {
+  readonly layout: ShadowLayout;
+  /** The GPU's own DMA by graphics memory address; faults say 'device-mmu' or 'iommu'. */
+  readonly dma: GpuDmaPort;
+  private readonly cache: DmaCache;
+  private readonly table: GgttShadow;
+  private destroyed = false;
+
+  /** @internal */
+  constructor(private readonly parts: ShadowParts) {
+    this.layout = Object.freeze({ ...parts.layout });
+    this.cache = new DmaCache(parts.mapper);
+    const gpu = parts.gpu;
+    const context: GpuContext = {
+      map: (gma, bus, write) => gpu.pageTable.map(gma, bus, PAGE_SIZE, { read: true, write }),
+      unmap: (gma) => { gpu.pageTable.unmap(gma, PAGE_SIZE); },
+      invalidate: (gma, pages) => gpu.invalidate({ iova: gma, npages: pages }),
+    };
+    this.table = new GgttShadow(parts.layout.entries, this.cache, context, parts.scratch.bus);
+    this.dma = new GpuDmaPort(gpu.dma);
+  }
+
+  /**
+   * The guest wrote `pte` (GPA and flags) to GGTT entry `index`, as an
+   * emulator traps it. Present: the frame is pinned and DMA-mapped (or found
+   * in the cache) and the shadow entry aims at its bus address; not present:
+   * the shadow entry goes. EINVAL for an index outside the table.
+   */
+  guestWrite(index: number, pte: Address): void {
+    this.live();
+    const i = integer(index, "GGTT index", 0, this.layout.entries - 1);
+    this.table.write(i, toU64(pte, "pte"));
+  }
+
+  /** The guest's own value of entry `index` (GPAs, never a bus address). */
+  guestRead(index: number): bigint {
+    this.live();
+    return this.table.read(integer(index, "GGTT index", 0, this.layout.entries - 1));
+  }
+
+  stats(): ShadowStats {
+    const t = this.table.stats(), c = this.cache.stats();
+    return { shadowEntries: t.shadowEntries, pinnedPages: c.live, scratch: t.scratch, cacheHits: c.hits, cacheMisses: c.misses };
+  }
+
+  /**
+   * @internal The VMM unmapped [iova, iova + size) of guest memory: every
+   * shadow entry using it goes (or, 'cache-only', only the mappings), before
+   * the unmap returns.
+   */
+  revoke(iova: bigint, size: bigint): void {
+    if (this.destroyed) return;
+    this.table.revoke(iova >> 12n, (iova + size - 1n) >> 12n, this.parts.mode === "cache-only");
+  }
+
+  /** Unmaps and unpins every guest frame, lets the scratch page go and frees the GPU's table. */
+  destroy(): void {
+    if (this.destroyed) return;
+    this.destroyed = true;
+    // The GPU's table goes first: no entry reaches a frame once it is unmapped.
+    this.parts.gpu.destroy();
+    this.cache.clear();
+    this.parts.scratch.release();
+    this.parts.onDestroy();
+  }
+
+  private live(): void {
+    if (this.destroyed) fail("ENODEV", "the shadow GTT was destroyed");
+  }
+}
