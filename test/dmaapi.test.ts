@@ -548,6 +548,9 @@ describe("devices with no IOMMU in front (dma-direct)", () => {
     expect(errno(() => h.device(BDF).bindDriver("vfio-pci"))).toBe("EINVAL");
     expect(h.device(BDF).driver).toBe(null);
     expect(errno(() => h.openGroup(0))).toBe("ENOENT");
+    // Nor is it found through another device's group.
+    h.addDevice({ bdf: "0000:05:00.0" });
+    expect(errno(() => h.openGroup(0).device(BDF))).toBe("ENODEV");
   });
 
   it("the driver cannot let go while its mappings live (EBUSY); with no driver there is no DMA API (ENODEV)", async () => {
