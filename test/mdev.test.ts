@@ -255,6 +255,35 @@ describe("vfio_unpin_pages", () => {
   });
 });
 
+describe("the parent's own DMA", () => {
+  it("with no IOMMU in front, the vendor's device reaches the pinned HPAs directly; behind one, through the parent's DMA API", async () => {
+    const h = await createHost({ ramSize: RAM });
+    h.addDevice({ bdf: GPU, driver: "host", iommu: false });
+    const m = h.createMdev({ parent: GPU });
+    const p = h.createProcess();
+    const c = h.openContainer({ process: p });
+    h.openGroup(m.group).setContainer(c);
+    c.setIommu("type1v2");
+    const v = p.mmap(SIZE);
+    c.mapDma({ vaddr: v, iova: IOVA, size: SIZE, read: true, write: true });
+    m.onDmaUnmap(() => {});
+    p.write(v + PAGE, new Uint8Array([1, 2, 3, 4]));
+    const [hpa] = m.pinPages(IOVA + PAGE, 1);
+    const out = new Uint8Array(4);
+    expect(m.parentDma.readInto(hpa, out).bytes).toBe(4);
+    expect(out).toEqual(new Uint8Array([1, 2, 3, 4]));
+    // The same HPA through a parent behind an IOMMU is not mapped: DMA addresses come from its DMA API.
+    const r = await rig();
+    r.p.write(r.v, new Uint8Array([9, 9]));
+    const [h2] = r.mdev.pinPages(IOVA, 1);
+    expect(r.mdev.parentDma.readInto(h2, new Uint8Array(2)).fault?.reason).toBe("not-present");
+    const bus = r.h.dmaApi(GPU).mapPage(h2, PAGE, "to-device");
+    const got = new Uint8Array(2);
+    expect(r.mdev.parentDma.readInto(bus, got).bytes).toBe(2);
+    expect(got).toEqual(new Uint8Array([9, 9]));
+  });
+});
+
 describe("pin records under churn", () => {
   it("stay exact when the table drops the dead ones (thousands of pin/unpin cycles over many pages)", async () => {
     const r = await rig();

@@ -12,6 +12,7 @@ import { fail } from "../errors.js";
 import type { Container } from "../vfio/container.js";
 import { PIN_PAGES_MAX, pinRange } from "../vfio/external.js";
 import { DmaApi } from "../dmaapi/dmaapi.js";
+import type { DmaPort } from "../dma.js";
 import { ShadowGtt, type GpuDomain, type ShadowLayout, type ShadowUnmapMode } from "../shadow/shadow.js";
 import { MdevMapper } from "./mapper.js";
 
@@ -27,6 +28,8 @@ export interface MdevHost {
   gpuContext(dma: DmaApi, entries: number): GpuDomain;
   /** A zeroed frame of host RAM, and its release. */
   scratchFrame(): { hpa: bigint; free(): void };
+  /** The parent device's own DMA port. */
+  parentPort(bdf: string): DmaPort;
 }
 
 export interface ShadowOptions {
@@ -57,6 +60,14 @@ export class Mdev {
 
   /** @internal */
   constructor(private readonly host: MdevHost, readonly uuid: string, readonly parent: string, readonly group: number) {}
+
+  /**
+   * The parent device's DMA as its vendor driver programs it: through the
+   * parent's default IOMMU domain (addresses from its DMA API), or, for a
+   * parent with no IOMMU (addDevice({ iommu: false })), straight to the HPAs
+   * pinPages returned.
+   */
+  get parentDma(): DmaPort { return this.host.parentPort(this.parent); }
 
   /** @internal The vendor driver's dma_unmap op, as type1 calls it. */
   get dmaUnmap(): DmaUnmapCallback | undefined { return this.unmapOp || this.shadows.size > 0 ? this.notify : undefined; }

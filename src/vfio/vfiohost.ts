@@ -63,6 +63,7 @@ export abstract class VfioHost<Port> {
         if (stage2 === undefined) fail("ENODEV", `${dma.bdf} has no domain its device's MMU could translate into`);
         return this.createDomain({ format: "ggtt", entries, stage2 } as PageTableOptions) as unknown as GpuDomain;
       },
+      parentPort: (bdf) => this.topology.device(bdf).dma,
       scratchFrame: () => {
         const hpa = this.ram.allocFrames(1);
         this.ram.write(hpa, new Uint8Array(0x1000));
