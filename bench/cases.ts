@@ -4,11 +4,12 @@
 import { createHost, PAGE_4K, type Container, type Domain, type Host } from "../src/index.js";
 import { createNaiveHost, type NaiveHost } from "./naive/index.js";
 import {
-  IOVA_BASE, RAM_SIZE, nestedDomain, pagedDomain, sparseDomain, sparseIovas, vfioSetup, xorshift,
+  IOVA_BASE, RAM_SIZE, nestedDomain, pagedDomain, residentU64s, sparseDomain, sparseIovas, vfioSetup, xorshift,
   type ContainerLike, type DomainLike, type HostLike, type ProcessLike, type VfioHostLike,
 } from "./fixtures.js";
 import { perCallSuite } from "./percall.js";
 import { mdevPin512 } from "./mdev.js";
+import { gpuDma4k, shadowGttUpdate } from "./shadow.js";
 import { ptChurn } from "./ptchurn.js";
 import { dmaMapPage, dmaMapSg16 } from "./dmaapi.js";
 import { vfioScale } from "./vfioscale.js";
@@ -96,14 +97,6 @@ async function walk(levels: 4 | 5): Promise<Case> {
 function gatherList(host: Host, domain: DomainLike, iovas: bigint[]): number {
   const hpas = iovas.map((iova) => (domain as unknown as Domain).pageTable.iovaToPhys(iova)!);
   return host.engine.isDirect(residentU64s(host, hpas));
-}
-
-/** A list of u64s on engine memory (e.g. (iova, length) pairs the engine reads in place). */
-function residentU64s(host: Host, values: bigint[]): BigUint64Array {
-  const bytes = host.allocBuffer(values.length * 8);
-  const list = new BigUint64Array(bytes.buffer, bytes.byteOffset, values.length);
-  list.set(values);
-  return list;
 }
 
 /**
@@ -353,8 +346,8 @@ export async function buildSuite(): Promise<Suite> {
   const d4 = await dma4k(), sg = await dma64bSg("dma-64b-sg", 64), wide = await dma64bSg("dma-64b-sg-wide", 1024);
   const perCall = await perCallSuite();
   return {
-    cases: [await iotlbHit(), await walk(4), await walk(5), await walkNested(), d4.batched, d4.perCall, await deviceDma4k(), sg.c, wide.c,
-      ...perCall.cases, await ptMapUnmap(), await ptChurn(), await dmaMapPage(), await dmaMapSg16(), await mdevPin512(), await vfioMapUnmap(), await pasidLookup(), await pasidFreeRange(),
+    cases: [await iotlbHit(), await walk(4), await walk(5), await walkNested(), d4.batched, d4.perCall, await deviceDma4k(), await gpuDma4k(), sg.c, wide.c,
+      ...perCall.cases, await ptMapUnmap(), await ptChurn(), await dmaMapPage(), await dmaMapSg16(), await mdevPin512(), await shadowGttUpdate(), await vfioMapUnmap(), await pasidLookup(), await pasidFreeRange(),
       ...(await vfioScale())],
     limits: [d4.limit, sg.limit, wide.limit, ...perCall.limits],
   };

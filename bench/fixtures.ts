@@ -128,3 +128,11 @@ export function vfioSetup(host: VfioHostLike, bytes: bigint): { process: Process
   container.setIommu("type1v2");
   return { process, vaddr, container, dma: group.device(DEVICE).dma };
 }
+
+/** A list of u64s on engine memory (e.g. (iova, length) pairs the engine reads in place). */
+export function residentU64s(host: { allocBuffer(n: number): Uint8Array }, values: bigint[]): BigUint64Array {
+  const bytes = host.allocBuffer(values.length * 8);
+  const list = new BigUint64Array(bytes.buffer, bytes.byteOffset, values.length);
+  list.set(values);
+  return list;
+}

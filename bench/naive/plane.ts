@@ -94,7 +94,7 @@ export class NaivePlane implements DataPlane {
   }
 
   /** Checks every page first (EFAULT, nothing pinned), then pins each frame and lists it. */
-  pinPages(procCtx: number, vaddr: bigint, npage: number, access: number, out: BigUint64Array, at: number): number {
+  pinPages(procCtx: number, vaddr: bigint, npage: number, access: number, halves: Uint32Array, at: number): number {
     const proc = this.ctx(procCtx);
     if (proc.fmt?.id !== abi.FORMAT_X86_64 || npage === 0) return abi.ERR_EINVAL;
     const last = vaddr + BigInt(npage) * 4096n - 1n;
@@ -102,7 +102,9 @@ export class NaivePlane implements DataPlane {
     let i = at;
     forEachFrame(this.core.ram, proc, vaddr, last, (hpa) => {
       this.pins.pin(hpa);
-      out[i++] = hpa;
+      halves[2 * i] = Number(hpa & 0xffffffffn);
+      halves[2 * i + 1] = Number(hpa >> 32n);
+      i++;
     });
     return abi.ST_OK;
   }

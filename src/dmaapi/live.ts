@@ -1,6 +1,8 @@
-// The DMA API's live mappings, by first IOVA page. A map/unmap cycle sets and
-// deletes a key; V8's Map degrades to O(n) per set+delete with n live keys
-// (its table keeps running full of deleted slots and rehashes each time), so
+// A map by page number that takes set/delete churn: the DMA API's live
+// mappings (by first IOVA page), a shadow's DMA cache (by guest frame). A
+// map/unmap cycle sets and deletes a key; V8's Map degrades to O(n) per
+// set+delete with n live keys (its table keeps running full of deleted
+// slots and rehashes each time), so
 // an unmapped record stays in the Map as dead and is reused by the next map
 // of that page, and the Map is rebuilt from the live records only when the
 // dead ones outnumber them: O(1) per call, amortized.

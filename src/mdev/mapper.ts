@@ -9,6 +9,7 @@ import type { ShadowMapper } from "../shadow/mapper.js";
 import type { Mdev } from "./mdev.js";
 
 const PAGE = 0x1000n;
+const READ_WRITE = Object.freeze({ read: true, write: true });
 
 export class MdevMapper implements ShadowMapper {
   constructor(private readonly mdev: Mdev, private readonly dma: DmaApi) {}
@@ -17,7 +18,7 @@ export class MdevMapper implements ShadowMapper {
     let hpa: bigint;
     try {
       // gvt pins every guest page read-write.
-      hpa = this.mdev.pinPages(gfn * PAGE, 1, { read: true, write: true })[0];
+      hpa = this.mdev.pin(gfn * PAGE, 1, READ_WRITE, false)[0];
     } catch (e) {
       if (e instanceof IommuError) return undefined;
       throw e;

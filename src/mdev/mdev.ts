@@ -98,10 +98,17 @@ export class Mdev {
   pinPages(iova: Address, npage: number, opts?: PinOptions): BigUint64Array {
     const n = pageCount(npage, "pin");
     const o = options(opts, "pin options", ["read", "write"] as const);
-    const prot = { read: bool(o.read, "pin read", true), write: bool(o.write, "pin write", false) };
+    return this.pin(iova, n, { read: bool(o.read, "pin read", true), write: bool(o.write, "pin write", false) });
+  }
+
+  /**
+   * @internal pinPages after its options are read (the shadow's own calls
+   * come here); `copy` false: the HPAs in a shared array, good until the next pin.
+   */
+  pin(iova: Address, npage: number, prot: { read: boolean; write: boolean }, copy = true): BigUint64Array {
     const c = this.openContainer("pin");
     if (!this.dmaUnmap) fail("EINVAL", `pin: mdev ${this.uuid} has no dma_unmap callback (onDmaUnmap)`);
-    return c.external.pin(pinRange(iova, n, "pin"), n, prot);
+    return c.external.pin(pinRange(iova, npage, "pin"), npage, prot, copy);
   }
 
   /**

@@ -7,7 +7,7 @@
 // Format-neutral: the table's own rules are ggtt.ts's; guest frames become
 // bus addresses through a ShadowMapper (an mdev's pins and DMA API here, a
 // Xen backend's delegated mappings later).
-import { toU64, PAGE_SIZE, type Address } from "../addr.js";
+import { toU64, type Address } from "../addr.js";
 import { integer } from "../args.js";
 import { fail } from "../errors.js";
 import { DmaCache } from "./cache.js";
@@ -38,13 +38,12 @@ export interface ShadowStats {
   cacheMisses: number;
 }
 
-/** The GPU's translation context as a domain gives it (the engine's Domain, or the twin's). */
-export interface GpuDomain {
-  readonly pageTable: {
-    map(iova: bigint, hpa: bigint, size: bigint, prot: { read?: boolean; write?: boolean }): void;
-    unmap(iova: bigint, size: bigint): unknown;
-  };
-  invalidate(opts?: { iova: bigint; npages: bigint }): void;
+/**
+ * The GPU's translation context: its table and IOTLB driven through the data
+ * plane (no argument parsing on the way: every operand is the shadow's own),
+ * its DMA port, and its end.
+ */
+export interface GpuDomain extends GpuContext {
   readonly dma: PortCalls;
   destroy(): void;
 }
@@ -73,14 +72,8 @@ export class ShadowGtt {
   constructor(private readonly parts: ShadowParts) {
     this.layout = Object.freeze({ ...parts.layout });
     this.cache = new DmaCache(parts.mapper);
-    const gpu = parts.gpu;
-    const context: GpuContext = {
-      map: (gma, bus, write) => gpu.pageTable.map(gma, bus, PAGE_SIZE, { read: true, write }),
-      unmap: (gma) => { gpu.pageTable.unmap(gma, PAGE_SIZE); },
-      invalidate: (gma, pages) => gpu.invalidate({ iova: gma, npages: pages }),
-    };
-    this.table = new GgttShadow(parts.layout.entries, this.cache, context, parts.scratch.bus);
-    this.dma = new GpuDmaPort(gpu.dma);
+    this.table = new GgttShadow(parts.layout.entries, this.cache, parts.gpu, parts.scratch.bus);
+    this.dma = new GpuDmaPort(parts.gpu.dma);
   }
 
   /**
@@ -113,7 +106,7 @@ export class ShadowGtt {
    */
   revoke(iova: bigint, size: bigint): void {
     if (this.destroyed) return;
-    this.table.revoke(iova >> 12n, (iova + size - 1n) >> 12n, this.parts.mode === "cache-only");
+    this.table.revoke(Number(iova >> 12n), Number((iova + size - 1n) >> 12n), this.parts.mode === "cache-only");
   }
 
   /** Unmaps and unpins every guest frame, lets the scratch page go and frees the GPU's table. */

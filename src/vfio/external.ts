@@ -20,8 +20,8 @@ export const PIN_PAGES_MAX = 512;
 /** type1's retry limit: a mapping whose pins survive this many rounds of callbacks is a BUG. */
 const UNMAP_RETRIES = 10;
 
-/** What a pin call took, undone in reverse if a later page fails: references, and runs of new records. */
-interface Taken { refs: number[]; runs: { m: DmaMapping; page: number; n: number }[] }
+/** What a pin call took, undone if a later page fails: references, and runs of new records (first page, count) with their mappings. */
+interface Taken { refs: number[]; runs: number[]; runMaps: DmaMapping[] }
 
 export interface PinProtection { read: boolean; write: boolean }
 
@@ -32,6 +32,14 @@ export class ExternalPins {
   private readonly perMapping = new Map<DmaMapping, number>();
   /** Set while dma_unmap callbacks run: an unmap that must notify again would take the device-list lock twice. */
   private notifying = false;
+  /**
+   * A pin call's HPAs as they are gathered (PIN_PAGES_MAX of them), with a
+   * view as 32-bit halves so frames are read and written with no BigInt, and
+   * its undo log: reused by every call (a pin calls no one back).
+   */
+  private readonly hpas = new BigUint64Array(PIN_PAGES_MAX);
+  private readonly halves = new Uint32Array(this.hpas.buffer);
+  private readonly taken: Taken = { refs: [], runs: [], runMaps: [] };
 
   constructor(private readonly core: ContainerCore) {}
 
@@ -54,11 +62,13 @@ export class ExternalPins {
    * mapping's protection (ENODEV once the process is gone, EFAULT where it is
    * not mapped so, ENOMEM past RLIMIT_MEMLOCK when the container has no
    * IOMMU domain). All or nothing. The caller has checked the arguments.
+   * `copy` false: the HPAs in this object's own array, good until the next
+   * pin (for a caller that reads them at once).
    */
-  pin(first: bigint, npage: number, prot: PinProtection): BigUint64Array {
+  pin(first: bigint, npage: number, prot: PinProtection, copy = true): BigUint64Array {
     live(this.core);
-    const out = new BigUint64Array(npage);
-    const taken: Taken = { refs: [], runs: [] };
+    const taken = this.taken;
+    taken.refs.length = taken.runs.length = taken.runMaps.length = 0;
     try {
       let i = 0;
       while (i < npage) {
@@ -67,21 +77,20 @@ export class ExternalPins {
         if (!m) fail("EINVAL", `pin: ${hex(iova)} is in no DMA mapping`);
         if ((prot.read && !m.read) || (prot.write && !m.write)) fail("EPERM", `pin: the mapping at ${hex(m.iova)} is not ${prot.write ? "writable" : "readable"}`);
         const end = Math.min(npage, i + Number((m.last - iova + 1n) / PAGE_SIZE));
-        this.pinIn(m, first, i, end, out, taken);
+        this.pinIn(m, first, i, end, taken);
         i = end;
       }
     } catch (e) {
       this.undo(taken);
       throw e;
     }
-    return out;
+    return copy ? this.hpas.slice(0, npage) : this.hpas;
   }
 
   /** Pages [i, end) of one mapping: references on records, new records for runs of unpinned pages. */
-  private pinIn(m: DmaMapping, first: bigint, i: number, end: number, out: BigUint64Array, taken: Taken): void {
+  private pinIn(m: DmaMapping, first: bigint, i: number, end: number, taken: Taken): void {
     const base = Number(first >> 12n);
-    // HPAs of pages pinned already go out as two 32-bit halves (no BigInt made).
-    const halves = new Uint32Array(out.buffer, out.byteOffset, out.length * 2);
+    const halves = this.halves;
     let j = i;
     while (j < end) {
       const refs = this.records.refsOf(base + j);
@@ -99,27 +108,29 @@ export class ExternalPins {
       while (k < end && this.records.refsOf(base + k) === 0) k++;
       // Only a container with no IOMMU domain counts external pins (MAP_DMA counted the rest).
       const counted = this.core.domain === undefined;
-      const budget = counted ? Math.max(0, Number((m.process.memlockLimit - m.process.lockedBytes) / PAGE_SIZE)) : Infinity;
+      const budget = counted && m.process.memlockLimit !== U64_MAX ? Math.max(0, Number((m.process.memlockLimit - m.process.lockedBytes) / PAGE_SIZE)) : Infinity;
       // Per page the kernel pins first (EFAULT), then counts (ENOMEM): the page
       // past the budget is pinned too, so a hole there still says EFAULT.
       const over = k - j > budget;
-      this.pinRun(m, base + j, j, over ? budget + 1 : k - j, out, halves, taken);
+      this.pinRun(m, base + j, j, over ? budget + 1 : k - j, taken);
       if (over) fail("ENOMEM", `pin: ${hex(first + BigInt(j + budget) * PAGE_SIZE)} would exceed the locked-memory limit (${hex(m.process.memlockLimit)})`);
       j = k;
     }
   }
 
-  private pinRun(m: DmaMapping, page: number, at: number, n: number, out: BigUint64Array, halves: Uint32Array, taken: Taken): void {
+  private pinRun(m: DmaMapping, page: number, at: number, n: number, taken: Taken): void {
     if (m.process.exited) fail("ENODEV", `pin: the process that mapped ${hex(m.iova)} has exited`);
     const iova = BigInt(page) << 12n;
     const access = abi.ACCESS_READ | (m.write ? abi.ACCESS_WRITE : 0);
-    const st = this.core.host.plane.pinPages(m.process.pageTable.contextId, m.vaddr + (iova - m.iova), n, access, out, at);
+    const st = this.core.host.plane.pinPages(m.process.pageTable.contextId, m.vaddr + (iova - m.iova), n, access, this.halves, at);
+    const halves = this.halves;
     if (st !== abi.ST_OK) fail("EFAULT", `pin: [${hex(iova)}, +${n} pages) is not mapped ${m.write ? "writable " : ""}in the process`);
     for (let k = 0; k < n; k++) {
       const frame = halves[2 * (at + k)] / 4096 + halves[2 * (at + k) + 1] * 2 ** 20;
       this.records.add(page + k, frame);
     }
-    taken.runs.push({ m, page, n });
+    taken.runs.push(page, n);
+    taken.runMaps.push(m);
     this.perMapping.set(m, this.count(m) + n);
     if (this.core.domain === undefined) m.process.lockedBytes += BigInt(n) * PAGE_SIZE;
   }
@@ -127,7 +138,8 @@ export class ExternalPins {
   private undo(taken: Taken): void {
     for (const page of taken.refs) this.records.unref(page);
     const frames: number[] = [];
-    for (const { m, page, n } of taken.runs) {
+    for (let r = 0; r < taken.runMaps.length; r++) {
+      const m = taken.runMaps[r], page = taken.runs[2 * r], n = taken.runs[2 * r + 1];
       for (let k = 0; k < n; k++) {
         frames.push(this.records.frameOf(page + k));
         this.records.unref(page + k);
@@ -135,6 +147,7 @@ export class ExternalPins {
       this.uncount(m, n);
     }
     if (frames.length > 0) this.core.host.plane.unpinFrames(frames);
+    taken.runMaps.length = 0;
   }
 
   /** n records of m went; they are un-counted where they were counted. */

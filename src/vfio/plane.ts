@@ -36,9 +36,10 @@ export interface DataPlane {
   /**
    * A vendor driver's pin (vfio_pin_pages' GUP): npage pages of the process
    * from vaddr, each present and allowing `access`, else ERR_EFAULT with
-   * nothing pinned; their frames pinned and listed in out[at..].
+   * nothing pinned; their frames pinned and their HPAs listed from page `at`
+   * of `halves` (each HPA as two 32-bit halves, low first: no BigInt made).
    */
-  pinPages(procCtx: number, vaddr: bigint, npage: number, access: number, out: BigUint64Array, at: number): number;
+  pinPages(procCtx: number, vaddr: bigint, npage: number, access: number, halves: Uint32Array, at: number): number;
   /** Drops one pin of each frame (frame numbers: HPA / 4 KiB); a frame is freed when nothing else holds it. */
   unpinFrames(frames: readonly number[]): void;
   /**
@@ -114,12 +115,14 @@ export class EnginePlane implements DataPlane {
     return { bytes, released: [...new BigUint64Array(e.buffer, e.staging, n)], status: e.wasm.guestUnmapStatus() };
   }
 
-  pinPages(procCtx: number, vaddr: bigint, npage: number, access: number, out: BigUint64Array, at: number): number {
+  pinPages(procCtx: number, vaddr: bigint, npage: number, access: number, halves: Uint32Array, at: number): number {
     const e = this.engine;
     // A call pins at most VFIO_PIN_PAGES_MAX_ENTRIES (512) pages: the list fits the staging area.
     if (npage * 8 > e.stagingSize) return abi.ERR_EINVAL;
     const st = e.wasm.extPin(procCtx, vaddr, npage, access, e.staging);
-    if (st === abi.ST_OK) out.set(new BigUint64Array(e.buffer, e.staging, npage), at);
+    if (st !== abi.ST_OK) return st;
+    const words = e.words, from = e.staging >>> 2;
+    for (let k = 0; k < 2 * npage; k++) halves[2 * at + k] = words[from + k];
     return st;
   }
 

@@ -23,7 +23,7 @@ export const INTERNAL: Readonly<Record<string, readonly string[]>> = {
   VfioGroup: ["domainId", "msiWindowStart"],
   VfioDevice: ["pasidTable"],
   Container: ["attachGroup", "detachGroup", "bindStage1", "unbindStage1", "external"],
-  Mdev: ["dmaUnmap"],
+  Mdev: ["dmaUnmap", "pin"],
   ShadowGtt: ["revoke"],
   Process: ["checkAccess"],
   ContainerPasids: ["beforeFree", "release"],
