@@ -4,11 +4,13 @@
 import { createHost, PAGE_4K, PAGE_2M, PAGE_1G } from "../dist/iommu-wasm.js";
 import { vmmStory } from "./vfio.mjs";
 import { guestStory } from "./guest.mjs";
+import { vgpuStory } from "./vgpu.mjs";
 
-// npm start runs every part; npm run demo -- engine | vfio | guest runs one.
+// npm start runs every part; npm run demo -- engine | vfio | guest | vgpu runs one.
 const only = process.argv[2];
 if (only === "vfio") { await vmmStory(); process.exit(0); }
 if (only === "guest") { await guestStory(); process.exit(0); }
+if (only === "vgpu") { await vgpuStory(); process.exit(0); }
 
 const hex = (v) => "0x" + v.toString(16);
 const size = (s) => (s >= PAGE_1G ? `${s / PAGE_1G} GiB` : s >= PAGE_2M ? `${s / PAGE_2M * 2n} MiB` : `${s / 1024n} KiB`);
@@ -79,4 +81,6 @@ if (only !== "engine") {
   await vmmStory();
   console.log("\n" + "=".repeat(78) + "\nThe guest story: nested translation through a PASID\n" + "=".repeat(78));
   await guestStory();
+  console.log("\n" + "=".repeat(78) + "\nThe vGPU story: a mediated GPU, its shadow GTT, two translations per access\n" + "=".repeat(78));
+  await vgpuStory();
 }

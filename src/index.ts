@@ -13,7 +13,7 @@ export { GuestPageTable, type GuestPageTableOptions } from "./vfio/guest.js";
 export type { IovaRange, RangeSpec, ReservedRegion, ReservedRegionSpec, ReservedType } from "./vfio/reserved.js";
 export { IommuError, KernelBug, type Errno, type KernelWarning } from "./errors.js";
 export { Mdev, type PinOptions, type DmaUnmapCallback, type ShadowOptions } from "./mdev/mdev.js";
-export { ShadowGtt, type ShadowLayout, type ShadowStats, type ShadowUnmapMode } from "./shadow/shadow.js";
+export { ShadowGtt, type ShadowLayout, type ShadowStats, type ShadowUnmapMode, type GpuTranslation } from "./shadow/shadow.js";
 export { GpuDmaPort, type GpuDmaFault, type GpuDmaResult, type GpuDmaReadResult, type GpuSgResult, type GpuFaultStage } from "./shadow/gpudma.js";
 export type { MdevSpec } from "./mdev/registry.js";
 export { PhysicalMemory } from "./memory.js";

@@ -43,6 +43,11 @@ const EXPECTED: Record<string, RegExp[]> = {
     /unmapped GVA: not-present, stage 1/,
     /after the free: no-context/,
   ],
+  "vgpu.mjs": [
+    /GMA 0x1000 → IOVA 0xffffe000 → HPA 0x[0-9a-f]+/,
+    /the GPU reads: texture/,
+    /after the VMM's unmap: not-present at the device-mmu; pinned pages 0/,
+  ],
   "device-model.mjs": [
     /descriptor 1: not-present at 0x200000/,
     /status: 1 2/,

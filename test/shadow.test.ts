@@ -51,7 +51,15 @@ describe("a shadow GGTT", () => {
     expect(new TextDecoder().decode(r.vmm.read(r.ram + 0x5100n, 12))).toBe("from the GPU");
     // The shadow entry holds an IOVA the parent's domain maps to the pinned frame, never a GPA.
     const hpa = r.c.external.pinned(0x5000n)!.hpa;
-    expect(r.h.device(GPU).dma.read(0n, 0).bytes).toBe(0);
+    const t = r.gtt.translate(7n * PAGE + 0x123n);
+    expect(t.hpa).toBe(hpa + 0x123n);
+    expect(t.bus! & 0xfffn).toBe(0x123n);
+    expect(t.bus).not.toBe(0x5123n);
+    // The parent reaches the same frame at that bus address through its own port (the IOMMU domain).
+    const viaParent = new Uint8Array(10);
+    expect(r.mdev.parentDma.readInto(t.bus! - 0x123n, viaParent).bytes).toBe(10);
+    expect(new TextDecoder().decode(viaParent)).toBe("guest data");
+    expect(r.gtt.translate(8n * PAGE)).toEqual({ fault: { reason: "not-present", stage: "device-mmu" } });
     expect(r.gtt.stats()).toEqual({ shadowEntries: 1, pinnedPages: 1, scratch: 0, cacheHits: 0, cacheMisses: 1 });
     expect(r.dma.stats().live).toBe(2); // the frame and the scratch page
     expect(hpa).toBeGreaterThan(0n);

@@ -8,7 +8,16 @@ import type { GpuDomain } from "./shadow.js";
 
 const PAGE_LAST = 0xfffn;
 
-export function gpuContext(plane: Pick<DataPlane, "mapRange" | "unmapRange" | "flushRange">, gpu: { id: number; dma: GpuDomain["dma"]; destroy(): void }): GpuDomain {
+/** The domain the context is (the engine's Domain, or the twin's). */
+export interface GpuDomainObject {
+  readonly id: number;
+  readonly dma: GpuDomain["dma"];
+  readonly pageTable: { walk(iova: bigint): { steps: readonly { entry: bigint }[] } };
+  translate(iova: bigint): { hpa?: bigint; fault?: { reason: string; stage: 1 | 2 } };
+  destroy(): void;
+}
+
+export function gpuContext(plane: Pick<DataPlane, "mapRange" | "unmapRange" | "flushRange">, gpu: GpuDomainObject): GpuDomain {
   const id = gpu.id;
   return {
     map: (gma, bus, write) => {
@@ -18,6 +27,8 @@ export function gpuContext(plane: Pick<DataPlane, "mapRange" | "unmapRange" | "f
     unmap: (gma) => { plane.unmapRange(id, gma, gma + PAGE_LAST); },
     invalidate: (gma, pages) => plane.flushRange(id, gma, gma + pages * 0x1000n - 1n),
     dma: gpu.dma,
+    entry: (gma) => gpu.pageTable.walk(gma).steps[0]?.entry ?? 0n,
+    translate: (gma) => gpu.translate(gma),
     destroy: () => gpu.destroy(),
   };
 }

@@ -12,7 +12,7 @@ import { integer } from "../args.js";
 import { fail } from "../errors.js";
 import { DmaCache } from "./cache.js";
 import { GgttShadow, type GpuContext } from "./ggtt.js";
-import { GpuDmaPort, type PortCalls } from "./gpudma.js";
+import { GpuDmaPort, type GpuFaultStage, type PortCalls } from "./gpudma.js";
 import type { ShadowMapper } from "./mapper.js";
 
 export type ShadowLayout = { format: "ggtt"; entries: number };
@@ -45,8 +45,17 @@ export interface ShadowStats {
  */
 export interface GpuDomain extends GpuContext {
   readonly dma: PortCalls;
+  /** The GPU's table entry for gma (what the GPU walks: a bus address and flags). */
+  entry(gma: bigint): bigint;
+  /** gma through both stages, as the GPU's IOTLB would (a miss walks and fills). */
+  translate(gma: bigint): { hpa?: bigint; fault?: { reason: string; stage: 1 | 2 } };
   destroy(): void;
 }
+
+/** Where one GMA leads: the bus address the shadow entry holds, then the HPA the IOMMU gives it; or where it faults. */
+export type GpuTranslation =
+  | { bus: bigint; hpa: bigint; fault?: undefined }
+  | { fault: { reason: string; stage: GpuFaultStage }; bus?: bigint; hpa?: undefined };
 
 /** @internal What the shadow is made of; the mdev's factory assembles it. */
 export interface ShadowParts {
@@ -92,6 +101,21 @@ export class ShadowGtt {
   guestRead(index: number): bigint {
     this.live();
     return this.table.read(integer(index, "GGTT index", 0, this.layout.entries - 1));
+  }
+
+  /**
+   * Both translations of a GMA: the shadow entry's bus address (the IOVA the
+   * guest frame is mapped at), then the HPA the parent's IOMMU domain maps
+   * it to; or the stage that faults ('device-mmu': no shadow entry).
+   */
+  translate(gma: Address): GpuTranslation {
+    this.live();
+    const at = toU64(gma, "gma");
+    const t = this.parts.gpu.translate(at);
+    const entry = at >> 12n < BigInt(this.layout.entries) ? this.parts.gpu.entry(at) : 0n;
+    const bus = (entry & 1n) !== 0n ? (entry & ((1n << 39n) - 0x1000n)) | (at & 0xfffn) : undefined;
+    if (t.fault) return { fault: { reason: t.fault.reason, stage: t.fault.stage === 1 ? "device-mmu" : "iommu" }, ...(bus === undefined ? {} : { bus }) };
+    return { bus: bus!, hpa: t.hpa! };
   }
 
   stats(): ShadowStats {

@@ -6,7 +6,7 @@ import { fail, type KernelWarning } from "../errors.js";
 import { MdevRegistry, type MdevSpec } from "../mdev/registry.js";
 import type { Mdev } from "../mdev/mdev.js";
 import type { GpuDomain } from "../shadow/shadow.js";
-import { gpuContext } from "../shadow/context.js";
+import { gpuContext, type GpuDomainObject } from "../shadow/context.js";
 import { func, isInstance, options as checkOptions, show } from "../args.js";
 import type { DmaInterrupt } from "../dma.js";
 import type { DomainFlags, PageTableOptions } from "../format.js";
@@ -62,7 +62,7 @@ export abstract class VfioHost<Port> {
       gpuContext: (dma, entries) => {
         const stage2 = this.hostDma.domainOf(dma);
         if (stage2 === undefined) fail("ENODEV", `${dma.bdf} has no domain its device's MMU could translate into`);
-        const gpu = this.createDomain({ format: "ggtt", entries, stage2 } as PageTableOptions) as unknown as { id: number; dma: GpuDomain["dma"]; destroy(): void };
+        const gpu = this.createDomain({ format: "ggtt", entries, stage2 } as PageTableOptions) as unknown as GpuDomainObject;
         return gpuContext(this.plane, gpu);
       },
       parentPort: (bdf) => this.topology.device(bdf).dma,
