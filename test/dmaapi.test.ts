@@ -114,9 +114,9 @@ const opArb: fc.Arbitrary<Op> = fc.oneof(
   { weight: 6, arbitrary: fc.record({ t: fc.constant("unmap" as const), dev, pick: fc.nat(), sizeDelta: fc.constantFrom(0n, 0n, 0n, 1n, PAGE), dir: fc.oneof(fc.constant("same" as const), fc.nat(2)) }) },
   { weight: 3, arbitrary: fc.record({ t: fc.constant("mapSg" as const), dev, segs: fc.array(fc.record({ hpa: hpaArb, length: fc.oneof(fc.integer({ min: 1, max: 9000 }), fc.constant(4096)) }), { maxLength: 5 }), dir: fc.nat(2) }) },
   { weight: 2, arbitrary: fc.record({ t: fc.constant("unmapSg" as const), dev, pick: fc.nat() }) },
-  { weight: 1, arbitrary: fc.record({ t: fc.constant("mask" as const), dev, bits: fc.constantFrom(32, 64, 40, 21, 20, 11, 65) }) },
+  { weight: 2, arbitrary: fc.record({ t: fc.constant("mask" as const), dev, bits: fc.constantFrom(32, 64, 40, 21, 20, 11, 65) }) },
   { weight: 8, arbitrary: fc.record({ t: fc.constant("dma" as const), dev, pick: fc.nat(), off: fc.nat(9000), len: fc.integer({ min: 1, max: 5000 }), write: fc.boolean(), seed: fc.nat() }) },
-  { weight: 1, arbitrary: fc.record({ t: fc.constant("driver" as const), dev, driver: fc.constantFrom("host" as const, "vfio-pci" as const, null) }) },
+  { weight: 2, arbitrary: fc.record({ t: fc.constant("driver" as const), dev, driver: fc.constantFrom("host" as const, "vfio-pci" as const, null) }) },
   { weight: 1, arbitrary: fc.record({ t: fc.constant("stats" as const), dev }) },
 );
 
