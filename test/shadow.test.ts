@@ -6,32 +6,14 @@
 // against the twin over random mixes, RAM image included.
 import { Buffer } from "node:buffer";
 import { describe, expect, it } from "vitest";
-import { createHost, IommuError, type Arch, type Container, type DmaApi, type Host, type Mdev, type Process, type ShadowGtt } from "../src/index.js";
-import { createNaiveHost } from "../bench/naive/index.js";
+import { IommuError, type Arch } from "../src/index.js";
 import { errno } from "./support/outcome.js";
+import { GPU, GUEST, PAGE, RAM, shadowRig, type Rig } from "./support/shadowrig.js";
 
-const RAM = 32 * 1024 * 1024;
-const GPU = "0000:00:02.0";
-const GUEST = 0x100_0000n; // 16 MiB of guest memory at GPA 0
-const PAGE = 0x1000n;
 const ARCHES: Arch[] = ["vtd", "smmuv3"];
 
-interface Rig { h: Host; vmm: Process; c: Container; mdev: Mdev; dma: DmaApi; gtt: ShadowGtt; ram: bigint }
-
-async function rig(opts: { twin?: boolean; arch?: Arch; onUnmap?: "invalidate-shadow" | "cache-only"; entries?: number } = {}): Promise<Rig> {
-  const make = opts.twin ? createNaiveHost : createHost;
-  const h = (await make({ ramSize: RAM, arch: opts.arch ?? "vtd" })) as unknown as Host;
-  h.addDevice({ bdf: GPU, driver: "host", dmaMask: 39 });
-  const mdev = h.createMdev({ parent: GPU });
-  const vmm = h.createProcess();
-  const c = h.openContainer({ process: vmm });
-  h.openGroup(mdev.group).setContainer(c);
-  c.setIommu("type1v2");
-  const ram = vmm.mmap(GUEST);
-  c.mapDma({ vaddr: ram, iova: 0n, size: GUEST, read: true, write: true });
-  const dma = h.dmaApi(GPU);
-  const gtt = mdev.shadowGtt({ format: "ggtt", entries: opts.entries ?? 1024 }, { dma, ...(opts.onUnmap ? { onUnmap: opts.onUnmap } : {}) });
-  return { h, vmm, c, mdev, dma, gtt, ram };
+function rig(opts: { twin?: boolean; arch?: Arch; onUnmap?: "invalidate-shadow" | "cache-only"; entries?: number } = {}): Promise<Rig> {
+  return shadowRig({ format: "ggtt", entries: opts.entries ?? 1024 }, { twin: opts.twin, arch: opts.arch, shadow: opts.onUnmap ? { onUnmap: opts.onUnmap } : {} });
 }
 
 const pte = (gpa: bigint, write = true): bigint => gpa | 1n | (write ? 2n : 0n);
@@ -52,7 +34,7 @@ describe("a shadow GGTT", () => {
     // The shadow entry holds an IOVA the parent's domain maps to the pinned frame, never a GPA.
     const hpa = r.c.external.pinned(0x5000n)!.hpa;
     expect(r.h.device(GPU).dma.read(0n, 0).bytes).toBe(0);
-    expect(r.gtt.stats()).toEqual({ shadowEntries: 1, pinnedPages: 1, scratch: 0, cacheHits: 0, cacheMisses: 1 });
+    expect(r.gtt.stats()).toEqual({ shadowEntries: 1, pinnedPages: 1, scratch: 0, cacheHits: 0, cacheMisses: 1, tablePages: 2, splits2M: 0, guestTables: 0 });
     expect(r.dma.stats().live).toBe(2); // the frame and the scratch page
     expect(hpa).toBeGreaterThan(0n);
   });
@@ -60,7 +42,7 @@ describe("a shadow GGTT", () => {
   it("a thousand entries over one guest page cost one pin and one map", async () => {
     const r = await rig();
     for (let i = 0; i < 1000; i++) r.gtt.guestWrite(i, pte(0x6000n));
-    expect(r.gtt.stats()).toEqual({ shadowEntries: 1000, pinnedPages: 1, scratch: 0, cacheHits: 999, cacheMisses: 1 });
+    expect(r.gtt.stats()).toEqual({ shadowEntries: 1000, pinnedPages: 1, scratch: 0, cacheHits: 999, cacheMisses: 1, tablePages: 2, splits2M: 0, guestTables: 0 });
     expect(r.c.external.pinned(0x6000n)!.refs).toBe(1);
     // The last reference out unmaps and unpins.
     for (let i = 0; i < 999; i++) r.gtt.guestWrite(i, 0n);

@@ -2,7 +2,8 @@
 // however many shadow entries use it, reference-counted, so a thousand
 // entries over one page cost one pin and one map; the last reference unmaps.
 // It also keeps which shadow slots use each frame, so a revoked frame's
-// entries can be found and cleared.
+// entries can be found and cleared. One cache holds one size: 4 KiB frames,
+// or 2 MiB runs of 512 (a PPGTT's large leaves), each keyed by its first gfn.
 import type { ShadowMapper } from "./mapper.js";
 
 interface Cached { bus: bigint; slots: Set<number> }
@@ -14,7 +15,8 @@ export class DmaCache {
   private hits = 0;
   private misses = 0;
 
-  constructor(private readonly mapper: ShadowMapper) {}
+  /** `pages`: the frames each entry spans (1, or 512 for 2 MiB runs). */
+  constructor(private readonly mapper: ShadowMapper, private readonly pages = 1) {}
 
   /** The bus address of gfn for shadow slot `slot` (one reference more), or undefined when the mapper cannot map it. */
   get(gfn: bigint, slot: number): bigint | undefined {
@@ -22,7 +24,7 @@ export class DmaCache {
     if (c) this.hits++;
     else {
       this.misses++;
-      const bus = this.mapper.map(gfn);
+      const bus = this.mapper.map(gfn, this.pages);
       if (bus === undefined) return undefined;
       c = { bus, slots: new Set() };
       this.byGfn.set(gfn, c);
@@ -36,13 +38,17 @@ export class DmaCache {
     const c = this.byGfn.get(gfn);
     if (!c || !c.slots.delete(slot) || c.slots.size > 0) return;
     this.byGfn.delete(gfn);
-    this.mapper.unmap(gfn, c.bus);
+    this.mapper.unmap(gfn, c.bus, this.pages);
   }
 
-  /** The cached frames in [first, last], each with the slots using it. */
-  within(first: bigint, last: bigint): { gfn: bigint; slots: number[] }[] {
+  /**
+   * The cached entries overlapping frames [first, last] (startOnly: those
+   * starting there, kvmgt's lookup), each with the slots using it.
+   */
+  within(first: bigint, last: bigint, startOnly = false): { gfn: bigint; slots: number[] }[] {
     const out: { gfn: bigint; slots: number[] }[] = [];
-    for (const [gfn, c] of this.byGfn) if (gfn >= first && gfn <= last) out.push({ gfn, slots: [...c.slots] });
+    const from = startOnly ? first : first - BigInt(this.pages - 1);
+    for (const [gfn, c] of this.byGfn) if (gfn >= from && gfn <= last) out.push({ gfn, slots: [...c.slots] });
     return out;
   }
 
@@ -51,10 +57,11 @@ export class DmaCache {
     const c = this.byGfn.get(gfn);
     if (!c) return;
     this.byGfn.delete(gfn);
-    this.mapper.unmap(gfn, c.bus);
+    this.mapper.unmap(gfn, c.bus, this.pages);
   }
 
-  stats(): CacheStats { return { hits: this.hits, misses: this.misses, live: this.byGfn.size }; }
+  /** live: frames mapped (an entry of 512 counts 512). */
+  stats(): CacheStats { return { hits: this.hits, misses: this.misses, live: this.byGfn.size * this.pages }; }
 
   /** Everything goes (the shadow is destroyed). */
   clear(): void {

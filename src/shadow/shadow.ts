@@ -4,18 +4,21 @@
 // hands it here; the shadow the physical GPU walks maps GMA → bus address
 // (an IOVA of the parent's IOMMU domain), so every GPU access is translated
 // twice — by the GPU's MMU through the shadow, then by the system IOMMU.
-// Format-neutral: the table's own rules are ggtt.ts's; guest frames become
-// bus addresses through a ShadowMapper (an mdev's pins and DMA API here, a
-// Xen backend's delegated mappings later).
-import { toU64, PAGE_SIZE, type Address } from "../addr.js";
-import { integer } from "../args.js";
+// Format-neutral: the table's own rules are ggtt.ts's (the global GTT, one
+// level, written by index) or ppgtt.ts's (a per-process 4-level table in
+// guest memory); guest frames become bus addresses through a ShadowMapper
+// (an mdev's pins and DMA API here, a Xen backend's delegated mappings later).
+import { hex, toU64, requireAligned, PAGE_SIZE, type Address } from "../addr.js";
+import { integer, options, show } from "../args.js";
 import { fail } from "../errors.js";
 import { DmaCache } from "./cache.js";
 import { GgttShadow, type GpuContext } from "./ggtt.js";
 import { GpuDmaPort, type PortCalls } from "./gpudma.js";
-import type { ShadowMapper } from "./mapper.js";
+import type { DeviceFrame, GuestTables, ShadowMapper } from "./mapper.js";
+import { PpgttShadow } from "./ppgtt.js";
 
-export type ShadowLayout = { format: "ggtt"; entries: number };
+/** The guest's GPU page table: the global GTT of `entries` entries, or a 4-level per-process GTT (x86-64 entries) in guest memory. */
+export type ShadowLayout = { format: "ggtt"; entries: number } | { format: "x86-64"; levels: 4 };
 
 /**
  * What happens to shadow entries when the VMM unmaps guest memory they use.
@@ -28,18 +31,25 @@ export type ShadowLayout = { format: "ggtt"; entries: number };
 export type ShadowUnmapMode = "invalidate-shadow" | "cache-only";
 
 export interface ShadowStats {
-  /** Shadow entries present (scratch ones included). */
+  /** Shadow entries present (scratch ones included; a PPGTT's at every level, split 2 MiB leaves' 512 included). */
   shadowEntries: number;
-  /** Guest frames pinned and DMA-mapped for the shadow (one each, however many entries use it). */
+  /** Guest frames pinned and DMA-mapped for the shadow's leaves (one each, however many entries use it; a 2 MiB leaf's 512). */
   pinnedPages: number;
   /** Entries aimed at the scratch page (their frame could not be mapped). */
   scratch: number;
   cacheHits: number;
   cacheMisses: number;
+  /** Frames the shadow's tables take: the GGTT's (entries / 512), or the PPGTT's shadow tables (the top one included). */
+  tablePages: number;
+  /** PPGTT: guest 2 MiB leaves shadowed as 512 4 KiB entries (0 for the GGTT). */
+  splits2M: number;
+  /** PPGTT: guest table pages tracked (write-protected, each pinned once; 0 for the GGTT). */
+  guestTables: number;
 }
 
 /** The GPU's translation context as a domain gives it (the engine's Domain, or the twin's). */
 export interface GpuDomain {
+  /** The GGTT's host-physical table (a PPGTT's lives in guest memory: it has none). */
   readonly pageTable: {
     map(iova: bigint, hpa: bigint, size: bigint, prot: { read?: boolean; write?: boolean }): void;
     unmap(iova: bigint, size: bigint): unknown;
@@ -54,9 +64,17 @@ export interface ShadowParts {
   layout: ShadowLayout;
   gpu: GpuDomain;
   mapper: ShadowMapper;
-  /** The scratch page's bus address, and how to let it go. */
-  scratch: { bus: bigint; release(): void };
+  /** The guest's own tables (a PPGTT's). */
+  guest: GuestTables;
+  /** A zeroed frame mapped for the GPU: a PPGTT's shadow tables. */
+  frame(): DeviceFrame;
+  /** The scratch page. */
+  scratch: DeviceFrame;
+  /** PPGTT: the top shadow table's frame, the root the GPU context was made with. */
+  root: DeviceFrame | undefined;
   mode: ShadowUnmapMode;
+  /** PPGTT: the GPU takes 2 MiB leaves. */
+  pages2M: boolean;
   /** Called once, when the shadow is destroyed. */
   onDestroy(): void;
 }
@@ -65,45 +83,108 @@ export class ShadowGtt {
   readonly layout: ShadowLayout;
   /** The GPU's own DMA by graphics memory address; faults say 'device-mmu' or 'iommu'. */
   readonly dma: GpuDmaPort;
-  private readonly cache: DmaCache;
-  private readonly table: GgttShadow;
+  /** Guest frames mapped one by one, and (PPGTT) 2 MiB runs. */
+  private readonly small: DmaCache;
+  private readonly large: DmaCache;
+  private readonly ggtt: GgttShadow | undefined;
+  private readonly ppgtt: PpgttShadow | undefined;
   private destroyed = false;
 
   /** @internal */
   constructor(private readonly parts: ShadowParts) {
     this.layout = Object.freeze({ ...parts.layout });
-    this.cache = new DmaCache(parts.mapper);
+    this.small = new DmaCache(parts.mapper);
+    this.large = new DmaCache(parts.mapper, 512);
     const gpu = parts.gpu;
-    const context: GpuContext = {
-      map: (gma, bus, write) => gpu.pageTable.map(gma, bus, PAGE_SIZE, { read: true, write }),
-      unmap: (gma) => { gpu.pageTable.unmap(gma, PAGE_SIZE); },
-      invalidate: (gma, pages) => gpu.invalidate({ iova: gma, npages: pages }),
-    };
-    this.table = new GgttShadow(parts.layout.entries, this.cache, context, parts.scratch.bus);
-    this.dma = new GpuDmaPort(gpu.dma);
+    const layout = parts.layout;
+    if (layout.format === "ggtt") {
+      const context: GpuContext = {
+        map: (gma, bus, write) => gpu.pageTable.map(gma, bus, PAGE_SIZE, { read: true, write }),
+        unmap: (gma) => { gpu.pageTable.unmap(gma, PAGE_SIZE); },
+        invalidate: (gma, pages) => gpu.invalidate({ iova: gma, npages: pages }),
+      };
+      this.ggtt = new GgttShadow(layout.entries, this.small, context, parts.scratch.bus);
+    } else {
+      this.ppgtt = new PpgttShadow({
+        small: this.small, large: this.large, guest: parts.guest, frame: parts.frame, root: parts.root!,
+        scratchBus: parts.scratch.bus, pages2M: parts.pages2M,
+        invalidate: (gma, pages) => gpu.invalidate(gma === undefined ? undefined : { iova: gma, npages: pages! }),
+      });
+    }
+    this.dma = new GpuDmaPort(gpu.dma, this.ppgtt !== undefined);
   }
 
   /**
-   * The guest wrote `pte` (GPA and flags) to GGTT entry `index`, as an
-   * emulator traps it. Present: the frame is pinned and DMA-mapped (or found
-   * in the cache) and the shadow entry aims at its bus address; not present:
-   * the shadow entry goes. EINVAL for an index outside the table.
+   * The guest wrote `pte` (GPA and flags), as an emulator traps it. GGTT:
+   * entry `index` (EINVAL outside the table); present: the frame is pinned
+   * and DMA-mapped (or found in the cache) and the shadow entry aims at its
+   * bus address; not present: the shadow entry goes. PPGTT: the 8 bytes at
+   * `{ gpa }` of a tracked guest table, as trapWrite, EINVAL for a gpa in no
+   * tracked table.
    */
-  guestWrite(index: number, pte: Address): void {
+  guestWrite(where: number | { gpa: Address }, pte: Address): void {
     this.live();
-    const i = integer(index, "GGTT index", 0, this.layout.entries - 1);
-    this.table.write(i, toU64(pte, "pte"));
+    if (this.ggtt) {
+      const i = integer(where, "GGTT index", 0, this.ggtt.entries - 1);
+      this.ggtt.write(i, toU64(pte, "pte"));
+      return;
+    }
+    const gpa = this.entryGpa(where, "guestWrite");
+    if (!this.ppgtt!.trapWrite(gpa, toU64(pte, "pte"))) this.untracked(gpa, "guestWrite");
   }
 
-  /** The guest's own value of entry `index` (GPAs, never a bus address). */
-  guestRead(index: number): bigint {
+  /** The guest's own value (GPAs, never a bus address): GGTT entry `index`; PPGTT the 8 bytes at `{ gpa }` of a tracked guest table (EINVAL otherwise). */
+  guestRead(where: number | { gpa: Address }): bigint {
     this.live();
-    return this.table.read(integer(index, "GGTT index", 0, this.layout.entries - 1));
+    if (this.ggtt) return this.ggtt.read(integer(where, "GGTT index", 0, this.ggtt.entries - 1));
+    const gpa = this.entryGpa(where, "guestRead");
+    return this.ppgtt!.read(gpa) ?? this.untracked(gpa, "guestRead");
+  }
+
+  /**
+   * PPGTT: the guest's PML4 is at `gpa` (4 KiB aligned; EINVAL otherwise,
+   * and for a GGTT). Every guest table reachable from it is tracked, read
+   * through guest memory and shadowed; the previous root's shadow is
+   * released. Returns the root bus address (IOVA) the GPU context walks
+   * from, the same at every call. A root that cannot be read throws that
+   * errno; ENOMEM when no frame is left for a shadow table; nothing changes
+   * on a refusal.
+   */
+  setRoot(gpa: Address): bigint {
+    this.live();
+    const root = toU64(gpa, "root gpa");
+    const ppgtt = this.ppgtt ?? fail("EINVAL", "setRoot: a GGTT has no root (it is written by index)");
+    requireAligned(root, PAGE_SIZE, "root gpa");
+    return ppgtt.setRoot(root);
+  }
+
+  /**
+   * PPGTT: an emulator trapped the guest's 8-byte write of `value` at `gpa`
+   * (8-byte aligned, EINVAL otherwise) in a write-protected guest table.
+   * The value is written to guest memory and the shadow updated: the new
+   * translation is added first, then the old one removed; a PDE or PDPE
+   * change (un)shadows its subtree. false, with nothing written, when gpa is
+   * in no tracked table page. EINVAL for a GGTT.
+   */
+  trapWrite(gpa: Address, value: Address): boolean {
+    this.live();
+    const at = toU64(gpa, "gpa");
+    const v = toU64(value, "value");
+    const ppgtt = this.ppgtt ?? fail("EINVAL", "trapWrite: a GGTT is written by index (guestWrite)");
+    requireAligned(at, 8n, "gpa");
+    return ppgtt.trapWrite(at, v);
   }
 
   stats(): ShadowStats {
-    const t = this.table.stats(), c = this.cache.stats();
-    return { shadowEntries: t.shadowEntries, pinnedPages: c.live, scratch: t.scratch, cacheHits: c.hits, cacheMisses: c.misses };
+    const small = this.small.stats(), large = this.large.stats();
+    const t = this.ggtt
+      ? { ...this.ggtt.stats(), tablePages: this.ggtt.entries / 512, splits2M: 0, guestTables: 0 }
+      : this.ppgtt!.stats();
+    return {
+      shadowEntries: t.shadowEntries, pinnedPages: small.live + large.live, scratch: t.scratch,
+      cacheHits: small.hits + large.hits, cacheMisses: small.misses + large.misses,
+      tablePages: t.tablePages, splits2M: t.splits2M, guestTables: t.guestTables,
+    };
   }
 
   /**
@@ -113,18 +194,34 @@ export class ShadowGtt {
    */
   revoke(iova: bigint, size: bigint): void {
     if (this.destroyed) return;
-    this.table.revoke(iova >> 12n, (iova + size - 1n) >> 12n, this.parts.mode === "cache-only");
+    const first = iova >> 12n, last = (iova + size - 1n) >> 12n, cacheOnly = this.parts.mode === "cache-only";
+    if (this.ggtt) this.ggtt.revoke(first, last, cacheOnly);
+    else this.ppgtt!.revoke(first, last, cacheOnly);
   }
 
-  /** Unmaps and unpins every guest frame, lets the scratch page go and frees the GPU's table. */
+  /** Unmaps and unpins every guest frame, untracks every guest table, frees the shadow's tables and the scratch page. */
   destroy(): void {
     if (this.destroyed) return;
     this.destroyed = true;
-    // The GPU's table goes first: no entry reaches a frame once it is unmapped.
+    // The GPU's context goes first: no entry reaches a frame once it is unmapped.
     this.parts.gpu.destroy();
-    this.cache.clear();
+    this.ppgtt?.destroy();
+    this.small.clear();
+    this.large.clear();
+    this.parts.root?.release();
     this.parts.scratch.release();
     this.parts.onDestroy();
+  }
+
+  private entryGpa(where: unknown, what: string): bigint {
+    if (typeof where !== "object" || where === null) fail("EINVAL", `${what}: a PPGTT entry is named { gpa }, got ${show(where)}`);
+    const gpa = toU64(options(where, `${what} entry`, ["gpa"] as const).gpa as Address, "gpa");
+    requireAligned(gpa, 8n, "gpa");
+    return gpa;
+  }
+
+  private untracked(gpa: bigint, what: string): never {
+    fail("EINVAL", `${what}: ${hex(gpa)} is in no guest table the shadow tracks`);
   }
 
   private live(): void {
