@@ -5,6 +5,7 @@
 // (the GPU's own, with write protect on): its entries' R/W bit governs writes
 // and U/S means nothing.
 import type { Address } from "../addr.js";
+import { options } from "../args.js";
 import type { DmaFault, DmaOptions, DmaReadResult, DmaResult, SgOptions, SgResult, SgSegments } from "../dma.js";
 
 export type GpuFaultStage = "device-mmu" | "iommu";
@@ -44,6 +45,8 @@ export class GpuDmaPort {
   write(gma: Address, bytes: Uint8Array): GpuDmaResult { return named(this.port.write(gma, bytes, this.opts)); }
   /** The GPU moves every segment, in order, to or from one packed buffer. */
   sg(segments: SgSegments, buffer: Uint8Array, opts: SgOptions): GpuSgResult {
-    return named(this.port.sg(segments, buffer, this.opts && opts !== null && typeof opts === "object" ? { ...opts, ...this.opts } : opts));
+    // The caller's options are read once, safely, before the privilege is added.
+    const given = this.opts ? { ...options(opts, "sg options", ["pasid", "privileged", "direction"] as const), ...this.opts } as SgOptions : opts;
+    return named(this.port.sg(segments, buffer, given));
   }
 }
