@@ -7,7 +7,7 @@
 // mixes, RAM image included.
 import { Buffer } from "node:buffer";
 import { describe, expect, it } from "vitest";
-import type { Arch, Host, Process } from "../src/index.js";
+import { KernelBug, type Arch, type Host, type Process } from "../src/index.js";
 import { errno } from "./support/outcome.js";
 import { GPU, GUEST, PAGE, shadowMix, shadowRig, type MixOp, type Rig, type RigOptions } from "./support/shadowrig.js";
 
@@ -287,6 +287,24 @@ describe("the VMM unmaps guest memory the shadow uses", () => {
     const leak = r.gtt.dma.read(0n, 14);
     expect(leak.fault).toBeUndefined();
     expect(new TextDecoder().decode(leak.data)).toBe("someone else's");
+  });
+
+  it("a 2 MiB run over two mappings goes whichever of them is unmapped; 'cache-only' misses it from the second (kvmgt's lookup by start) and VFIO's retry loop wedges", async () => {
+    for (const onUnmap of ["invalidate-shadow", "cache-only"] as const) {
+      const r = await rig({ onUnmap, chunk: 0x10_0000n });
+      guestTree(r);
+      store(r, PD + 8n, 0x40_0000n | P | RW | PS); // GPA 4..6 MiB: two 1 MiB mappings
+      r.gtt.setRoot(PML4);
+      expect(r.gtt.stats()).toMatchObject({ pinnedPages: 512, splits2M: 0 });
+      if (onUnmap === "invalidate-shadow") {
+        r.c.unmapDma({ iova: 0x50_0000n, size: 0x10_0000n });
+        expect(r.gtt.stats()).toMatchObject({ pinnedPages: 0 });
+        expect(r.gtt.dma.read(MB2, 4).fault?.stage).toBe("device-mmu");
+        expect(r.c.external.pinned(0x40_0000n)).toBeUndefined();
+      } else {
+        expect(() => r.c.unmapDma({ iova: 0x50_0000n, size: 0x10_0000n })).toThrow(KernelBug);
+      }
+    }
   });
 
   it("destroy unmaps and unpins everything, untracks every guest table and frees every frame it took", async () => {
