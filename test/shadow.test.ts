@@ -4,34 +4,15 @@
 // domain) with faults named 'device-mmu' or 'iommu'; the VMM's unmap taking
 // the shadow entries away before it returns. Directed cases, then the engine
 // against the twin over random mixes, RAM image included.
-import { Buffer } from "node:buffer";
 import { describe, expect, it } from "vitest";
-import { createHost, IommuError, type Arch, type Container, type DmaApi, type Host, type Mdev, type Process, type ShadowGtt } from "../src/index.js";
-import { createNaiveHost } from "../bench/naive/index.js";
+import type { Arch } from "../src/index.js";
 import { errno } from "./support/outcome.js";
+import { GPU, GUEST, PAGE, shadowMix, shadowRig, type MixOp, type Rig } from "./support/shadowrig.js";
 
-const RAM = 32 * 1024 * 1024;
-const GPU = "0000:00:02.0";
-const GUEST = 0x100_0000n; // 16 MiB of guest memory at GPA 0
-const PAGE = 0x1000n;
 const ARCHES: Arch[] = ["vtd", "smmuv3"];
 
-interface Rig { h: Host; vmm: Process; c: Container; mdev: Mdev; dma: DmaApi; gtt: ShadowGtt; ram: bigint }
-
-async function rig(opts: { twin?: boolean; arch?: Arch; onUnmap?: "invalidate-shadow" | "cache-only"; entries?: number } = {}): Promise<Rig> {
-  const make = opts.twin ? createNaiveHost : createHost;
-  const h = (await make({ ramSize: RAM, arch: opts.arch ?? "vtd" })) as unknown as Host;
-  h.addDevice({ bdf: GPU, driver: "host", dmaMask: 39 });
-  const mdev = h.createMdev({ parent: GPU });
-  const vmm = h.createProcess();
-  const c = h.openContainer({ process: vmm });
-  h.openGroup(mdev.group).setContainer(c);
-  c.setIommu("type1v2");
-  const ram = vmm.mmap(GUEST);
-  c.mapDma({ vaddr: ram, iova: 0n, size: GUEST, read: true, write: true });
-  const dma = h.dmaApi(GPU);
-  const gtt = mdev.shadowGtt({ format: "ggtt", entries: opts.entries ?? 1024 }, { dma, ...(opts.onUnmap ? { onUnmap: opts.onUnmap } : {}) });
-  return { h, vmm, c, mdev, dma, gtt, ram };
+function rig(opts: { twin?: boolean; arch?: Arch; onUnmap?: "invalidate-shadow" | "cache-only"; entries?: number } = {}): Promise<Rig> {
+  return shadowRig({ format: "ggtt", entries: opts.entries ?? 1024 }, { twin: opts.twin, arch: opts.arch, shadow: opts.onUnmap ? { onUnmap: opts.onUnmap } : {} });
 }
 
 const pte = (gpa: bigint, write = true): bigint => gpa | 1n | (write ? 2n : 0n);
@@ -60,7 +41,7 @@ describe("a shadow GGTT", () => {
     expect(r.mdev.parentDma.readInto(t.bus! - 0x123n, viaParent).bytes).toBe(10);
     expect(new TextDecoder().decode(viaParent)).toBe("guest data");
     expect(r.gtt.translate(8n * PAGE)).toEqual({ fault: { reason: "not-present", stage: "device-mmu" } });
-    expect(r.gtt.stats()).toEqual({ shadowEntries: 1, pinnedPages: 1, scratch: 0, cacheHits: 0, cacheMisses: 1 });
+    expect(r.gtt.stats()).toEqual({ shadowEntries: 1, pinnedPages: 1, scratch: 0, cacheHits: 0, cacheMisses: 1, tablePages: 2, splits2M: 0, guestTables: 0 });
     expect(r.dma.stats().live).toBe(2); // the frame and the scratch page
     expect(hpa).toBeGreaterThan(0n);
   });
@@ -68,7 +49,7 @@ describe("a shadow GGTT", () => {
   it("a thousand entries over one guest page cost one pin and one map", async () => {
     const r = await rig();
     for (let i = 0; i < 1000; i++) r.gtt.guestWrite(i, pte(0x6000n));
-    expect(r.gtt.stats()).toEqual({ shadowEntries: 1000, pinnedPages: 1, scratch: 0, cacheHits: 999, cacheMisses: 1 });
+    expect(r.gtt.stats()).toEqual({ shadowEntries: 1000, pinnedPages: 1, scratch: 0, cacheHits: 999, cacheMisses: 1, tablePages: 2, splits2M: 0, guestTables: 0 });
     expect(r.c.external.pinned(0x6000n)!.refs).toBe(1);
     // The last reference out unmaps and unpins.
     for (let i = 0; i < 999; i++) r.gtt.guestWrite(i, 0n);
@@ -190,7 +171,7 @@ describe("engine and twin agree on a shadow", () => {
     const sides = [await rig({ arch }), await rig({ arch, twin: true })];
     let seed = 11;
     const rnd = (n: number) => { seed = (seed * 1103515245 + 12345) % 2 ** 31; return seed % n; };
-    const ops: (() => (r: Rig) => unknown)[] = [
+    const ops: MixOp[] = [
       () => { const i = rnd(1024), gpa = BigInt(rnd(4096 + 64)) * PAGE, flags = BigInt(rnd(4)); return (r) => r.gtt.guestWrite(i, gpa | flags); },
       () => { const i = rnd(1024); return (r) => r.gtt.guestRead(i); },
       () => { const i = rnd(1024), len = 1 + rnd(6000), fill = rnd(256), off = BigInt(rnd(64)); return (r) => r.gtt.dma.write(BigInt(i) * PAGE + off, new Uint8Array(len).fill(fill)); },
@@ -201,31 +182,6 @@ describe("engine and twin agree on a shadow", () => {
       () => { const at = BigInt(rnd(4096)) * PAGE, n = 1 + rnd(8); return (r) => r.mdev.unpinPages(at, n); },
       () => { const at = BigInt(rnd(4096)) * PAGE; return (r) => r.vmm.write(r.ram + at, text(`page ${at}`)); },
     ];
-    // The unmap callback that goes with the vendor's own pins: it lets go of what it pinned.
-    for (const r of sides) r.mdev.onDmaUnmap((iova, size) => { for (let p = 0n; p < size; p += 512n * PAGE) r.mdev.unpinPages(iova + p, Number((size - p) / PAGE > 512n ? 512n : (size - p) / PAGE)); });
-    const kinds = new Map<string, number>();
-    for (let step = 0; step < 1500; step++) {
-      const op = ops[rnd(ops.length)]();
-      const out = sides.map((r) => {
-        try {
-          const v = op(r);
-          return JSON.stringify(v, (_, x) => (typeof x === "bigint" ? `0x${x.toString(16)}` : x instanceof BigUint64Array ? [...x].map(String) : x)) ?? "void";
-        } catch (e) {
-          if (e instanceof IommuError) return e.code;
-          throw e;
-        }
-      });
-      expect(out[1], `step ${step}`).toBe(out[0]);
-      const kind = out[0].includes("device-mmu") ? "device-mmu" : out[0].includes("\"iommu\"") ? "iommu" : /^E/.test(out[0]) ? out[0] : "ok";
-      kinds.set(kind, (kinds.get(kind) ?? 0) + 1);
-      expect(sides[1].gtt.stats(), `stats after step ${step}`).toEqual(sides[0].gtt.stats());
-      expect(sides[1].dma.stats().live).toBe(sides[0].dma.stats().live);
-    }
-    const [a, b] = sides.map((r) => r.h.ram.view(0n, RAM));
-    expect(Buffer.from(a.buffer, a.byteOffset, a.length).equals(Buffer.from(b.buffer, b.byteOffset, b.length))).toBe(true);
-    // The mix met what it is there for: faults at both stages and refusals.
-    for (const k of ["device-mmu", "ok", "EINVAL"]) expect(kinds.get(k) ?? 0, k).toBeGreaterThan(0);
-    // Nothing stale: a shadow entry never outlives its mapping, so the GPU never gets as far as an IOMMU fault.
-    expect(kinds.get("iommu") ?? 0).toBe(0);
+    shadowMix(sides, ops, 1500, rnd);
   });
 });

@@ -14,6 +14,7 @@ import { PIN_PAGES_MAX, pinRange } from "../vfio/external.js";
 import { DmaApi } from "../dmaapi/dmaapi.js";
 import type { DmaPort } from "../dma.js";
 import { ShadowGtt, type GpuDomain, type ShadowLayout, type ShadowUnmapMode } from "../shadow/shadow.js";
+import type { DeviceFrame } from "../shadow/mapper.js";
 import { MdevMapper } from "./mapper.js";
 
 /** What an mdev asks of its host. */
@@ -24,19 +25,31 @@ export interface MdevHost {
   groupOpen(group: number): boolean;
   /** The mdev goes: its group's id is free again. */
   remove(mdev: Mdev): void;
-  /** The GPU's translation context for a shadow GGTT of `entries` entries, over the domain `dma` maps in (ENODEV when it has none). */
-  gpuContext(dma: DmaApi, entries: number): GpuDomain;
-  /** A zeroed frame of host RAM, and its release. */
-  scratchFrame(): { hpa: bigint; free(): void };
+  /**
+   * The GPU's translation context over the domain `dma` maps in (ENODEV when
+   * it has none): a GGTT of `entries` entries (host-physical), or a 4-level
+   * x86-64 table whose root is the bus address `root` (read through that
+   * domain, as every table under it).
+   */
+  gpuContext(dma: DmaApi, table: GpuTable): GpuDomain;
+  /** A zeroed frame of host RAM: its HPA, a write into it, and its release. */
+  frame(): HostFrame;
   /** The parent device's own DMA port. */
   parentPort(bdf: string): DmaPort;
 }
 
+/** The GPU table a shadow's context walks. */
+export type GpuTable = { format: "ggtt"; entries: number } | { format: "x86-64"; root: bigint };
+
+export interface HostFrame { hpa: bigint; write(offset: number, bytes: Uint8Array): void; free(): void }
+
 export interface ShadowOptions {
-  /** The parent's DMA API: where the shadow maps guest frames for the GPU. */
+  /** The parent's DMA API: where the shadow maps guest frames (and a PPGTT's shadow tables) for the GPU. */
   dma: DmaApi;
   /** Default 'invalidate-shadow'. */
   onUnmap?: ShadowUnmapMode;
+  /** PPGTT: the GPU takes 2 MiB leaves, so a guest 2 MiB leaf may be shadowed as one. Default true. */
+  pages2M?: boolean;
 }
 
 export interface PinOptions {
@@ -153,42 +166,59 @@ export class Mdev {
    * IOVA each guest frame is pinned and DMA-mapped at through `dma` (the
    * parent's DMA API), and the GPU's DMA through it is translated again by
    * the parent's IOMMU domain. When the VMM unmaps guest memory, the shadow's
-   * entries over it go before the unmap returns. EINVAL for a layout other
-   * than { format: 'ggtt', entries } or a DMA API of another device.
+   * entries over it go before the unmap returns.
+   *
+   * Layouts: { format: 'ggtt', entries } (a power of two, 512..2^20), the
+   * global GTT, written by index; { format: 'x86-64', levels: 4 }, a
+   * per-process GTT in guest memory (setRoot, trapWrite), whose shadow
+   * tables are frames DMA-mapped through `dma` too, so the GPU reads them
+   * through the IOMMU. EINVAL for another layout, an unknown option, or a
+   * DMA API of another device; ENODEV when that API has no domain.
    */
   shadowGtt(layout: ShadowLayout, opts: ShadowOptions): ShadowGtt {
     this.live();
-    const l = options(layout, "shadow layout", ["format", "entries"] as const);
-    if (l.format !== "ggtt") fail("EINVAL", `shadowGtt: the layout's format must be 'ggtt', got ${show(l.format)}`);
-    const entries = integer(l.entries, "shadow entries", 512, 2 ** 20);
-    if ((entries & (entries - 1)) !== 0) fail("EINVAL", `shadowGtt: entries must be a power of two, got ${entries}`);
+    const l = options(layout, "shadow layout", ["format", "entries", "levels"] as const);
+    let checked: ShadowLayout;
+    if (l.format === "ggtt") {
+      if (l.levels !== undefined) fail("EINVAL", "shadowGtt: a GGTT layout has entries, not levels");
+      const entries = integer(l.entries, "shadow entries", 512, 2 ** 20);
+      if ((entries & (entries - 1)) !== 0) fail("EINVAL", `shadowGtt: entries must be a power of two, got ${entries}`);
+      checked = { format: "ggtt", entries };
+    } else if (l.format === "x86-64") {
+      if (l.entries !== undefined) fail("EINVAL", "shadowGtt: an x86-64 layout has levels, not entries");
+      if (l.levels !== 4) fail("EINVAL", `shadowGtt: an x86-64 PPGTT has 4 levels, got ${show(l.levels)}`);
+      checked = { format: "x86-64", levels: 4 };
+    } else {
+      fail("EINVAL", `shadowGtt: the layout's format is 'ggtt' or 'x86-64', got ${show(l.format)}`);
+    }
     if (opts === undefined) fail("EINVAL", "shadowGtt: give { dma } (the parent's DMA API)");
-    const o = options(opts, "shadow options", ["dma", "onUnmap"] as const);
+    const o = options(opts, "shadow options", ["dma", "onUnmap", "pages2M"] as const);
     if (!isInstance(o.dma, DmaApi)) fail("EINVAL", `shadowGtt: dma must be a DmaApi (host.dmaApi(parent)), got ${show(o.dma)}`);
     const dma = o.dma;
     if (dma.bdf !== this.parent) fail("EINVAL", `shadowGtt: dma is ${dma.bdf}'s DMA API, not the parent ${this.parent}'s`);
     const mode = o.onUnmap === undefined ? "invalidate-shadow" : oneOf(o.onUnmap, "shadow onUnmap", ["invalidate-shadow", "cache-only"] as const);
-    const gpu = this.host.gpuContext(dma, entries);
-    let scratch: { bus: bigint; release(): void };
+    const pages2M = bool(o.pages2M, "shadow pages2M", true);
+    if (checked.format === "ggtt" && o.pages2M !== undefined) fail("EINVAL", "shadowGtt: pages2M is a PPGTT option (a GGTT has 4 KiB entries only)");
+    const frame = (): DeviceFrame => deviceFrame(this.host.frame(), dma);
+    // Made in order, undone in reverse on a refusal.
+    const undo: (() => void)[] = [];
     try {
-      const frame = this.host.scratchFrame();
-      try {
-        const bus = dma.mapPage(frame.hpa, 0x1000n, "bidirectional");
-        scratch = { bus, release: () => { dma.unmapPage(bus, 0x1000n, "bidirectional"); frame.free(); } };
-      } catch (e) {
-        frame.free();
-        throw e;
-      }
+      const root = checked.format === "ggtt" ? undefined : frame();
+      if (root) undo.push(() => root.release());
+      const gpu = this.host.gpuContext(dma, checked.format === "ggtt" ? checked : { format: "x86-64", root: root!.bus });
+      undo.push(() => gpu.destroy());
+      const scratch = frame();
+      const mapper = new MdevMapper(this, dma);
+      const shadow: ShadowGtt = new ShadowGtt({
+        layout: checked, gpu, mapper, guest: mapper, frame, scratch, root, mode, pages2M,
+        onDestroy: () => { this.shadows.delete(shadow); },
+      });
+      this.shadows.add(shadow);
+      return shadow;
     } catch (e) {
-      gpu.destroy();
+      for (const u of undo.reverse()) u();
       throw e;
     }
-    const shadow: ShadowGtt = new ShadowGtt({
-      layout: { format: "ggtt", entries }, gpu, mapper: new MdevMapper(this, dma), scratch, mode,
-      onDestroy: () => { this.shadows.delete(shadow); },
-    });
-    this.shadows.add(shadow);
-    return shadow;
   }
 
   /** mdev remove (the sysfs "remove" file): EBUSY while its group is open; its shadows are destroyed. */
@@ -214,6 +244,22 @@ export class Mdev {
     if (!c) fail("EINVAL", `${what}: mdev ${this.uuid} is not open (its group ${this.group} is in no container with an IOMMU driver)`);
     return c;
   }
+}
+
+/** A host frame mapped both ways for the parent (DMA_BIDIRECTIONAL); a refused map frees it. */
+function deviceFrame(frame: HostFrame, dma: DmaApi): DeviceFrame {
+  let bus: bigint;
+  try {
+    bus = dma.mapPage(frame.hpa, 0x1000n, "bidirectional");
+  } catch (e) {
+    frame.free();
+    throw e;
+  }
+  return {
+    bus,
+    write: (offset, bytes) => frame.write(offset, bytes),
+    release: () => { dma.unmapPage(bus, 0x1000n, "bidirectional"); frame.free(); },
+  };
 }
 
 /** npage as the kernel takes it: an integer, not 0 (negative is EINVAL too, v6.18). */

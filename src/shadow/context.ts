@@ -1,8 +1,10 @@
 // A GPU translation context as the shadow drives it: one page at a time in
-// the context's table, and its IOTLB, through the data plane (the operands
-// are the shadow's own, so nothing is parsed on the way).
+// the GGTT's table, and the context's IOTLB, through the data plane (the
+// operands are the shadow's own, so nothing is parsed on the way). A PPGTT's
+// tables are the shadow's own frames: only its invalidations come here.
 import * as abi from "../engine/abi.js";
 import { fail } from "../errors.js";
+import { hex } from "../addr.js";
 import type { DataPlane } from "../vfio/plane.js";
 import type { GpuDomain } from "./shadow.js";
 
@@ -17,15 +19,16 @@ export interface GpuDomainObject {
   destroy(): void;
 }
 
-export function gpuContext(plane: Pick<DataPlane, "mapRange" | "unmapRange" | "flushRange">, gpu: GpuDomainObject): GpuDomain {
+export function gpuContext(plane: Pick<DataPlane, "mapRange" | "unmapRange" | "flushRange" | "flushDomain">, gpu: GpuDomainObject): GpuDomain {
   const id = gpu.id;
   return {
     map: (gma, bus, write) => {
       const st = plane.mapRange(id, gma, gma + PAGE_LAST, bus, abi.PERM_R | (write ? abi.PERM_W : 0));
-      if (st !== abi.ST_OK) fail("ENOMEM", `the GPU's table could not map ${gma} (status ${st})`);
+      if (st !== abi.ST_OK) fail("ENOMEM", `the GPU's table could not map ${hex(gma)} (status ${st})`);
     },
     unmap: (gma) => { plane.unmapRange(id, gma, gma + PAGE_LAST); },
     invalidate: (gma, pages) => plane.flushRange(id, gma, gma + pages * 0x1000n - 1n),
+    invalidateAll: () => plane.flushDomain(id),
     dma: gpu.dma,
     entry: (gma) => gpu.pageTable.walk(gma).steps[0]?.entry ?? 0n,
     translate: (gma) => gpu.translate(gma),

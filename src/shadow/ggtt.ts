@@ -50,9 +50,9 @@ export class GgttShadow {
     let next = NONE;
     let bus = 0n;
     if ((pte & PRESENT) !== 0n) {
-      const gfn = Number((pte & ADDR_MASK) >> 12n);
+      const gfn = (pte & ADDR_MASK) >> 12n;
       const found = this.cache.get(gfn, i);
-      if (found === undefined) { next = SCRATCH; bus = this.scratchBus; } else { next = gfn; bus = found; }
+      if (found === undefined) { next = SCRATCH; bus = this.scratchBus; } else { next = Number(gfn); bus = found; }
     }
     const gma = BigInt(i) * PAGE_SIZE;
     if (old !== NONE) this.gpu.unmap(gma);
@@ -60,7 +60,7 @@ export class GgttShadow {
     this.gpu.invalidate(gma, 1n);
     this.guest[i] = pte;
     this.set(i, next);
-    if (old >= 0 && old !== next) this.cache.put(old, i);
+    if (old >= 0 && old !== next) this.cache.put(BigInt(old), i);
   }
 
   read(i: number): bigint { return this.guest[i]; }
@@ -72,7 +72,7 @@ export class GgttShadow {
    * stay. `cacheOnly` drops the frames and leaves the shadow entries aimed at
    * the dead bus addresses, as kvmgt does.
    */
-  revoke(first: number, last: number, cacheOnly: boolean): void {
+  revoke(first: bigint, last: bigint, cacheOnly: boolean): void {
     for (const { gfn, slots } of this.cache.within(first, last)) {
       if (!cacheOnly) {
         for (const i of slots) {

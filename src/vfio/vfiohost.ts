@@ -5,7 +5,6 @@
 import { fail, type KernelWarning } from "../errors.js";
 import { MdevRegistry, type MdevSpec } from "../mdev/registry.js";
 import type { Mdev } from "../mdev/mdev.js";
-import type { GpuDomain } from "../shadow/shadow.js";
 import { gpuContext, type GpuDomainObject } from "../shadow/context.js";
 import { func, isInstance, options as checkOptions, show } from "../args.js";
 import type { DmaInterrupt } from "../dma.js";
@@ -59,17 +58,19 @@ export abstract class VfioHost<Port> {
         return c?.iommuType !== undefined ? c : undefined;
       },
       groupOpen: (g) => this.openGroups.has(g),
-      gpuContext: (dma, entries) => {
+      gpuContext: (dma, table) => {
         const stage2 = this.hostDma.domainOf(dma);
         if (stage2 === undefined) fail("ENODEV", `${dma.bdf} has no domain its device's MMU could translate into`);
-        const gpu = this.createDomain({ format: "ggtt", entries, stage2 } as PageTableOptions) as unknown as GpuDomainObject;
-        return gpuContext(this.plane, gpu);
+        // A PPGTT's entries carry no A/D bits for the GPU to set (gen8 PTEs have none).
+        const options = table.format === "ggtt" ? { format: "ggtt", entries: table.entries, stage2 }
+          : { format: "x86-64", levels: 4, root: table.root, stage2, accessedDirty: false };
+        return gpuContext(this.plane, this.createDomain(options as PageTableOptions) as unknown as GpuDomainObject);
       },
       parentPort: (bdf) => this.topology.device(bdf).dma,
-      scratchFrame: () => {
+      frame: () => {
         const hpa = this.ram.allocFrames(1);
         this.ram.write(hpa, new Uint8Array(0x1000));
-        return { hpa, free: () => this.ram.freeFrames(hpa, 1) };
+        return { hpa, write: (offset, bytes) => this.ram.write(hpa + BigInt(offset), bytes), free: () => this.ram.freeFrames(hpa, 1) };
       },
     });
     this.topology.dmaOwners = {

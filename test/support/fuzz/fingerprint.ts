@@ -84,9 +84,9 @@ export function facadeState(w: HostWorld): FacadeState {
       return pins;
     }));
   });
-  w.shadows.forEach((g, i) => {
-    put(`shadow ${i} stats`, () => g.stats());
-    put(`shadow ${i} entries`, () => [0, 1, 2, 3].map((e) => g.guestRead(e)));
+  w.shadows.forEach(({ gtt, entries }, i) => {
+    put(`shadow ${i} stats`, () => gtt.stats());
+    put(`shadow ${i} entries`, () => entries.map((e) => gtt.guestRead(e)));
   });
   w.processes.forEach((p, i) => {
     put(`process ${i} locked`, () => p.lockedBytes);

@@ -15,6 +15,12 @@ function page(t: Target, rng: Rng): bigint {
   return (t.hint.base ?? 0n) + BigInt(rng.below(t.hint.pages ?? 1)) * PAGE;
 }
 
+/** An entry of a shadow GTT: a GGTT index, or { gpa } in a PPGTT's guest tables. */
+function entryOf(t: Target, rng: Rng): number | { gpa: bigint } {
+  const gtt = t.obj as { layout: { format: string } };
+  return gtt.layout.format === "ggtt" ? rng.below(512) : { gpa: page(t, rng) + 8n * BigInt(rng.below(512)) };
+}
+
 const rw = () => ({ read: true, write: true });
 const bytes = (n: number) => new Uint8Array(n).fill(0xa5);
 
@@ -122,6 +128,11 @@ const GENERATORS: Record<string, Generator> = {
   "GuestMemory.readU64": (t, rng) => [page(t, rng) + 8n],
   "GuestMemory.writeU64": (t, rng) => [page(t, rng) + 8n, 7n],
   "GuestMemory.pageTable": (_t, _r, w) => [{ format: w.stage1, allocTable: w.allocTable, freeTable: w.freeTable }],
+  // A shadow GTT: the GGTT by index, the PPGTT by the GPA of an entry of its hinted guest tables.
+  "ShadowGtt.guestWrite": (t, rng) => [entryOf(t, rng), (t.hint.base ?? 0n) | 3n],
+  "ShadowGtt.guestRead": (t, rng) => [entryOf(t, rng)],
+  "ShadowGtt.trapWrite": (t, rng) => [page(t, rng) + 8n * BigInt(rng.below(512)), (t.hint.base ?? 0n) | 3n],
+  "ShadowGtt.setRoot": (t, rng) => [page(t, rng)],
   "Dirty.bitmap": (t, rng) => [{ iova: t.hint.base ?? 0n, size: BigInt(t.hint.pages ?? 1) * PAGE, pgsize: rng.chance(0.9) ? PAGE : 0x200000n }],
 };
 

@@ -73,8 +73,8 @@ export interface HostWorld {
   freeTable: (gpa: bigint) => void;
   /** The root GPA of the nesting guest's table. */
   guestRoot: bigint;
-  /** Shadow GPU page tables (their stats are part of the state a refusal must not change). */
-  shadows: ShadowGtt[];
+  /** Shadow GPU page tables, each with guest entries to read back (their stats and those entries are part of the state a refusal must not change). */
+  shadows: { gtt: ShadowGtt; entries: (number | { gpa: bigint })[] }[];
   /** Counts addDevice's fresh BDFs. */
   nextBus: number;
   targets: Target[];
@@ -219,9 +219,17 @@ export async function buildHostWorld(arch: Arch): Promise<HostWorld> {
   // A shadow GGTT of the mdev's guest over the parent's DMA API, entry 1 aimed at the container's first page.
   const gtt = mdev.shadowGtt({ format: "ggtt", entries: 512 }, { dma: dmaApi });
   gtt.guestWrite(1, MDEV_IOVA | 3n);
-  world.shadows.push(gtt);
+  world.shadows.push({ gtt, entries: [0, 1, 2, 3] });
   add("ShadowGtt", "shadow GGTT", gtt, { base: 0n, pages: 4 });
   add("GpuDmaPort", "GPU DMA through the shadow", gtt.dma, { base: PAGE, pages: 1 });
+  // A shadow PPGTT of the same guest: PML4 → PDPT → PD → PT in the mapping's pages 2..5, GMA 0 on its first page.
+  const ppgtt = mdev.shadowGtt({ format: "x86-64", levels: 4 }, { dma: dmaApi });
+  const ptables = [2n, 3n, 4n, 5n].map((p) => MDEV_IOVA + p * PAGE);
+  ptables.forEach((t, k) => vmm.write(spareVaddr + (t - MDEV_IOVA), new Uint8Array(new BigUint64Array([(ptables[k + 1] ?? MDEV_IOVA) | 3n]).buffer)));
+  ppgtt.setRoot(ptables[0]);
+  world.shadows.push({ gtt: ppgtt, entries: ptables.map((gpa) => ({ gpa })) });
+  add("ShadowGtt", "shadow PPGTT", ppgtt, { base: ptables[0], pages: 4 });
+  add("GpuDmaPort", "GPU DMA through the PPGTT", ppgtt.dma, { base: 0n, pages: 1 });
   add("Container", "container of an mdev", c4, { base: MDEV_IOVA, pages: 16 });
   add("ContainerPasids", "type1v2 c.pasid", c1.pasid, { pasid });
   add("ContainerPasids", "nesting c.pasid", c2.pasid, { pasid });
