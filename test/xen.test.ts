@@ -181,3 +181,100 @@ describe("xen: driver-domain DMA and delegated mapping", () => {
     host.device(NIC).bindDriver("host");
   });
 });
+
+describe("xen: grants", () => {
+  it("a grant maps without serve; read-only grants refuse writes; revoke is EBUSY while mapped", async () => {
+    const { host, backend, guest, other, dma } = await setup();
+    guest.write(3 * 4096, tag(guest, 3));
+    const ro = guest.grant(backend, 3, { readOnly: true });
+    const toOther = guest.grant(other, 4);
+    const before = snapshot(host, backend);
+    expect(errno(() => backend.iommu.mapGrant({ bfn: 0x300, vm: guest, gref: ro, write: true }))).toBe("EPERM");
+    expect(errno(() => backend.iommu.mapGrant({ bfn: 0x300, vm: guest, gref: toOther }))).toBe("EPERM");
+    expect(errno(() => backend.iommu.mapGrant({ bfn: 0x300, vm: guest, gref: 999 }))).toBe("ENOENT");
+    expect(errno(() => backend.iommu.mapGrant({ bfn: 2, vm: guest, gref: ro }))).toBe("EEXIST");
+    expect(snapshot(host, backend)).toEqual(before);
+    expect(backend.iommu.mapGrant({ bfn: 0x300, vm: guest, gref: ro })).toBe(0x300n);
+    expect(backend.iommu.query(0x300)).toEqual({ bfn: 0x300n, vm: guest.id, gfn: 3n, write: false, gref: ro });
+    expect(dma.read(0x300n * 4096n, 9).data).toEqual(tag(guest, 3));
+    expect(errno(() => guest.revokeGrant(ro))).toBe("EBUSY");
+    expect(backend.iommu.unmap({ bfn: 0x300 })).toBe(1);
+    guest.revokeGrant(ro);
+    expect(errno(() => guest.revokeGrant(ro))).toBe("ENOENT");
+    expect(guest.grantRefs()).toEqual([toOther]);
+    expect(errno(() => guest.grant(backend, 32))).toBe("EINVAL");
+  });
+});
+
+describe("xen: restricted mappers", () => {
+  it("maps only its VMs, within its budget, and loses the right when a VM is unserved", async () => {
+    const { host, hv, backend, guest, other, dma } = await setup();
+    hv.serve(backend, guest);
+    expect(errno(() => backend.iommu.restrict({ vms: [other.id] }))).toBe("EPERM");
+    const mapper = backend.iommu.restrict({ vms: [guest.id], maxPages: 2 });
+    hv.serve(backend, other);
+    const before = snapshot(host, backend);
+    expect(errno(() => mapper.map({ bfn: 0x400, vm: other, gfn: 0 }))).toBe("EPERM");
+    expect(errno(() => mapper.map({ bfn: 0x400, vm: guest, gfn: 0, count: 3 }))).toBe("ENOSPC");
+    expect(snapshot(host, backend)).toEqual(before);
+    mapper.map({ bfn: 0x400, vm: guest, gfn: 0, count: 2 });
+    expect(mapper.pages).toBe(2);
+    expect(errno(() => mapper.map({ bfn: 0x402, vm: guest, gfn: 2 }))).toBe("ENOSPC");
+    backend.iommu.map({ bfn: 0x500, vm: other, gfn: 0 });
+    expect(errno(() => mapper.unmap({ bfn: 0x500 }))).toBe("EPERM");
+    expect(mapper.mappings().map((m) => m.bfn)).toEqual([0x400n, 0x401n]);
+    expect(mapper.unmap({ bfn: 0x401 })).toBe(1);
+    hv.unserve(backend, guest);
+    expect(dma.read(0x400n * 4096n, 4).fault).toBeDefined();
+    expect(mapper.pages).toBe(0);
+    hv.serve(backend, guest);
+    expect(mapper.map({ bfn: 0x400, vm: guest, gfn: 1 })).toBe(0x400n);
+    hv.unserve(backend, guest);
+    expect(errno(() => mapper.map({ bfn: 0x400, vm: guest, gfn: 1 }))).toBe("EPERM");
+  });
+});
+
+describe("xen: the exposeMfn baseline, and what the default forbids", () => {
+  async function baseline(exposeMfn: boolean) {
+    const host = await createHost({ arch: "vtd", ramSize: 16 << 20 });
+    host.addDevice({ bdf: NIC, driver: null });
+    const hv = host.hypervisor({ exposeMfn });
+    const backend = hv.createVm({ memory: 16 * 4096, devices: [NIC] });
+    const victim = hv.createVm({ memory: 4 * 4096 });
+    victim.write(0, tag(victim, 0));
+    // The hypervisor's own memory: the victim's p2m root table (an engine-internal frame no VM owns).
+    const p2mRoot = ((victim as unknown as { p2m: { context: { root: bigint } } }).p2m.context.root);
+    return { host, hv, backend, victim, dma: backend.device(NIC).dma, p2mRoot };
+  }
+
+  it("with exposeMfn the backend's device reaches an unserved VM and the hypervisor's p2m", async () => {
+    const { host, hv, victim, dma, p2mRoot } = await baseline(true);
+    const mfn = hv.gfnToMfn(victim, 0);
+    expect(hv.served(hv.vms()[0])).toEqual([]);
+    expect(dma.read(mfn * 4096n, 9).data).toEqual(tag(victim, 0));
+    const r = dma.read(p2mRoot, 64);
+    expect(r.fault).toBeUndefined();
+    expect(r.data).toEqual(host.ram.read(p2mRoot, 64));
+    expect(r.data.some((b) => b !== 0)).toBe(true);
+    // And it can write there: the p2m is the device's to corrupt.
+    expect(dma.write(p2mRoot, new Uint8Array(8)).fault).toBeUndefined();
+  });
+
+  it("the default refuses gfnToMfn and the same reads fault", async () => {
+    const { hv, victim, dma, p2mRoot } = await baseline(false);
+    expect(errno(() => hv.gfnToMfn(victim, 0))).toBe("EPERM");
+    const { hv: open, victim: v2 } = await baseline(true);
+    const mfn = open.gfnToMfn(v2, 0);
+    expect(dma.read(mfn * 4096n, 9).fault).toBeDefined();
+    expect(dma.read(p2mRoot, 64).fault).toBeDefined();
+    // Every BFN past its own 16 pages faults: nothing but its memory is there.
+    for (const bfn of [16n, 17n, 0x1000n, p2mRoot / 4096n]) expect(dma.read(bfn * 4096n, 1).fault).toBeDefined();
+  });
+
+  it("a second hypervisor() with other options is EBUSY", async () => {
+    const host = await createHost({ ramSize: 1 << 20 });
+    host.hypervisor();
+    expect(errno(() => host.hypervisor({ exposeMfn: true }))).toBe("EBUSY");
+    expect(host.hypervisor({ exposeMfn: false })).toBe(host.hypervisor());
+  });
+});
