@@ -47,8 +47,8 @@ const opArb: fc.Arbitrary<Op> = fc.oneof(
   { weight: 3, arbitrary: fc.record({ t: fc.constant("grant" as const), vm: vmRef, b: fc.nat(1), gfn: fc.nat(6), readOnly: fc.boolean() }) },
   { weight: 3, arbitrary: fc.record({ t: fc.constant("mapGrant" as const), b: fc.nat(1), bfn: bfnArb, vm: vmRef, pick: fc.nat(), write: fc.boolean() }) },
   { weight: 2, arbitrary: fc.record({ t: fc.constant("revoke" as const), vm: vmRef, pick: fc.nat() }) },
-  { weight: 1, arbitrary: fc.record({ t: fc.constant("restrict" as const), b: fc.nat(1), vms: fc.array(vmRef, { maxLength: 2 }), maxPages: fc.nat(4) }) },
-  { weight: 3, arbitrary: fc.record({ t: fc.constant("mapperMap" as const), pick: fc.nat(), bfn: bfnArb, vm: vmRef, gfn: fc.nat(5), count: fc.integer({ min: 1, max: 2 }) }) },
+  { weight: 2, arbitrary: fc.record({ t: fc.constant("restrict" as const), b: fc.nat(1), vms: fc.array(vmRef, { maxLength: 2 }), maxPages: fc.integer({ min: 1, max: 4 }) }) },
+  { weight: 6, arbitrary: fc.record({ t: fc.constant("mapperMap" as const), pick: fc.nat(), bfn: bfnArb, vm: vmRef, gfn: fc.nat(5), count: fc.integer({ min: 1, max: 2 }) }) },
   { weight: 2, arbitrary: fc.record({ t: fc.constant("mapperUnmap" as const), pick: fc.nat(), bfn: bfnArb, count: fc.integer({ min: 1, max: 3 }) }) },
 );
 
@@ -290,6 +290,10 @@ async function run(ops: Op[], extra: number[]): Promise<void> {
     if (op.t === "mapperMap" && m.mappers.length > 0 && op.count === 1) {
       const ids = [...m.mappers[op.pick % m.mappers.length].vms];
       if (ids.length > 0) op.vm = ids[op.vm % ids.length] - 1;
+    }
+    if (op.t === "restrict" && op.maxPages > 1 && m.live(op.b)?.served.size) {
+      const ids = [...m.vms[op.b].served];
+      op.vms = op.vms.map((v) => ids[v % ids.length] - 1);
     }
     const want = expectOn(m, op);
     if (want === "skip") continue;

@@ -7,7 +7,7 @@
 // nothing else until a call here adds it ("strict" IOMMU tables). Every
 // removal invalidates the IOTLB before it returns.
 import { fail } from "../errors.js";
-import { bool, integer, list, options } from "../args.js";
+import { bool, field, integer, list, options, perCallOptions } from "../args.js";
 import { toU64, type Address } from "../addr.js";
 import * as abi from "../engine/abi.js";
 import type { XenContext, XenEnv } from "./env.js";
@@ -77,6 +77,9 @@ interface Entry {
   grant: Grant | undefined;
   by: RestrictedMapper | undefined;
 }
+
+const MAP_KEYS = ["bfn", "vm", "gfn", "count", "write"] as const;
+const UNMAP_KEYS = ["bfn", "count"] as const;
 
 /** Pages per call: a count is checked against this before anything is walked. */
 const MAX_COUNT = 0x40000;
@@ -177,23 +180,28 @@ export class BackendIommu {
 
   /** @internal Checks a map request's arguments (EINVAL), before any rule. */
   mapArgs(request: ForeignMapRequest, what: string): { bfn: number; vm: Vm; gfn: number; count: number; write: boolean } {
-    const o = options(request, `${what} request`, ["bfn", "vm", "gfn", "count", "write"] as const);
-    const vm = this.core.resolve(o.vm, `${what}: vm`);
-    const count = o.count === undefined ? 1 : integer(o.count, `${what}: count`, 1, MAX_COUNT);
-    const write = bool(o.write, `${what}: write`, false);
-    const bfn = this.bfnOf(o.bfn, what);
-    const gfn = toU64(o.gfn as Address, `${what}: gfn`);
+    // A backend maps page by page: a plain request is read in place, each
+    // field once, and no message is built unless a check fails.
+    const o = perCallOptions(request, "map request", MAP_KEYS);
+    const vm = this.core.resolve(field(o, "vm", what), "map: vm");
+    const given = field(o, "count", what);
+    const count = given === undefined ? 1 : integer(given, "map: count", 1, MAX_COUNT);
+    const write = bool(field(o, "write", what), "map: write", false);
+    const bfn = this.bfnOf(field(o, "bfn", what), what);
+    const g = field(o, "gfn", what);
+    const gfn = typeof g === "number" && Number.isSafeInteger(g) && g >= 0 ? g : toU64(g as Address, "map: gfn");
     this.live();
-    if (gfn + BigInt(count) > BigInt(vm.gfnCount)) fail("EINVAL", `${what}: GFNs ${gfn}..+${count} are beyond VM ${vm.id}'s ${vm.gfnCount} pages`);
+    if ((typeof gfn === "number" ? gfn + count > vm.gfnCount : gfn + BigInt(count) > BigInt(vm.gfnCount))) fail("EINVAL", `${what}: GFNs ${gfn}..+${count} are beyond VM ${vm.id}'s ${vm.gfnCount} pages`);
     if (bfn + count > this.bfnLimit) fail("EINVAL", `${what}: BFNs ${bfn}..+${count} are beyond the IOMMU's ${this.env.inputBits}-bit address width`);
     return { bfn, vm, gfn: Number(gfn), count, write };
   }
 
   /** @internal */
   unmapArgs(request: ForeignUnmapRequest): { bfn: number; count: number } {
-    const o = options(request, "unmap request", ["bfn", "count"] as const);
-    const count = o.count === undefined ? 1 : integer(o.count, "unmap: count", 1, MAX_COUNT);
-    const bfn = this.bfnOf(o.bfn, "unmap");
+    const o = perCallOptions(request, "unmap request", UNMAP_KEYS);
+    const given = field(o, "count", "unmap");
+    const count = given === undefined ? 1 : integer(given, "unmap: count", 1, MAX_COUNT);
+    const bfn = this.bfnOf(field(o, "bfn", "unmap"), "unmap");
     if (bfn + count > this.bfnLimit) fail("EINVAL", `unmap: BFNs ${bfn}..+${count} are beyond the IOMMU's address width`);
     if (bfn < this.ownBfns) fail("EINVAL", `unmap: BFN ${bfn} is the backend's own memory, not a delegated mapping`);
     return { bfn, count };
@@ -284,6 +292,7 @@ export class BackendIommu {
   }
 
   private bfnOf(value: unknown, what: string): number {
+    if (typeof value === "number" && Number.isSafeInteger(value) && value >= 0 && value < this.bfnLimit) return value;
     const b = toU64(value as Address, `${what}: bfn`);
     if (b >= BigInt(this.bfnLimit)) fail("EINVAL", `${what}: BFN ${b} is beyond the IOMMU's ${this.env.inputBits}-bit address width`);
     return Number(b);
