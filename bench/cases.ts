@@ -13,6 +13,7 @@ import { gpuDma4k, shadowGttUpdate } from "./shadow.js";
 import { ptChurn } from "./ptchurn.js";
 import { dmaMapPage, dmaMapSg16 } from "./dmaapi.js";
 import { vfioScale } from "./vfioscale.js";
+import { backendDma4k, foreignMap4k } from "./xen.js";
 
 export interface Case {
   name: string;
@@ -346,8 +347,8 @@ export async function buildSuite(): Promise<Suite> {
   const d4 = await dma4k(), sg = await dma64bSg("dma-64b-sg", 64), wide = await dma64bSg("dma-64b-sg-wide", 1024);
   const perCall = await perCallSuite();
   return {
-    cases: [await iotlbHit(), await walk(4), await walk(5), await walkNested(), d4.batched, d4.perCall, await deviceDma4k(), await gpuDma4k(), sg.c, wide.c,
-      ...perCall.cases, await ptMapUnmap(), await ptChurn(), await dmaMapPage(), await dmaMapSg16(), await mdevPin512(), await shadowGttUpdate(), await vfioMapUnmap(), await pasidLookup(), await pasidFreeRange(),
+    cases: [await iotlbHit(), await walk(4), await walk(5), await walkNested(), d4.batched, d4.perCall, await deviceDma4k(), await gpuDma4k(), await backendDma4k(), sg.c, wide.c,
+      ...perCall.cases, await ptMapUnmap(), await ptChurn(), await dmaMapPage(), await dmaMapSg16(), await mdevPin512(), await shadowGttUpdate(), await vfioMapUnmap(), await pasidLookup(), await pasidFreeRange(), await foreignMap4k(),
       ...(await vfioScale())],
     limits: [d4.limit, sg.limit, wide.limit, ...perCall.limits],
   };

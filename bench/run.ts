@@ -118,6 +118,7 @@ const rules: (() => Target | undefined)[] = [
   ...([
     ["device-dma-4k", "dma-4k", 1.25],
     ["gpu-dma-4k", "device-dma-4k", 1.5],
+    ["backend-dma-4k", "device-dma-4k", 1.25],
     ["translate-1", "iotlb-hit", 2.5],
     ["translate-call", "iotlb-hit", 5],
     ["device-dma-64b-plain", "dma-64b-plain", 1.25],
@@ -139,6 +140,7 @@ const rules: (() => Target | undefined)[] = [
     };
   },
   () => { const c = by("dma-map-page"); return c && { target: "dma-map-page ≥ 5× twin", value: formatSpeedup(c.speedup), ok: c.speedup >= 5 }; },
+  () => { const c = by("foreign-map-4k"); return c && { target: "foreign-map-4k ≥ 5× twin", value: formatSpeedup(c.speedup), ok: c.speedup >= 5 }; },
   () => { const c = by("mdev-pin-512"); return c && { target: "mdev-pin-512 ≥ 5× twin", value: formatSpeedup(c.speedup), ok: c.speedup >= 5 }; },
   () => { const c = by("shadow-gtt-update"); return c && { target: "shadow-gtt-update ≥ 5× twin", value: formatSpeedup(c.speedup), ok: c.speedup >= 5 }; },
   () => { const c = by("vfio-map-unmap"); return c && { target: "vfio-map-unmap ≥ 5× twin", value: formatSpeedup(c.speedup), ok: c.speedup >= 5 }; },

@@ -25,3 +25,6 @@ export { FaultLog, type FaultRecord } from "./faults.js";
 export { PAGE_4K, PAGE_2M, PAGE_1G, type FormatName, type PageTableOptions, type DomainFlags, type ResolvedFormat } from "./format.js";
 export type { Access, AccessFlags, Perms, Prot, FaultReason } from "./access.js";
 export type { Address } from "./addr.js";
+export { Hypervisor, type HypervisorOptions, type VmSpec } from "./xen/hypervisor.js";
+export { Vm, XenDevice, type GrantOptions } from "./xen/vm.js";
+export { BackendIommu, RestrictedMapper, type ForeignMapping, type ForeignMapRequest, type GrantMapRequest, type ForeignUnmapRequest, type RestrictOptions } from "./xen/backend.js";

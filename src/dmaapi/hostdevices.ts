@@ -127,6 +127,7 @@ export class HostDma<Port> {
   }
 
   private checkOwned(device: HostDevice): void {
+    if (device.group !== null && this.env.topology.isHeld(device.group)) fail("EBUSY", `${device.bdf}: group ${device.group} is assigned to a VM; its DMA is that VM's`);
     if (device.group !== null && this.env.topology.isClaimed(device.group)) fail("EBUSY", `${device.bdf}: group ${device.group} is in a VFIO container; its DMA is VFIO's`);
     if (device.driver === "vfio-pci") fail("EBUSY", `${device.bdf}: bound to vfio-pci; its DMA is VFIO's (bind it to a host driver for the DMA API)`);
     if (device.driver !== "host") fail("ENODEV", `${device.bdf}: no driver is bound, so it has no DMA API`);

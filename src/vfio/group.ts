@@ -110,6 +110,7 @@ export class VfioGroup<Port = DmaPort> {
     this.live();
     if (!isInstance(container, Container)) fail("EINVAL", `setContainer needs a Container (host.openContainer()), got ${show(container)}`);
     if (this.containerRef) fail("EINVAL", `group ${this.id} is already in a container`);
+    if (this.topology.isHeld(this.id)) fail("EBUSY", `group ${this.id} is held by another owner (assigned to a VM)`);
     if (!this.viable) fail("EPERM", `group ${this.id} is not viable: a device is bound to a host driver`);
     container.attachGroup(this.id, { forget: () => this.leave() });
     this.containerRef = container;

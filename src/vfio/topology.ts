@@ -46,12 +46,14 @@ export interface DeviceSpec {
 /** What a device asks of its host: whether VFIO holds its group, whether the host's DMA API still maps for it, its DMA port. */
 export interface DeviceOwners {
   claimed(group: number): boolean;
+  /** Whether another owner than the host (a hypervisor's driver domain) holds the group. */
+  held(group: number): boolean;
   dmaBusy(device: HostDevice): boolean;
   port(device: HostDevice): DmaPort;
 }
 
 /** The host's DMA side, as the topology asks it. */
-export interface DmaOwners extends Omit<DeviceOwners, "claimed"> {
+export interface DmaOwners extends Omit<DeviceOwners, "claimed" | "held"> {
   /** Readies DMA for a device with no IOMMU (the identity view of RAM); throws (ENOMEM) with nothing changed. */
   prepareDirect(): void;
 }
@@ -98,6 +100,7 @@ export class HostDevice {
    */
   bindDriver(driver: Driver): void {
     const next = toDriver(driver, this.bdf);
+    if (this.group !== null && this.owners.held(this.group)) fail("EBUSY", `${this.bdf}: group ${this.group} is assigned to a VM; no host driver may bind it`);
     if (next === "vfio-pci" && this.group === null) fail("EINVAL", noGroupForVfio(this.bdf));
     if (next === "host" && this.boundDriver !== "host" && this.group !== null && this.owners.claimed(this.group)) {
       fail("EBUSY", `${this.bdf}: group ${this.group} is in a VFIO container; a host driver cannot take the device`);
@@ -176,6 +179,8 @@ export class Topology {
   private readonly claimed = new Set<number>();
   /** Emulated groups (an mdev's): no device on the bus, no IOMMU, no reserved region. */
   private readonly emulated = new Set<number>();
+  /** Groups another owner holds (a hypervisor, for a driver domain): no host driver, DMA API or VFIO may take them meanwhile. */
+  private readonly heldGroups = new Set<number>();
   /** @internal The host's DMA side (set by the host that owns this topology). */
   dmaOwners: DmaOwners = { dmaBusy: () => false, port: () => fail("ENODEV", "this host has no DMA API"), prepareDirect: () => undefined };
 
@@ -228,7 +233,7 @@ export class Topology {
   }
 
   private owners(): DeviceOwners {
-    return { claimed: (g) => this.claimed.has(g), dmaBusy: (d) => this.dmaOwners.dmaBusy(d), port: (d) => this.dmaOwners.port(d) };
+    return { claimed: (g) => this.claimed.has(g), held: (g) => this.heldGroups.has(g), dmaBusy: (d) => this.dmaOwners.dmaBusy(d), port: (d) => this.dmaOwners.port(d) };
   }
 
   /** Every group id, ascending. */
@@ -286,6 +291,14 @@ export class Topology {
   claim(group: number, held: boolean): void {
     if (held) this.claimed.add(group);
     else this.claimed.delete(group);
+  }
+
+  /** Whether another owner (a hypervisor's driver domain) holds the group. */
+  isHeld(group: number): boolean { return this.heldGroups.has(group); }
+  /** @internal Another owner takes (or gives back) a group: VFIO, host drivers and the DMA API are refused it (EBUSY) meanwhile. */
+  hold(group: number, held: boolean): void {
+    if (held) this.heldGroups.add(group);
+    else this.heldGroups.delete(group);
   }
 
   /** A group's MSIs are isolated only when every device's are. */

@@ -11,7 +11,7 @@ import type { DmaInterrupt } from "../dma.js";
 import type { DomainFlags, PageTableOptions } from "../format.js";
 import { stage2Options, type Arch } from "./arch.js";
 import { Container, type ContainerDomain, type ContainerHost } from "./container.js";
-import { VfioGroup, type Interrupt } from "./group.js";
+import { VfioGroup, requesterId, type Interrupt } from "./group.js";
 import type { PasidSpace } from "./pasid.js";
 import type { DataPlane } from "./plane.js";
 import { Process, processLimit, type ProcessOptions, type ProcessPageTable, type ProcessRam } from "./process.js";
@@ -21,6 +21,7 @@ import { PASID_TABLE_NONE } from "../engine/abi.js";
 import { HostDma } from "../dmaapi/hostdevices.js";
 import type { DmaApi } from "../dmaapi/dmaapi.js";
 import type { IovaAllocator } from "../dmaapi/iommu.js";
+import { Hypervisor, hypervisorOptions, type HypervisorOptions } from "../xen/hypervisor.js";
 
 export interface ContainerOptions {
   /** The process whose memory MAP_DMA pins (each call may name another). */
@@ -48,6 +49,7 @@ export abstract class VfioHost<Port> {
   private processes = 0;
   /** Devices host drivers own: default domains, the DMA API, device ports (made at first use). */
   private hostDmaRef: HostDma<Port> | undefined;
+  private hypervisorRef: Hypervisor<Port> | undefined;
 
   protected constructor(settings: VfioSettings) {
     this.settings = settings;
@@ -103,6 +105,30 @@ export abstract class VfioHost<Port> {
    * device (bound to vfio-pci, or its group in a container); ENODEV with no driver.
    */
   dmaApi(bdf: string): DmaApi { return this.hostDma.dmaApi(bdf); }
+
+  /**
+   * The host's hypervisor (made at the first call; a later call with other
+   * options is EBUSY): VMs over per-VM p2ms, driver domains, delegated mapping.
+   */
+  hypervisor(options?: HypervisorOptions): Hypervisor<Port> {
+    const wanted = hypervisorOptions(options);
+    if (this.hypervisorRef !== undefined) {
+      if (options !== undefined && wanted.exposeMfn !== this.hypervisorRef.exposeMfn) {
+        fail("EBUSY", "hypervisor: this host's hypervisor already runs with other options");
+      }
+      return this.hypervisorRef;
+    }
+    const stage2 = stage2Options(this.topology.preset);
+    this.hypervisorRef = new Hypervisor<Port>({
+      plane: this.plane,
+      createContext: () => this.createDomain(stage2),
+      inputBits: stage2.inputBits!,
+      ram: this.ram,
+      topology: this.topology,
+      makePort: (domainId, bdf) => this.makePort(domainId, requesterId(bdf), (irq) => this.raise({ device: bdf, address: irq.address, data: irq.data }), () => PASID_TABLE_NONE),
+    }, options);
+    return this.hypervisorRef;
+  }
 
   abstract createPageTable(options: PageTableOptions & DomainFlags): ProcessPageTable;
   abstract createDomain(options: PageTableOptions): ContainerDomain;

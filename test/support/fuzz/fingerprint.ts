@@ -88,6 +88,14 @@ export function facadeState(w: HostWorld): FacadeState {
     put(`shadow ${i} stats`, () => gtt.stats());
     put(`shadow ${i} entries`, () => entries.map((e) => gtt.guestRead(e)));
   });
+  for (const vm of w.hypervisor.vms()) {
+    put(`VM ${vm.id} grants`, () => vm.grantRefs());
+    if (vm.driverDomain) {
+      put(`VM ${vm.id} served`, () => w.hypervisor.served(vm).map((v) => v.id));
+      put(`VM ${vm.id} IOMMU mappings`, () => vm.iommu.mappings());
+    }
+  }
+  put("VMs", () => w.hypervisor.vms().map((v) => [v.id, v.name, v.gfnCount]));
   w.processes.forEach((p, i) => {
     put(`process ${i} locked`, () => p.lockedBytes);
     put(`process ${i} areas`, () => p.mappings);

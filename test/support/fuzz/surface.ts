@@ -28,7 +28,9 @@ export const INTERNAL: Readonly<Record<string, readonly string[]>> = {
   Process: ["checkAccess"],
   ContainerPasids: ["beforeFree", "release"],
   PasidSpace: ["open"],
-  Topology: ["claim", "addEmulatedGroup", "removeEmulatedGroup"],
+  Topology: ["claim", "addEmulatedGroup", "removeEmulatedGroup", "hold"],
+  BackendIommu: ["contextId", "mapArgs", "unmapArgs", "place", "remove", "revoke", "destroy", "live"],
+  RestrictedMapper: [],
 };
 
 export type MemberKind = "method" | "getter" | "setter";

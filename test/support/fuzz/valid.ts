@@ -133,6 +133,16 @@ const GENERATORS: Record<string, Generator> = {
   "ShadowGtt.guestRead": (t, rng) => [entryOf(t, rng)],
   "ShadowGtt.trapWrite": (t, rng) => [page(t, rng) + 8n * BigInt(rng.below(512)), (t.hint.base ?? 0n) | 3n],
   "ShadowGtt.setRoot": (t, rng) => [page(t, rng)],
+  // ---- Xen: the world's served guest is VM 2, the unserved one VM 3
+  "Hypervisor.createVm": (_t, rng) => [{ memory: BigInt(1 + rng.below(4)) * PAGE }],
+  "BackendIommu.map": (t, rng) => [{ bfn: page(t, rng) / PAGE, vm: 2, gfn: rng.below(8), write: rng.chance(0.5) }],
+  "BackendIommu.unmap": (_t, rng) => [{ bfn: 0x100 + rng.below(2) }],
+  "BackendIommu.query": (_t, rng) => [0x100 + rng.below(2)],
+  "BackendIommu.restrict": () => [{ vms: [2], maxPages: 2 }],
+  "RestrictedMapper.map": (t, rng) => [{ bfn: page(t, rng) / PAGE, vm: 2, gfn: rng.below(8) }],
+  "RestrictedMapper.unmap": (t, rng) => [{ bfn: page(t, rng) / PAGE }],
+  "Vm.read": (_t, rng) => [BigInt(rng.below(8)) * PAGE + 8n, 16],
+  "Vm.write": (_t, rng) => [BigInt(rng.below(4)) * PAGE + 8n, bytes(16)],
   "Dirty.bitmap": (t, rng) => [{ iova: t.hint.base ?? 0n, size: BigInt(t.hint.pages ?? 1) * PAGE, pgsize: rng.chance(0.9) ? PAGE : 0x200000n }],
 };
 

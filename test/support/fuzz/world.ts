@@ -13,7 +13,9 @@
 //   domains    a plain x86-64 domain; a stage 2 (the arch's format); a nested domain over it
 //   processes  vmm (c1's guest RAM and a spare area), vmm2 (c2's guest RAM)
 //   PASIDs     a device PASID table (PASID 5 → the plain domain); c2 holds the bound PASID
-import { createHost, type Arch, type Container, type Domain, type Host, type Process, type ShadowGtt } from "../../../src/index.js";
+//   Xen        a hypervisor: a driver domain on 0a:00.0 serving a guest (2 of its pages mapped at BFN 0x100,
+//              one granted page mapped at 0x200), a restricted mapper for the guest, and an unserved VM
+import { createHost, type Arch, type Container, type Domain, type Host, type Hypervisor, type Process, type ShadowGtt } from "../../../src/index.js";
 
 export const PAGE = 0x1000n;
 const KiB = 1024n;
@@ -75,6 +77,8 @@ export interface HostWorld {
   guestRoot: bigint;
   /** Shadow GPU page tables, each with guest entries to read back (their stats and those entries are part of the state a refusal must not change). */
   shadows: { gtt: ShadowGtt; entries: (number | { gpa: bigint })[] }[];
+  /** The host's hypervisor (its VMs, served lists, backend tables and grants are state a refusal must not change). */
+  hypervisor: Hypervisor<unknown>;
   /** Counts addDevice's fresh BDFs. */
   nextBus: number;
   targets: Target[];
@@ -168,7 +172,7 @@ export async function buildHostWorld(arch: Arch): Promise<HostWorld> {
 
   const world: HostWorld = {
     arch, host, scratch, stage1, processes: [vmm, vmm2], containers: [c1, c2, c3], spareContainer: c3, stage2, plainDomain,
-    spareVaddr, bdfs, allocTable, freeTable, guestRoot: gpt.root, nextBus: 0x40, targets, shadows: [],
+    spareVaddr, bdfs, allocTable, freeTable, guestRoot: gpt.root, nextBus: 0x40, targets, shadows: [], hypervisor: host.hypervisor(),
   };
   const add = (cls: string, label: string, obj: object, hint: Hint = {}): void => {
     targets.push({ cls, label: `${arch} ${label}`, obj, home: world, hint });
@@ -231,6 +235,24 @@ export async function buildHostWorld(arch: Arch): Promise<HostWorld> {
   add("ShadowGtt", "shadow PPGTT", ppgtt, { base: ptables[0], pages: 4 });
   add("GpuDmaPort", "GPU DMA through the PPGTT", ppgtt.dma, { base: 0n, pages: 1 });
   add("Container", "container of an mdev", c4, { base: MDEV_IOVA, pages: 16 });
+  // Xen: a driver domain serving a guest, with delegated and granted pages in its table.
+  host.addDevice({ bdf: "0000:0a:00.0", driver: null });
+  const hv = world.hypervisor;
+  const backend = hv.createVm({ name: "netback", memory: 8n * PAGE, devices: ["0000:0a:00.0"] });
+  const guest = hv.createVm({ name: "guest", memory: 8n * PAGE });
+  const lone = hv.createVm({ name: "lone", memory: 4n * PAGE });
+  hv.serve(backend, guest);
+  backend.iommu.map({ bfn: 0x100, vm: guest, gfn: 0, count: 2, write: true });
+  backend.iommu.mapGrant({ bfn: 0x200, vm: lone, gref: lone.grant(backend, 1) });
+  const mapper = backend.iommu.restrict({ vms: [guest.id], maxPages: 4 });
+  add("Hypervisor", "hypervisor", hv);
+  add("Vm", "driver domain", backend, { base: 0n, pages: 8 });
+  add("Vm", "served guest", guest, { base: 0n, pages: 8 });
+  add("Vm", "unserved VM", lone, { base: 0n, pages: 4 });
+  add("XenDevice", "driver-domain device", backend.device("0000:0a:00.0"));
+  add("BackendIommu", "driver domain's IOMMU", backend.iommu, { base: 0x300n, pages: 8 });
+  add("RestrictedMapper", "restricted mapper", mapper, { base: 0x400n, pages: 4 });
+  add("DmaPort", "driver-domain device.dma", backend.device("0000:0a:00.0").dma as object, { base: 0x100000n, pages: 2, dma: {} });
   add("ContainerPasids", "type1v2 c.pasid", c1.pasid, { pasid });
   add("ContainerPasids", "nesting c.pasid", c2.pasid, { pasid });
   add("PasidTable", "device PASID table", pasidTable, { pasid: 5 });
