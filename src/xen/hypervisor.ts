@@ -16,6 +16,7 @@ import { BackendIommu, type XenCore } from "./backend.js";
 import type { XenEnv } from "./env.js";
 import { P2m, RW } from "./p2m.js";
 import { Vm, XenDevice } from "./vm.js";
+import { gfnBitsOf, multiplexOptions, MultiplexedIommu, type MultiplexOptions } from "./multiplex.js";
 
 export interface HypervisorOptions {
   /**
@@ -32,6 +33,13 @@ export interface VmSpec {
   memory: Address;
   /** Host devices (bdf) it drives: it becomes a driver domain. Each must be unbound (driver null) with its whole IOMMU group listed. */
   devices?: readonly string[];
+  /**
+   * With devices: one multiplexed IOMMU table instead of per-mapping
+   * delegation — each VM it serves is mapped whole at BFN = (slot << k) | GFN
+   * (k = ceil(log2(host RAM pages))); map/mapGrant/restrict are EOPNOTSUPP.
+   * EINVAL without devices or when vmidBits + k passes the IOMMU's width.
+   */
+  multiplexed?: MultiplexOptions;
 }
 
 /** @internal The options, checked (EINVAL). */
@@ -67,7 +75,7 @@ export class Hypervisor<Port = unknown> {
    */
   createVm(spec: VmSpec): Vm<Port> {
     if (spec === undefined) fail("EINVAL", "createVm needs { memory }");
-    const o = options(spec, "createVm spec", ["name", "memory", "devices"] as const);
+    const o = options(spec, "createVm spec", ["name", "memory", "devices", "multiplexed"] as const);
     if (o.memory === undefined) fail("EINVAL", "createVm: memory is required");
     const memory = toU64(o.memory as Address, "createVm: memory");
     if (memory === 0n || memory % 4096n !== 0n) fail("EINVAL", `createVm: memory ${memory} is not a positive multiple of 4 KiB`);
@@ -75,13 +83,16 @@ export class Hypervisor<Port = unknown> {
     if (o.name !== undefined && typeof o.name !== "string") fail("EINVAL", `createVm: name must be a string, got ${show(o.name)}`);
     const bdfs = o.devices === undefined ? [] : list(o.devices, "createVm: devices");
     const groups = this.checkDevices(bdfs);
+    const gfnBits = gfnBitsOf(this.env.ram.size);
+    const mux = o.multiplexed === undefined ? undefined : multiplexOptions(o.multiplexed, gfnBits, this.env.inputBits);
+    if (mux !== undefined && bdfs.length === 0) fail("EINVAL", "createVm: multiplexed is for a driver domain (give it devices)");
     const gfnCount = Number(memory / 4096n);
     const p2m = P2m.create(this.env, gfnCount);
     const id = this.nextId;
     const vm = new Vm<Port>(id, (o.name as string | undefined) ?? `vm${id}`, p2m, { destroy: (v) => this.destroy(v as Vm<Port>) });
     if (groups.devices.length > 0) {
       try {
-        vm.iommuTable = this.makeTable(vm);
+        vm.iommuTable = this.makeTable(vm, mux === undefined ? undefined : { vmidBits: mux.vmidBits, gfnBits });
       } catch (e) {
         p2m.destroy();
         throw e;
@@ -99,13 +110,19 @@ export class Hypervisor<Port = unknown> {
   /** The live VMs, by id. */
   vms(): Vm<Port>[] { return [...this.vmList.values()]; }
 
-  /** The toolstack lets `backend` (a driver domain) map `vm`'s memory. EEXIST when it already does. */
+  /**
+   * The toolstack lets `backend` (a driver domain) map `vm`'s memory. EEXIST
+   * when it already does. A multiplexed backend gets vm's whole memory in its
+   * table now, in a free slot (ENOSPC: none; ENOMEM: no table frame; nothing
+   * changed on either).
+   */
   serve(backend: Vm<Port>, vm: Vm<Port>): void {
     const b = this.backendOf(backend, "serve");
     const v = this.resolve(vm, "serve: vm");
     if (v === b) fail("EINVAL", `serve: VM ${b.id} cannot serve itself`);
     const set = this.servedBy.get(b)!;
     if (set.has(v)) fail("EEXIST", `serve: backend ${b.id} already serves VM ${v.id}`);
+    if (b.iommuTable instanceof MultiplexedIommu) b.iommuTable.attach(v);
     set.add(v);
   }
 
@@ -156,7 +173,7 @@ export class Hypervisor<Port = unknown> {
     this.vmList.delete(vm.id);
   }
 
-  private makeTable(vm: Vm<Port>): BackendIommu {
+  private makeTable(vm: Vm<Port>, mux: { vmidBits: number; gfnBits: number } | undefined): BackendIommu {
     const env = this.env;
     const context = env.createContext();
     const own = this.exposeMfn ? Number(env.ram.size / 4096n) : vm.gfnCount;
@@ -174,6 +191,7 @@ export class Hypervisor<Port = unknown> {
       context.destroy();
       fail("ENOMEM", `no frame left for VM ${vm.id}'s IOMMU table`);
     }
+    if (mux !== undefined) return new MultiplexedIommu(env as XenEnv<unknown>, this.core, vm as Vm, context, own, mux.vmidBits, mux.gfnBits);
     return new BackendIommu(env as XenEnv<unknown>, this.core, vm as Vm, context, own);
   }
 

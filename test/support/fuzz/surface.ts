@@ -31,6 +31,7 @@ export const INTERNAL: Readonly<Record<string, readonly string[]>> = {
   Topology: ["claim", "addEmulatedGroup", "removeEmulatedGroup", "hold"],
   BackendIommu: ["contextId", "mapArgs", "unmapArgs", "place", "remove", "revoke", "destroy", "live"],
   RestrictedMapper: [],
+  MultiplexedIommu: ["attach", "revoke"],
 };
 
 export type MemberKind = "method" | "getter" | "setter";
