@@ -20,6 +20,11 @@ export class LiveMappings<M> {
     return s !== undefined && s.live ? s.m : undefined;
   }
 
+  has(pfn: number): boolean {
+    const s = this.slots.get(pfn);
+    return s !== undefined && s.live;
+  }
+
   set(pfn: number, m: M): void {
     const s = this.slots.get(pfn);
     if (s === undefined) this.slots.set(pfn, { live: true, m });
@@ -42,6 +47,11 @@ export class LiveMappings<M> {
 
   *values(): IterableIterator<M> {
     for (const s of this.slots.values()) if (s.live) yield s.m;
+  }
+
+  /** [pfn, record] of the live ones, as a Map iterates (deleting while iterating is safe). */
+  *[Symbol.iterator](): IterableIterator<[number, M]> {
+    for (const [k, s] of this.slots) if (s.live) yield [k, s.m];
   }
 
   private compact(): void {

@@ -10,6 +10,7 @@ import { fail } from "../errors.js";
 import { bool, field, integer, list, options, perCallOptions } from "../args.js";
 import { toU64, type Address } from "../addr.js";
 import * as abi from "../engine/abi.js";
+import { LiveMappings } from "../dmaapi/live.js";
 import type { XenContext, XenEnv } from "./env.js";
 import { RO, RW } from "./p2m.js";
 import type { Grant } from "./grants.js";
@@ -85,8 +86,8 @@ const UNMAP_KEYS = ["bfn", "count"] as const;
 const MAX_COUNT = 0x40000;
 
 export class BackendIommu {
-  /** @internal Delegated pages by BFN. */
-  readonly entries = new Map<number, Entry>();
+  /** @internal Delegated pages by BFN (a map/unmap cycle sets and deletes one: LiveMappings takes that churn). */
+  readonly entries = new LiveMappings<Entry>();
   private readonly bfnLimit: number;
   private alive = true;
 
