@@ -27,4 +27,5 @@ export type { Access, AccessFlags, Perms, Prot, FaultReason } from "./access.js"
 export type { Address } from "./addr.js";
 export { Hypervisor, type HypervisorOptions, type VmSpec } from "./xen/hypervisor.js";
 export { Vm, XenDevice, type GrantOptions } from "./xen/vm.js";
+export type { XenShadowOptions } from "./xen/shadow.js";
 export { BackendIommu, RestrictedMapper, type ForeignMapping, type ForeignMapRequest, type GrantMapRequest, type ForeignUnmapRequest, type RestrictOptions } from "./xen/backend.js";
