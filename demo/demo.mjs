@@ -5,12 +5,14 @@ import { createHost, PAGE_4K, PAGE_2M, PAGE_1G } from "../dist/iommu-wasm.js";
 import { vmmStory } from "./vfio.mjs";
 import { guestStory } from "./guest.mjs";
 import { vgpuStory } from "./vgpu.mjs";
+import { xenStory } from "./xen.mjs";
 
-// npm start runs every part; npm run demo -- engine | vfio | guest | vgpu runs one.
+// npm start runs every part; npm run demo -- engine | vfio | guest | vgpu | xen runs one.
 const only = process.argv[2];
 if (only === "vfio") { await vmmStory(); process.exit(0); }
 if (only === "guest") { await guestStory(); process.exit(0); }
 if (only === "vgpu") { await vgpuStory(); process.exit(0); }
+if (only === "xen") { await xenStory(); process.exit(0); }
 
 const hex = (v) => "0x" + v.toString(16);
 const size = (s) => (s >= PAGE_1G ? `${s / PAGE_1G} GiB` : s >= PAGE_2M ? `${s / PAGE_2M * 2n} MiB` : `${s / 1024n} KiB`);
@@ -83,4 +85,6 @@ if (only !== "engine") {
   await guestStory();
   console.log("\n" + "=".repeat(78) + "\nThe vGPU story: a mediated GPU, its shadow GTT, two translations per access\n" + "=".repeat(78));
   await vgpuStory();
+  console.log("\n" + "=".repeat(78) + "\nThe Xen story: a driver domain, delegated mapping, a shadow GGTT of BFNs\n" + "=".repeat(78));
+  await xenStory();
 }

@@ -28,4 +28,5 @@ export type { Address } from "./addr.js";
 export { Hypervisor, type HypervisorOptions, type VmSpec } from "./xen/hypervisor.js";
 export { Vm, XenDevice, type GrantOptions } from "./xen/vm.js";
 export { MultiplexedIommu, type MultiplexOptions } from "./xen/multiplex.js";
+export type { XenShadowOptions } from "./xen/shadow.js";
 export { BackendIommu, RestrictedMapper, type ForeignMapping, type ForeignMapRequest, type GrantMapRequest, type ForeignUnmapRequest, type RestrictOptions } from "./xen/backend.js";

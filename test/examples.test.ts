@@ -48,6 +48,11 @@ const EXPECTED: Record<string, RegExp[]> = {
     /the GPU reads: texture/,
     /after the VMM's unmap: not-present at the device-mmu; pinned pages 0/,
   ],
+  "xen.mjs": [
+    /GMA 0x1000 → BFN 0x[0-9a-f]+ \(VM 2, GFN 5\); no MFN in sight/,
+    /the GPU reads: texture/,
+    /after unserve: not-present at the iommu/,
+  ],
   "device-model.mjs": [
     /descriptor 1: not-present at 0x200000/,
     /status: 1 2/,

@@ -122,6 +122,7 @@ export abstract class VfioHost<Port> {
     this.hypervisorRef = new Hypervisor<Port>({
       plane: this.plane,
       createContext: () => this.createDomain(stage2),
+      gpuContext: (s2, entries) => gpuContext(this.plane, this.createDomain({ format: "ggtt", entries, stage2: s2 } as PageTableOptions) as unknown as GpuDomainObject),
       inputBits: stage2.inputBits!,
       ram: this.ram,
       topology: this.topology,

@@ -4,6 +4,7 @@
 // over a context id. VfioHost wires it once for the engine host and the twin.
 import type { DataPlane } from "../vfio/plane.js";
 import type { Topology } from "../vfio/topology.js";
+import type { GpuDomain } from "../shadow/shadow.js";
 
 /** A stage-2 context the hypervisor owns (a p2m, or a driver domain's IOMMU table). */
 export interface XenContext {
@@ -26,6 +27,8 @@ export interface XenEnv<Port> {
     write(hpa: bigint, bytes: Uint8Array): void;
   };
   topology: Topology;
+  /** A GPU's translation context for a shadow GTT: a ggtt domain of `entries` over stage2 (a context createContext made), walked as one. */
+  gpuContext(stage2: XenContext, entries: number): GpuDomain;
   /** A device's DMA port: its requests (tagged with its requester id) go through context domainId() (0: every access faults). */
   makePort(domainId: () => number, bdf: string): Port;
 }

@@ -17,6 +17,7 @@ import type { XenEnv } from "./env.js";
 import { P2m, RW } from "./p2m.js";
 import { Vm, XenDevice } from "./vm.js";
 import { gfnBitsOf, multiplexOptions, MultiplexedIommu, type MultiplexOptions } from "./multiplex.js";
+import { destroyShadows, revokeShadows, xenShadowGtt, type XenShadowHost } from "./shadow.js";
 
 export interface HypervisorOptions {
   /**
@@ -55,6 +56,7 @@ export class Hypervisor<Port = unknown> {
   private readonly servedBy = new Map<Vm<Port>, Set<Vm<Port>>>();
   private nextId = 1;
   private readonly core: XenCore;
+  private readonly shadowHost: XenShadowHost;
 
   /** @internal */
   constructor(private readonly env: XenEnv<Port>, given?: HypervisorOptions) {
@@ -62,6 +64,13 @@ export class Hypervisor<Port = unknown> {
     this.core = {
       resolve: (vm, what) => this.resolve(vm, what),
       isServed: (backend, vm) => this.servedBy.get(backend as Vm<Port>)?.has(vm as Vm<Port>) ?? false,
+    };
+    this.shadowHost = {
+      core: this.core,
+      gpuContext: (stage2, entries) => env.gpuContext(stage2, entries),
+      ownBfns: (b) => (this.exposeMfn ? Number(env.ram.size / 4096n) : b.gfnCount),
+      ownBus: (b, gfn) => (this.exposeMfn ? b.p2m.mfnAddress(gfn) : BigInt(gfn) * 4096n),
+      inputBits: env.inputBits,
     };
   }
 
@@ -89,7 +98,10 @@ export class Hypervisor<Port = unknown> {
     const gfnCount = Number(memory / 4096n);
     const p2m = P2m.create(this.env, gfnCount);
     const id = this.nextId;
-    const vm = new Vm<Port>(id, (o.name as string | undefined) ?? `vm${id}`, p2m, { destroy: (v) => this.destroy(v as Vm<Port>) });
+    const vm = new Vm<Port>(id, (o.name as string | undefined) ?? `vm${id}`, p2m, {
+      destroy: (v) => this.destroy(v as Vm<Port>),
+      shadowGtt: (b, layout, opts) => xenShadowGtt(this.shadowHost, b, layout, opts),
+    });
     if (groups.devices.length > 0) {
       try {
         vm.iommuTable = this.makeTable(vm, mux === undefined ? undefined : { vmidBits: mux.vmidBits, gfnBits });
@@ -137,7 +149,9 @@ export class Hypervisor<Port = unknown> {
     const set = this.servedBy.get(b)!;
     if (!set.has(v)) fail("ENOENT", `unserve: backend ${b.id} does not serve VM ${v.id}`);
     set.delete(v);
-    return b.iommuTable!.revoke(v);
+    const pages = b.iommuTable!.revoke(v);
+    revokeShadows(b.iommuTable!, v);
+    return pages;
   }
 
   /** The VMs backend serves, by id. */
@@ -160,10 +174,12 @@ export class Hypervisor<Port = unknown> {
       if (backend === vm) continue;
       set.delete(vm);
       backend.iommuTable!.revoke(vm);
+      revokeShadows(backend.iommuTable!, vm);
     }
     vm.grants.clear();
     const table = vm.iommuTable;
     if (table !== undefined) {
+      destroyShadows(table);
       table.destroy();
       this.servedBy.delete(vm);
       const groups = new Set(vm.deviceList.map((d) => this.env.topology.device(d.bdf).group!));

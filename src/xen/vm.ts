@@ -8,6 +8,8 @@ import { bytes as checkBytes } from "../args.js";
 import type { BackendIommu } from "./backend.js";
 import type { Grant } from "./grants.js";
 import type { P2m } from "./p2m.js";
+import type { ShadowGtt, ShadowLayout } from "../shadow/shadow.js";
+import type { XenShadowOptions } from "./shadow.js";
 
 export interface GrantOptions {
   /** The grantee may map it read-only only. Default false. */
@@ -26,6 +28,7 @@ export class XenDevice<Port = unknown> {
 /** What a VM asks of its hypervisor. */
 export interface VmCore {
   destroy(vm: Vm): void;
+  shadowGtt(backend: Vm, layout: ShadowLayout, opts: XenShadowOptions): ShadowGtt;
 }
 
 export class Vm<Port = unknown> {
@@ -62,6 +65,20 @@ export class Vm<Port = unknown> {
     this.check();
     if (this.iommuTable === undefined) fail("ENODEV", `VM ${this.id} has no devices, so no IOMMU table`);
     return this.iommuTable;
+  }
+
+  /**
+   * A shadow of a served VM's GGTT, kept by this driver domain for its GPU:
+   * guest entries GMA → GFN become GMA → BFN (BFNs it allocates, mapped by
+   * delegated mapping through `mapper`, by default one restricted to the
+   * VM), and the GPU's DMA by GMA (`shadow.dma`) goes GTT → BFN → MFN in one
+   * walk. Layout { format: 'ggtt', entries } only (x86-64: EOPNOTSUPP).
+   * ENODEV for a VM with no devices; EPERM for a VM not served, or a mapper
+   * that may not map it; EINVAL for bad arguments or another backend's mapper.
+   */
+  shadowGtt(layout: ShadowLayout, opts: XenShadowOptions): ShadowGtt {
+    this.check();
+    return this.core.shadowGtt(this, layout, opts);
   }
 
   /** The devices assigned to it, in bdf order. */
