@@ -6,7 +6,7 @@
 // the engine against the twin over a random mix.
 import { Buffer } from "node:buffer";
 import { describe, expect, it } from "vitest";
-import { createHost, IommuError, type Host, type ShadowGtt, type Vm, type XenShadowOptions } from "../src/index.js";
+import { createHost, IommuError, type DmaPort, type Host, type ShadowGtt, type Vm, type XenShadowOptions } from "../src/index.js";
 import { createNaiveHost } from "../bench/naive/index.js";
 import { errno } from "./support/outcome.js";
 
@@ -20,7 +20,7 @@ const pte = (gfn: number, write = true): bigint => (BigInt(gfn) << 12n) | 1n | (
 const tag = (vm: Vm, gfn: number) => new TextEncoder().encode(`vm${vm.id}:gfn${gfn};`);
 const text = (b: Uint8Array) => new TextDecoder().decode(b);
 
-interface Rig { host: Host; hv: ReturnType<Host["hypervisor"]>; backend: Vm; guest: Vm; gtt: ShadowGtt }
+interface Rig { host: Host; hv: ReturnType<Host["hypervisor"]>; backend: Vm<DmaPort>; guest: Vm<DmaPort>; gtt: ShadowGtt }
 
 async function rig(opts: { twin?: boolean; shadow?: Omit<XenShadowOptions, "vm">; entries?: number } = {}): Promise<Rig> {
   const make = opts.twin ? createNaiveHost : createHost;
