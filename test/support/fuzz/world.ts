@@ -14,7 +14,8 @@
 //   processes  vmm (c1's guest RAM and a spare area), vmm2 (c2's guest RAM)
 //   PASIDs     a device PASID table (PASID 5 → the plain domain); c2 holds the bound PASID
 //   Xen        a hypervisor: a driver domain on 0a:00.0 serving a guest (2 of its pages mapped at BFN 0x100,
-//              one granted page mapped at 0x200), a restricted mapper for the guest, and an unserved VM;
+//              one granted page mapped at 0x200), a restricted mapper for the guest, a shadow GGTT of
+//              the guest over delegated mappings, and an unserved VM;
 //              a multiplexed driver domain on 0b:00.0 serving the same guest
 import { createHost, type Arch, type Container, type Domain, type Host, type Hypervisor, type Process, type ShadowGtt } from "../../../src/index.js";
 
@@ -253,6 +254,12 @@ export async function buildHostWorld(arch: Arch): Promise<HostWorld> {
   add("XenDevice", "driver-domain device", backend.device("0000:0a:00.0"));
   add("BackendIommu", "driver domain's IOMMU", backend.iommu, { base: 0x300n, pages: 8 });
   add("RestrictedMapper", "restricted mapper", mapper, { base: 0x400n, pages: 4 });
+  // A shadow GGTT of the guest over the driver domain's delegated mappings (entry 1 → the guest's GFN 2).
+  const xgtt = backend.shadowGtt({ format: "ggtt", entries: 512 }, { vm: guest });
+  xgtt.guestWrite(1, (2n << 12n) | 3n);
+  world.shadows.push(xgtt);
+  add("ShadowGtt", "shadow GGTT over a Xen backend", xgtt, { base: 0n, pages: 4 });
+  add("GpuDmaPort", "GPU DMA through the Xen shadow", xgtt.dma, { base: PAGE, pages: 1 });
   // A multiplexed driver domain serving the same guest (its table holds the guest whole, in slot 1).
   host.addDevice({ bdf: "0000:0b:00.0", driver: null });
   const muxed = hv.createVm({ name: "muxback", memory: 4n * PAGE, devices: ["0000:0b:00.0"], multiplexed: { vmidBits: 2 } });
