@@ -730,34 +730,20 @@ export class IovaDomain {
     else this.I[p * this.ri + I_R] = child;
   }
 
-  /** Rotate x down to the left (its right child y up); returns y. */
-  private rotateLeft(x: number): number {
-    const I = this.I, ri = this.ri;
-    const y = I[x * ri + I_R]!;
-    const b = I[y * ri + I_L]!;
-    I[x * ri + I_R] = b;
+  /**
+   * Rotate x down, its child on side `up` (I_R: a left rotation, I_L: a
+   * right one) coming up in its place; returns that child.
+   */
+  private rotate(x: number, up: number): number {
+    const I = this.I, ri = this.ri, down = up === I_L ? I_R : I_L;
+    const y = I[x * ri + up]!;
+    const b = I[y * ri + down]!;
+    I[x * ri + up] = b;
     if (b >= 0) I[b * ri + I_P] = x;
     const p = I[x * ri + I_P]!;
     I[y * ri + I_P] = p;
     this.replaceChild(p, x, y);
-    I[y * ri + I_L] = x;
-    I[x * ri + I_P] = y;
-    this.pull(x);
-    this.pull(y);
-    return y;
-  }
-
-  /** Rotate x down to the right (its left child y up); returns y. */
-  private rotateRight(x: number): number {
-    const I = this.I, ri = this.ri;
-    const y = I[x * ri + I_L]!;
-    const b = I[y * ri + I_R]!;
-    I[x * ri + I_L] = b;
-    if (b >= 0) I[b * ri + I_P] = x;
-    const p = I[x * ri + I_P]!;
-    I[y * ri + I_P] = p;
-    this.replaceChild(p, x, y);
-    I[y * ri + I_R] = x;
+    I[y * ri + down] = x;
     I[x * ri + I_P] = y;
     this.pull(x);
     this.pull(y);
@@ -780,11 +766,11 @@ export class IovaDomain {
       const bf = this.h(l) - this.h(r);
       let top: number;
       if (bf > 1) {
-        if (this.h(I[l * ri + I_L]!) < this.h(I[l * ri + I_R]!)) this.rotateLeft(l);
-        top = this.rotateRight(x);
+        if (this.h(I[l * ri + I_L]!) < this.h(I[l * ri + I_R]!)) this.rotate(l, I_R);
+        top = this.rotate(x, I_L);
       } else if (bf < -1) {
-        if (this.h(I[r * ri + I_R]!) < this.h(I[r * ri + I_L]!)) this.rotateRight(r);
-        top = this.rotateLeft(x);
+        if (this.h(I[r * ri + I_R]!) < this.h(I[r * ri + I_L]!)) this.rotate(r, I_L);
+        top = this.rotate(x, I_R);
       } else {
         if (!this.pull(x) && passed) return;
         top = x;

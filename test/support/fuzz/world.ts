@@ -257,7 +257,7 @@ export async function buildHostWorld(arch: Arch): Promise<HostWorld> {
   // A shadow GGTT of the guest over the driver domain's delegated mappings (entry 1 → the guest's GFN 2).
   const xgtt = backend.shadowGtt({ format: "ggtt", entries: 512 }, { vm: guest });
   xgtt.guestWrite(1, (2n << 12n) | 3n);
-  world.shadows.push(xgtt);
+  world.shadows.push({ gtt: xgtt, entries: [0, 1, 2, 3] });
   add("ShadowGtt", "shadow GGTT over a Xen backend", xgtt, { base: 0n, pages: 4 });
   add("GpuDmaPort", "GPU DMA through the Xen shadow", xgtt.dma, { base: PAGE, pages: 1 });
   // A multiplexed driver domain serving the same guest (its table holds the guest whole, in slot 1).
