@@ -5,7 +5,7 @@ import { createHost, PAGE_4K, type Container, type Domain, type Host } from "../
 import { createNaiveHost, type NaiveHost } from "./naive/index.js";
 import {
   IOVA_BASE, RAM_SIZE, nestedDomain, pagedDomain, residentU64s, sparseDomain, sparseIovas, vfioSetup, xorshift,
-  type ContainerLike, type DomainLike, type HostLike, type ProcessLike, type VfioHostLike,
+  type ContainerLike, type DomainLike, type HostLike, type VfioHostLike,
 } from "./fixtures.js";
 import { perCallSuite } from "./percall.js";
 import { mdevPin512 } from "./mdev.js";

@@ -24,10 +24,6 @@ const TOP32 = DMA_32BIT_PFN - 1; // the highest pfn below 4 GiB: a 32-bit DMA ma
 const pow2 = (n: number): number => 2 ** orderBase2(n);
 const fastLength = (n: number): number => (n < 32 ? pow2(n) : n);
 
-function live(d: IovaDomain): [bigint, bigint][] {
-  return d.ranges().filter((r) => r.state !== "reserved").map((r) => [r.lo, r.hi]);
-}
-
 describe("IOVA allocator: the kernel's addresses (iova.c, worked by hand)", () => {
   it("hands out the top of the space below the limit first, aligned to the size's power of two", () => {
     const d = new IovaDomain();

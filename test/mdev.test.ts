@@ -434,6 +434,19 @@ describe("the dma_unmap notification", () => {
     expect(() => s.c.unmapDma({ iova: IOVA, size: SIZE })).toThrow(KernelBug);
   });
 
+  it("the walk that starts again after the callbacks checks the range anew: a mapping the callback made across its end is EINVAL", async () => {
+    const r = await rig({ unmap: false });
+    const more = r.p.mmap(2n * PAGE);
+    r.mdev.onDmaUnmap((iova) => {
+      r.mdev.unpinPages(iova, 1);
+      // Maps across the unmap's last byte (a hole when the unmap began).
+      r.c.mapDma({ vaddr: more, iova: IOVA + SIZE + PAGE, size: 2n * PAGE, read: true });
+    });
+    r.mdev.pinPages(IOVA, 1);
+    expect(errno(() => r.c.unmapDma({ iova: IOVA, size: SIZE + 2n * PAGE }))).toBe("EINVAL");
+    expect(r.c.mappings().map((m) => m.iova)).toEqual([IOVA, IOVA + SIZE + PAGE]);
+  });
+
   it("an unmap of a mapping nobody pinned calls no one", async () => {
     const r = await rig({ unmap: false });
     let calls = 0;

@@ -10,7 +10,7 @@ import { fileURLToPath } from "node:url";
 import { chromium, type Browser, type Page } from "playwright-core";
 import { createHost, type WalkResult } from "../src/index.js";
 import { start, type RunningServer } from "../playground/serve.mjs";
-import { FORMATS, IOTLB_SIZES, PRESETS, RAM_SIZE } from "../playground/presets.js";
+import { FORMATS, PRESETS, RAM_SIZE } from "../playground/presets.js";
 
 const BUNDLE = fileURLToPath(new URL("../dist/iommu-wasm.js", import.meta.url));
 const SCREENSHOT = fileURLToPath(new URL("../build/playground.png", import.meta.url));

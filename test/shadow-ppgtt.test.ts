@@ -25,7 +25,6 @@ const u64 = (v: bigint) => { const b = new Uint8Array(8); new DataView(b.buffer)
 /** The guest stores an entry itself (before the table is tracked, or bypassing the trap). */
 const store = (r: Rig, gpa: bigint, v: bigint) => r.vmm.write(r.ram + gpa, u64(v));
 const idx = (gma: bigint, level: number) => Number((gma >> BigInt(12 + 9 * level)) & 511n);
-const entry = (table: bigint, gma: bigint, level: number) => table + BigInt(idx(gma, level)) * 8n;
 
 // A guest tree: PML4 at 0x1000, PDPT 0x2000, PD 0x3000, PT 0x4000, covering GMA 0..2 MiB through the PT.
 const PML4 = 0x1000n, PDPT = 0x2000n, PD = 0x3000n, PT = 0x4000n;

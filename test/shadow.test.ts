@@ -7,7 +7,7 @@
 import { describe, expect, it } from "vitest";
 import type { Arch } from "../src/index.js";
 import { errno } from "./support/outcome.js";
-import { GPU, GUEST, PAGE, shadowMix, shadowRig, type MixOp, type Rig } from "./support/shadowrig.js";
+import { GUEST, PAGE, shadowMix, shadowRig, type MixOp, type Rig } from "./support/shadowrig.js";
 
 const ARCHES: Arch[] = ["vtd", "smmuv3"];
 

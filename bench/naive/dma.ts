@@ -17,7 +17,7 @@ import * as abi from "../../src/engine/abi.js";
 import type { Address, DmaFault, DmaInterrupt, DmaOptions, DmaResult, SgOptions, SgResult, SgSegments } from "../../src/index.js";
 import { DmaCalls, PIECES_BELOW, dmaRequest, normalizeSegments, requestAccess, requestPasid, sgRequest, type Piece } from "../../src/dma.js";
 import { bytes as checkBytes } from "../../src/args.js";
-import { accessFlags, checkPasid, fail, hex, reasonName, toU64 } from "./args.js";
+import { accessFlags, fail, hex, reasonName, toU64 } from "./args.js";
 import type { Translator } from "./translate.js";
 
 const STAGE_SEGS = 4096;

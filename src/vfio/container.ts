@@ -14,7 +14,7 @@ import type { Process } from "./process.js";
 import { MappingList, type DmaMapping } from "./mappings.js";
 import type { IovaRange } from "./reserved.js";
 import type { ContainerPasids } from "./pasid.js";
-import { MAX_DIRTY_BITMAP_BYTES, iommuGroups, live, minPageSize, requireIommu, requireDriver, type ContainerCore, type ContainerDomain, type ContainerHost, type IommuType } from "./core.js";
+import { MAX_DIRTY_BITMAP_BYTES, iommuGroups, live, minPageSize, requireDriver, type ContainerCore, type ContainerDomain, type ContainerHost, type IommuType } from "./core.js";
 import { ExternalPins } from "./external.js";
 import { hex } from "../addr.js";
 import { afterAttach, attachChecks, configureDomain, withoutDoorbell } from "./attach.js";

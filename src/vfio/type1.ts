@@ -138,12 +138,13 @@ export class Type1Mappings {
     let stuck: DmaMapping | undefined;
     let round = 0;
     again: for (;;) {
-      if (!all) this.checkNoBisect(first, last, "unmap");
       for (const m of this.core.maps.inside(first, last)) {
         if (this.external.count(m) > 0) {
           round = m === stuck ? round + 1 : 0;
           stuck = m;
           this.external.notify(m, round);
+          // The callbacks ran unlocked: the walk starts again, the range checked anew (unmap checked it first).
+          if (!all) this.checkNoBisect(first, last, "unmap");
           continue again;
         }
         bytes += this.remove(this.core.domain, m);
