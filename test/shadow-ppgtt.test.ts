@@ -9,6 +9,7 @@ import { Buffer } from "node:buffer";
 import { describe, expect, it } from "vitest";
 import { KernelBug, type Arch, type Host, type Process } from "../src/index.js";
 import { errno } from "./support/outcome.js";
+import { seededRandom } from "./support/runs.js";
 import { GPU, GUEST, PAGE, shadowMix, shadowRig, type MixOp, type Rig, type RigOptions } from "./support/shadowrig.js";
 
 const MB2 = 0x20_0000n;
@@ -401,14 +402,7 @@ describe("engine and twin agree on a shadow PPGTT", () => {
       vmm.mmap(PAGE);
     };
     const sides = [await rig({ arch, pages2M, chunk: CHUNK, before }), await rig({ arch, pages2M, chunk: CHUNK, before, twin: true })];
-    let seed = 7;
-    // mulberry32: every bit of it varies (an LCG's low bits alternate).
-    const rnd = (n: number) => {
-      seed = (seed + 0x6d2b79f5) | 0;
-      let t = Math.imul(seed ^ (seed >>> 15), 1 | seed);
-      t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-      return Math.floor((((t ^ (t >>> 14)) >>> 0) / 2 ** 32) * n);
-    };
+    const rnd = seededRandom(7);
     // Guest tables live in the 8 pages from GPA 0x1000; entries are picked among a few indices so trees form.
     const IDX = [0n, 1n, 511n];
     const tablePage = () => BigInt(1 + rnd(8)) * PAGE;

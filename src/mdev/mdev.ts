@@ -6,6 +6,7 @@
 // container instead: it pins pages (vfio_pin_pages), copies through the
 // VMM's page tables (vfio_dma_rw), and lets go when told (its dma_unmap op).
 // This class is that vendor-side API (docs/mediated-devices.md A1–A7).
+import type { GpuTable } from "../shadow/context.js";
 import { toU64, type Address } from "../addr.js";
 import { bool, bytes as checkBytes, func, integer, isInstance, oneOf, options, show } from "../args.js";
 import { fail } from "../errors.js";
@@ -13,7 +14,7 @@ import type { Container } from "../vfio/container.js";
 import { PIN_PAGES_MAX, pinRange } from "../vfio/external.js";
 import { DmaApi } from "../dmaapi/dmaapi.js";
 import type { DmaPort } from "../dma.js";
-import { ShadowGtt, type GpuDomain, type ShadowLayout, type ShadowUnmapMode } from "../shadow/shadow.js";
+import { ShadowGtt, shadowLayout, type GpuDomain, type ShadowLayout, type ShadowUnmapMode } from "../shadow/shadow.js";
 import type { DeviceFrame } from "../shadow/mapper.js";
 import { MdevMapper } from "./mapper.js";
 
@@ -38,8 +39,6 @@ export interface MdevHost {
   parentPort(bdf: string): DmaPort;
 }
 
-/** The GPU table a shadow's context walks. */
-export type GpuTable = { format: "ggtt"; entries: number } | { format: "x86-64"; root: bigint };
 
 export interface HostFrame { hpa: bigint; write(offset: number, bytes: Uint8Array): void; free(): void }
 
@@ -177,20 +176,7 @@ export class Mdev {
    */
   shadowGtt(layout: ShadowLayout, opts: ShadowOptions): ShadowGtt {
     this.live();
-    const l = options(layout, "shadow layout", ["format", "entries", "levels"] as const);
-    let checked: ShadowLayout;
-    if (l.format === "ggtt") {
-      if (l.levels !== undefined) fail("EINVAL", "shadowGtt: a GGTT layout has entries, not levels");
-      const entries = integer(l.entries, "shadow entries", 512, 2 ** 20);
-      if ((entries & (entries - 1)) !== 0) fail("EINVAL", `shadowGtt: entries must be a power of two, got ${entries}`);
-      checked = { format: "ggtt", entries };
-    } else if (l.format === "x86-64") {
-      if (l.entries !== undefined) fail("EINVAL", "shadowGtt: an x86-64 layout has levels, not entries");
-      if (l.levels !== 4) fail("EINVAL", `shadowGtt: an x86-64 PPGTT has 4 levels, got ${show(l.levels)}`);
-      checked = { format: "x86-64", levels: 4 };
-    } else {
-      fail("EINVAL", `shadowGtt: the layout's format is 'ggtt' or 'x86-64', got ${show(l.format)}`);
-    }
+    const checked = shadowLayout(layout);
     if (opts === undefined) fail("EINVAL", "shadowGtt: give { dma } (the parent's DMA API)");
     const o = options(opts, "shadow options", ["dma", "onUnmap", "pages2M"] as const);
     if (!isInstance(o.dma, DmaApi)) fail("EINVAL", `shadowGtt: dma must be a DmaApi (host.dmaApi(parent)), got ${show(o.dma)}`);

@@ -10,6 +10,16 @@ import type { GpuDomain } from "./shadow.js";
 
 const PAGE_LAST = 0xfffn;
 
+/** The GPU table a shadow's context walks: a GGTT (host-physical), or a 4-level x86-64 table whose root is a bus address. */
+export type GpuTable = { format: "ggtt"; entries: number } | { format: "x86-64"; root: bigint };
+
+/** The domain options of a GPU context of `table` over stage2 (an mdev's parent domain, a Xen backend's IOMMU context). */
+export function gpuTableOptions(table: GpuTable, stage2: unknown): Record<string, unknown> {
+  // A PPGTT's entries carry no A/D bits for the GPU to set (gen8 PTEs have none).
+  return table.format === "ggtt" ? { format: "ggtt", entries: table.entries, stage2 }
+    : { format: "x86-64", levels: 4, root: table.root, stage2, accessedDirty: false };
+}
+
 /** The domain the context is (the engine's Domain, or the twin's). */
 export interface GpuDomainObject {
   readonly id: number;

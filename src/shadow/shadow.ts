@@ -20,6 +20,23 @@ import { PpgttShadow } from "./ppgtt.js";
 /** The guest's GPU page table: the global GTT of `entries` entries, or a 4-level per-process GTT (x86-64 entries) in guest memory. */
 export type ShadowLayout = { format: "ggtt"; entries: number } | { format: "x86-64"; levels: 4 };
 
+/** A layout as given, checked (EINVAL): a GGTT of a power-of-two 512..2^20 entries, or a 4-level x86-64 PPGTT. */
+export function shadowLayout(layout: unknown): ShadowLayout {
+  const l = options(layout, "shadow layout", ["format", "entries", "levels"] as const);
+  if (l.format === "ggtt") {
+    if (l.levels !== undefined) fail("EINVAL", "shadowGtt: a GGTT layout has entries, not levels");
+    const entries = integer(l.entries, "shadow entries", 512, 2 ** 20);
+    if ((entries & (entries - 1)) !== 0) fail("EINVAL", `shadowGtt: entries must be a power of two, got ${entries}`);
+    return { format: "ggtt", entries };
+  }
+  if (l.format === "x86-64") {
+    if (l.entries !== undefined) fail("EINVAL", "shadowGtt: an x86-64 layout has levels, not entries");
+    if (l.levels !== 4) fail("EINVAL", `shadowGtt: an x86-64 PPGTT has 4 levels, got ${show(l.levels)}`);
+    return { format: "x86-64", levels: 4 };
+  }
+  return fail("EINVAL", `shadowGtt: the layout's format is 'ggtt' or 'x86-64', got ${show(l.format)}`);
+}
+
 /**
  * What happens to shadow entries when the VMM unmaps guest memory they use.
  * 'invalidate-shadow' (default): they are cleared before the frames are

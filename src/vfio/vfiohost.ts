@@ -5,7 +5,8 @@
 import { fail, type KernelWarning } from "../errors.js";
 import { MdevRegistry, type MdevSpec } from "../mdev/registry.js";
 import type { Mdev } from "../mdev/mdev.js";
-import { gpuContext, type GpuDomainObject } from "../shadow/context.js";
+import { gpuContext, gpuTableOptions, type GpuDomainObject, type GpuTable } from "../shadow/context.js";
+import type { GpuDomain } from "../shadow/shadow.js";
 import { func, isInstance, options as checkOptions, show } from "../args.js";
 import type { DmaInterrupt } from "../dma.js";
 import type { DomainFlags, PageTableOptions } from "../format.js";
@@ -63,10 +64,7 @@ export abstract class VfioHost<Port> {
       gpuContext: (dma, table) => {
         const stage2 = this.hostDma.domainOf(dma);
         if (stage2 === undefined) fail("ENODEV", `${dma.bdf} has no domain its device's MMU could translate into`);
-        // A PPGTT's entries carry no A/D bits for the GPU to set (gen8 PTEs have none).
-        const options = table.format === "ggtt" ? { format: "ggtt", entries: table.entries, stage2 }
-          : { format: "x86-64", levels: 4, root: table.root, stage2, accessedDirty: false };
-        return gpuContext(this.plane, this.createDomain(options as PageTableOptions) as unknown as GpuDomainObject);
+        return this.gpuContext(table, stage2);
       },
       parentPort: (bdf) => this.topology.device(bdf).dma,
       frame: () => {
@@ -122,13 +120,18 @@ export abstract class VfioHost<Port> {
     this.hypervisorRef = new Hypervisor<Port>({
       plane: this.plane,
       createContext: () => this.createDomain(stage2),
-      gpuContext: (s2, entries) => gpuContext(this.plane, this.createDomain({ format: "ggtt", entries, stage2: s2 } as PageTableOptions) as unknown as GpuDomainObject),
+      gpuContext: (stage2, table) => this.gpuContext(table, stage2),
       inputBits: stage2.inputBits!,
       ram: this.ram,
       topology: this.topology,
       makePort: (domainId, bdf) => this.makePort(domainId, requesterId(bdf), (irq) => this.raise({ device: bdf, address: irq.address, data: irq.data }), () => PASID_TABLE_NONE),
     }, options);
     return this.hypervisorRef;
+  }
+
+  /** A GPU's translation context of `table` over stage2, for a shadow GTT. */
+  private gpuContext(table: GpuTable, stage2: unknown): GpuDomain {
+    return gpuContext(this.plane, this.createDomain(gpuTableOptions(table, stage2) as unknown as PageTableOptions) as unknown as GpuDomainObject);
   }
 
   abstract createPageTable(options: PageTableOptions & DomainFlags): ProcessPageTable;

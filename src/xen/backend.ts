@@ -15,6 +15,7 @@ import type { XenContext, XenEnv } from "./env.js";
 import { RO, RW } from "./p2m.js";
 import type { Grant } from "./grants.js";
 import type { Vm } from "./vm.js";
+import type { DeviceFrame } from "../shadow/mapper.js";
 
 /** One delegated page of a backend's table, as query() and mappings() tell it (never an MFN). */
 export interface ForeignMapping {
@@ -88,6 +89,8 @@ const MAX_COUNT = 0x40000;
 export class BackendIommu {
   /** @internal Delegated pages by BFN (a map/unmap cycle sets and deletes one: LiveMappings takes that churn). */
   readonly entries = new LiveMappings<Entry>();
+  /** Fresh pages of the backend's own at BFNs above its memory (a PPGTT shadow's tables), by BFN: their HPAs. */
+  private readonly frames = new Map<number, bigint>();
   private readonly bfnLimit: number;
   private alive = true;
 
@@ -177,6 +180,42 @@ export class BackendIommu {
     return new RestrictedMapper(this, this.core, new Set(vms), maxPages);
   }
 
+  /**
+   * @internal A fresh zeroed page for the backend itself (Xen's
+   * populate_physmap: the backend's kernel allocating a page), mapped
+   * read-write at bus frame bfn for its devices: a shadow table the GPU
+   * walks. EEXIST for a BFN in use; ENOMEM when no frame is left (nothing kept).
+   */
+  ownFrame(bfn: number, onRelease: () => void): DeviceFrame {
+    this.live();
+    if (bfn < this.ownBfns || this.entries.has(bfn) || this.frames.has(bfn)) fail("EEXIST", `BFN ${bfn} of backend ${this.owner.id} is in use`);
+    const env = this.env, id = this.context.id, at = BigInt(bfn) * 4096n;
+    let hpa: bigint;
+    try {
+      hpa = env.ram.allocFrames(1);
+    } catch {
+      return fail("ENOMEM", `no free frame for backend ${this.owner.id}`);
+    }
+    env.ram.write(hpa, new Uint8Array(4096));
+    if (env.plane.mapRange(id, at, at + 4095n, hpa, RW) !== abi.ST_OK) {
+      env.ram.freeFrames(hpa, 1);
+      fail("ENOMEM", `no frame left for backend ${this.owner.id}'s IOMMU table`);
+    }
+    this.frames.set(bfn, hpa);
+    return {
+      bus: at,
+      write: (offset, bytes) => env.ram.write(hpa + BigInt(offset), bytes),
+      release: () => {
+        if (this.frames.delete(bfn)) {
+          env.plane.unmapRange(id, at, at + 4095n);
+          env.plane.flushRange(id, at, at + 4095n);
+          env.ram.freeFrames(hpa, 1);
+        }
+        onRelease();
+      },
+    };
+  }
+
   // ---- shared by the backend's calls and its restricted mappers
 
   /** @internal Checks a map request's arguments (EINVAL), before any rule. */
@@ -211,7 +250,7 @@ export class BackendIommu {
   /** @internal Maps checked pages: EEXIST, then the table (ENOMEM, undone); the first BFN. */
   place(bfn: number, vm: Vm, gfn: number, count: number, write: boolean, grant: Grant | undefined, by: RestrictedMapper | undefined): bigint {
     for (let k = 0; k < count; k++) {
-      if (bfn + k < this.ownBfns || this.entries.has(bfn + k)) fail("EEXIST", `BFN ${bfn + k} of backend ${this.owner.id} is in use`);
+      if (bfn + k < this.ownBfns || this.entries.has(bfn + k) || this.frames.has(bfn + k)) fail("EEXIST", `BFN ${bfn + k} of backend ${this.owner.id} is in use`);
     }
     const plane = this.env.plane, id = this.context.id;
     const prot = write ? RW : RO;
@@ -284,6 +323,9 @@ export class BackendIommu {
     this.alive = false;
     this.env.plane.flushRange(this.context.id, 0n, BigInt(this.bfnLimit) * 4096n - 1n);
     this.context.destroy();
+    // The shadows went first and gave their pages back; a page left over goes once no table maps it.
+    for (const hpa of this.frames.values()) this.env.ram.freeFrames(hpa, 1);
+    this.frames.clear();
   }
 
   private forget(bfn: number, e: Entry): void {

@@ -5,6 +5,7 @@
 import type { DataPlane } from "../vfio/plane.js";
 import type { Topology } from "../vfio/topology.js";
 import type { GpuDomain } from "../shadow/shadow.js";
+import type { GpuTable } from "../shadow/context.js";
 
 /** A stage-2 context the hypervisor owns (a p2m, or a driver domain's IOMMU table). */
 export interface XenContext {
@@ -27,8 +28,8 @@ export interface XenEnv<Port> {
     write(hpa: bigint, bytes: Uint8Array): void;
   };
   topology: Topology;
-  /** A GPU's translation context for a shadow GTT: a ggtt domain of `entries` over stage2 (a context createContext made), walked as one. */
-  gpuContext(stage2: XenContext, entries: number): GpuDomain;
+  /** A GPU's translation context for a shadow GTT: `table` over stage2 (a context createContext made), walked as one. */
+  gpuContext(stage2: XenContext, table: GpuTable): GpuDomain;
   /** A device's DMA port: its requests (tagged with its requester id) go through context domainId() (0: every access faults). */
   makePort(domainId: () => number, bdf: string): Port;
 }

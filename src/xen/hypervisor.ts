@@ -67,7 +67,7 @@ export class Hypervisor<Port = unknown> {
     };
     this.shadowHost = {
       core: this.core,
-      gpuContext: (stage2, entries) => env.gpuContext(stage2, entries),
+      gpuContext: (stage2, table) => env.gpuContext(stage2, table),
       ownBfns: (b) => (this.exposeMfn ? Number(env.ram.size / 4096n) : b.gfnCount),
       ownBus: (b, gfn) => (this.exposeMfn ? b.p2m.mfnAddress(gfn) : BigInt(gfn) * 4096n),
       inputBits: env.inputBits,
@@ -177,6 +177,7 @@ export class Hypervisor<Port = unknown> {
       revokeShadows(backend.iommuTable!, vm);
     }
     vm.grants.clear();
+    vm.tracks.clear();
     const table = vm.iommuTable;
     if (table !== undefined) {
       destroyShadows(table);

@@ -19,8 +19,6 @@ export type Retire = "free" | "quarantine";
 
 export class XenMapper implements ShadowMapper {
   private retiring: Retire | undefined;
-  /** BFNs never handed out again: shadow entries may still hold them (quarantined on revocation), or the backend mapped them itself. */
-  private lost = 0;
 
   constructor(private readonly mapper: RestrictedMapper, private readonly vm: Vm, private readonly bfns: BfnAllocator) {}
 
@@ -31,9 +29,8 @@ export class XenMapper implements ShadowMapper {
       this.mapper.map({ bfn, vm: this.vm, gfn: Number(gfn), count: pages, write: true });
     } catch (e) {
       if (!(e instanceof IommuError)) throw e;
-      // EEXIST: the backend mapped something there itself; that BFN is not ours to offer again.
-      if (e.code === "EEXIST") this.lost += pages;
-      else this.bfns.free(bfn, pages);
+      // EEXIST: the backend mapped something there itself; that BFN is not ours to offer again (never freed).
+      if (e.code !== "EEXIST") this.bfns.free(bfn, pages);
       return undefined;
     }
     return BigInt(bfn) * PAGE;
@@ -42,8 +39,8 @@ export class XenMapper implements ShadowMapper {
   unmap(_gfn: bigint, bus: bigint, pages: number): void {
     const bfn = Number(bus / PAGE);
     if (this.retiring !== undefined) {
+      // Quarantined BFNs are never freed: entries may still hold them.
       if (this.retiring === "free") this.bfns.free(bfn, pages);
-      else this.lost += pages;
       return;
     }
     try {
@@ -72,6 +69,4 @@ export class XenMapper implements ShadowMapper {
     }
   }
 
-  /** BFNs held now, and those never to be reused. */
-  stats(): { bfns: number; lost: number } { return { bfns: this.bfns.used - this.lost, lost: this.lost }; }
 }

@@ -1,21 +1,25 @@
 // A shadow GTT kept by a Xen driver domain for a VM it serves (XenGT done
 // the way issue 10 asks: no MFN ever leaves the hypervisor). The guest's
-// GGTT entries (GMA → GFN) are shadowed as GMA → BFN, the BFNs allocated
-// here and mapped by delegated mapping through a RestrictedMapper; the GPU's
-// context is a ggtt domain over the backend's own IOMMU context as stage 2,
-// so one walk goes GTT → BFN → MFN. When the hypervisor revokes the VM's
+// entries (GMA → GFN) are shadowed as GMA → BFN, the BFNs allocated here and
+// mapped by delegated mapping through a RestrictedMapper; the GPU's context
+// is a GGTT, or a PPGTT whose shadow tables are the backend's own pages at
+// BFNs of the same range, over the backend's IOMMU context as stage 2, so
+// one walk goes GTT → BFN → MFN. A PPGTT's guest tables are read through the
+// backend's foreign access to the VM and write-tracked (guest.ts, track.ts). When the hypervisor revokes the VM's
 // pages (unserve, VM destroy) it is told after the fact, and by default
 // leaves the shadow entries where they are: the GPU faults at the IOMMU and
 // the BFNs are quarantined (docs/xen-model.md, "Shadow GTT through
 // delegated mapping").
-import { integer, isInstance, oneOf, options, show } from "../args.js";
+import { bool, integer, isInstance, oneOf, options, show } from "../args.js";
 import { fail } from "../errors.js";
-import type { DeviceFrame, GuestTables } from "../shadow/mapper.js";
-import { ShadowGtt, type GpuDomain, type ShadowLayout, type ShadowUnmapMode } from "../shadow/shadow.js";
+import type { DeviceFrame } from "../shadow/mapper.js";
+import { ShadowGtt, shadowLayout, type GpuDomain, type ShadowLayout, type ShadowUnmapMode } from "../shadow/shadow.js";
 import { RestrictedMapper, type BackendIommu, type XenCore } from "./backend.js";
 import { BfnAllocator } from "./bfns.js";
 import type { XenContext } from "./env.js";
+import type { GpuTable } from "../shadow/context.js";
 import { XenMapper } from "./mapper.js";
+import { XenGuestTables } from "./guest.js";
 import type { Vm } from "./vm.js";
 
 export interface XenShadowOptions {
@@ -32,13 +36,15 @@ export interface XenShadowOptions {
   onUnmap?: ShadowUnmapMode;
   /** The backend's own page the scratch entries aim at (its BFN = GFN). Default its last page. */
   scratchGfn?: number;
+  /** PPGTT: the GPU takes 2 MiB leaves, so a guest 2 MiB leaf is shadowed as one (512 BFNs, 2 MiB-aligned). Default true. */
+  pages2M?: boolean;
 }
 
 /** @internal What the factory needs of the hypervisor. */
 export interface XenShadowHost {
   core: XenCore;
-  /** A ggtt domain of `entries` over the backend's IOMMU context, as the GPU's context. */
-  gpuContext(stage2: XenContext, entries: number): GpuDomain;
+  /** The GPU's context: `table` over the backend's IOMMU context, walked as one. */
+  gpuContext(stage2: XenContext, table: GpuTable): GpuDomain;
   /** The backend's own BFNs: its memory 1:1, or all of RAM (exposeMfn). */
   ownBfns(backend: Vm): number;
   /** The bus address of the backend's own page gfn. */
@@ -49,24 +55,23 @@ export interface XenShadowHost {
 
 interface Registered { shadow: ShadowGtt; vm: Vm; mapper: XenMapper; mode: ShadowUnmapMode }
 
-const shadowsOf = new WeakMap<BackendIommu, Set<Registered>>();
-/** The GGTT entry's address field: bits 12..38. */
+/** A backend's shadows, and the bus frames they share (one range per table: two shadows never pick the same BFN). */
+interface PerTable { shadows: Set<Registered>; bfns: BfnAllocator }
+const perTable = new WeakMap<BackendIommu, PerTable>();
+/** The GGTT entry's address field: bits 12..38 (a PPGTT's BFNs stay below it too, so both kinds share one range). */
 const GGTT_BFN_LIMIT = 2 ** 27;
 
 /** @internal backend.shadowGtt(layout, opts), the backend a live driver domain. */
 export function xenShadowGtt(host: XenShadowHost, backend: Vm, layout: ShadowLayout, given: XenShadowOptions): ShadowGtt {
   const table = backend.iommu;
-  const l = options(layout, "shadow layout", ["format", "entries", "levels"] as const);
-  if (l.format === "x86-64") fail("EOPNOTSUPP", "shadowGtt: a Xen backend shadows a GGTT only (a PPGTT shadow is not built)");
-  if (l.format !== "ggtt") fail("EINVAL", `shadowGtt: the layout's format is 'ggtt', got ${show(l.format)}`);
-  if (l.levels !== undefined) fail("EINVAL", "shadowGtt: a GGTT layout has entries, not levels");
-  const entries = integer(l.entries, "shadow entries", 512, 2 ** 20);
-  if ((entries & (entries - 1)) !== 0) fail("EINVAL", `shadowGtt: entries must be a power of two, got ${entries}`);
+  const checked = shadowLayout(layout);
   if (given === undefined) fail("EINVAL", "shadowGtt: give { vm } (the served VM whose GTT it is)");
-  const o = options(given, "shadow options", ["vm", "mapper", "onUnmap", "scratchGfn"] as const);
+  const o = options(given, "shadow options", ["vm", "mapper", "onUnmap", "scratchGfn", "pages2M"] as const);
   const vm = host.core.resolve(o.vm, "shadowGtt: vm");
   const mode = o.onUnmap === undefined ? "cache-only" : oneOf(o.onUnmap, "shadow onUnmap", ["invalidate-shadow", "cache-only"] as const);
   const scratchGfn = integer(o.scratchGfn ?? backend.gfnCount - 1, "shadowGtt: scratchGfn", 0, backend.gfnCount - 1);
+  if (checked.format === "ggtt" && o.pages2M !== undefined) fail("EINVAL", "shadowGtt: pages2M is a PPGTT option (a GGTT has 4 KiB entries only)");
+  const pages2M = bool(o.pages2M, "shadow pages2M", true);
   if (o.mapper !== undefined && !isInstance(o.mapper, RestrictedMapper)) fail("EINVAL", `shadowGtt: mapper must be a RestrictedMapper (backend.iommu.restrict()), got ${show(o.mapper)}`);
   if (vm === backend || !host.core.isServed(backend, vm)) fail("EPERM", `shadowGtt: VM ${vm.id} is not served by backend ${backend.id}`);
   let mapper: RestrictedMapper;
@@ -77,10 +82,25 @@ export function xenShadowGtt(host: XenShadowHost, backend: Vm, layout: ShadowLay
   } else {
     mapper = table.restrict({ vms: [vm] });
   }
-  const first = Math.ceil(host.ownBfns(backend) / 512) * 512;
-  const bfns = new BfnAllocator(first, Math.min(GGTT_BFN_LIMIT, 2 ** (host.inputBits - 12)));
+  let shared = perTable.get(table);
+  if (shared === undefined) {
+    const first = Math.ceil(host.ownBfns(backend) / 512) * 512;
+    shared = { shadows: new Set(), bfns: new BfnAllocator(first, Math.min(GGTT_BFN_LIMIT, 2 ** (host.inputBits - 12))) };
+    perTable.set(table, shared);
+  }
+  const { shadows: set, bfns } = shared;
   const xenMapper = new XenMapper(mapper, vm, bfns);
-  const gpu = host.gpuContext(table.context, entries);
+  // The PPGTT's shadow tables: fresh pages of the backend at BFNs of the shadow's range.
+  const frame = (): DeviceFrame => {
+    const bfn = bfns.alloc(1) ?? fail("ENOMEM", `shadowGtt: no bus frame left for a shadow table of backend ${backend.id}`);
+    try {
+      return table.ownFrame(bfn, () => bfns.free(bfn, 1));
+    } catch (e) {
+      bfns.free(bfn, 1);
+      throw e;
+    }
+  };
+  const guest = new XenGuestTables(host.core, backend, vm);
   const scratchBus = host.ownBus(backend, scratchGfn);
   const scratch: DeviceFrame = {
     bus: scratchBus,
@@ -88,13 +108,20 @@ export function xenShadowGtt(host: XenShadowHost, backend: Vm, layout: ShadowLay
     // The backend's own page: it stays the backend's.
     release: () => {},
   };
-  const set = shadowsOf.get(table) ?? new Set<Registered>();
-  shadowsOf.set(table, set);
+  const root = checked.format === "ggtt" ? undefined : frame();
+  let gpu: GpuDomain;
+  try {
+    gpu = host.gpuContext(table.context, root === undefined ? (checked as { format: "ggtt"; entries: number }) : { format: "x86-64", root: root.bus });
+  } catch (e) {
+    root?.release();
+    throw e;
+  }
   const shadow: ShadowGtt = new ShadowGtt({
-    layout: { format: "ggtt", entries }, gpu, mapper: xenMapper, guest: NO_GUEST_TABLES, frame: noFrame, scratch, root: undefined,
-    mode, pages2M: false,
+    layout: checked, gpu, mapper: xenMapper, guest, frame, scratch, root,
+    mode, pages2M,
     onDestroy: () => { set.delete(entry); },
   });
+  guest.sink = (gpa, value) => shadow.trapWrite(gpa, value);
   const entry: Registered = { shadow, vm, mapper: xenMapper, mode };
   set.add(entry);
   return shadow;
@@ -106,7 +133,7 @@ export function xenShadowGtt(host: XenShadowHost, backend: Vm, layout: ShadowLay
  * unmapping them again.
  */
 export function revokeShadows(table: BackendIommu, vm: Vm): void {
-  for (const r of [...(shadowsOf.get(table) ?? [])]) {
+  for (const r of [...(perTable.get(table)?.shadows ?? [])]) {
     if (r.vm !== vm) continue;
     r.mapper.retire(r.mode === "cache-only" ? "quarantine" : "free", () => r.shadow.revoke(0n, BigInt(vm.gfnCount) * 4096n));
   }
@@ -114,19 +141,10 @@ export function revokeShadows(table: BackendIommu, vm: Vm): void {
 
 /** @internal The backend is being destroyed: its shadows go first, while its table is still there. */
 export function destroyShadows(table: BackendIommu): void {
-  for (const r of [...(shadowsOf.get(table) ?? [])]) r.shadow.destroy();
+  for (const r of [...(perTable.get(table)?.shadows ?? [])]) r.shadow.destroy();
 }
 
 /** The backend table a restricted mapper maps into (its private field: a mapper is checked, never trusted by shape). */
 function mapperTable(m: RestrictedMapper): BackendIommu {
   return (m as unknown as { iommu: BackendIommu }).iommu;
 }
-
-// A GGTT has no guest tables in guest memory and no shadow table frames.
-const noFrame = (): DeviceFrame => fail("EOPNOTSUPP", "a Xen shadow GGTT has no shadow table frames");
-const NO_GUEST_TABLES: GuestTables = {
-  read: () => fail("EOPNOTSUPP", "a Xen shadow GGTT reads no guest tables"),
-  write: () => fail("EOPNOTSUPP", "a Xen shadow GGTT writes no guest tables"),
-  protect: () => fail("EOPNOTSUPP", "a Xen shadow GGTT tracks no guest tables"),
-  unprotect: () => {},
-};

@@ -10,6 +10,7 @@ import type { Grant } from "./grants.js";
 import type { P2m } from "./p2m.js";
 import type { ShadowGtt, ShadowLayout } from "../shadow/shadow.js";
 import type { XenShadowOptions } from "./shadow.js";
+import { WriteTracks } from "./track.js";
 
 export interface GrantOptions {
   /** The grantee may map it read-only only. Default false. */
@@ -38,6 +39,8 @@ export class Vm<Port = unknown> {
   private alive = true;
   /** @internal */
   iommuTable: BackendIommu | undefined;
+  /** @internal Its pages a backend write-tracks (a PPGTT shadow's guest tables): its stores there trap to the shadow. */
+  readonly tracks: WriteTracks;
   /** @internal */
   deviceList: XenDevice<Port>[] = [];
 
@@ -49,7 +52,9 @@ export class Vm<Port = unknown> {
     /** @internal */
     readonly p2m: P2m,
     private readonly core: VmCore,
-  ) {}
+  ) {
+    this.tracks = new WriteTracks(p2m);
+  }
 
   /** Pages of RAM the VM has (GFNs 0..gfnCount-1). */
   get gfnCount(): number { return this.p2m.gfnCount; }
@@ -68,13 +73,17 @@ export class Vm<Port = unknown> {
   }
 
   /**
-   * A shadow of a served VM's GGTT, kept by this driver domain for its GPU:
-   * guest entries GMA → GFN become GMA → BFN (BFNs it allocates, mapped by
-   * delegated mapping through `mapper`, by default one restricted to the
-   * VM), and the GPU's DMA by GMA (`shadow.dma`) goes GTT → BFN → MFN in one
-   * walk. Layout { format: 'ggtt', entries } only (x86-64: EOPNOTSUPP).
-   * ENODEV for a VM with no devices; EPERM for a VM not served, or a mapper
-   * that may not map it; EINVAL for bad arguments or another backend's mapper.
+   * A shadow of a served VM's GPU page table, kept by this driver domain for
+   * its GPU: guest entries GMA → GFN become GMA → BFN (BFNs it allocates,
+   * mapped by delegated mapping through `mapper`, by default one restricted
+   * to the VM), and the GPU's DMA by GMA (`shadow.dma`) goes GTT → BFN → MFN
+   * in one walk. Layouts: { format: 'ggtt', entries }, written by index;
+   * { format: 'x86-64', levels: 4 }, a PPGTT in the VM's memory (setRoot):
+   * its table pages are write-tracked, so the VM's own stores to them
+   * (vm.write) update the shadow, and the shadow's tables are fresh pages of
+   * this backend at BFNs above its memory. ENODEV for a VM with no devices;
+   * EPERM for a VM not served, or a mapper that may not map it; EINVAL for
+   * bad arguments or another backend's mapper.
    */
   shadowGtt(layout: ShadowLayout, opts: XenShadowOptions): ShadowGtt {
     this.check();
@@ -102,13 +111,18 @@ export class Vm<Port = unknown> {
     return this.p2m.read(start, n);
   }
 
-  /** Writes bytes at gpa in the VM's RAM (EINVAL beyond its memory). */
+  /**
+   * Writes bytes at gpa in the VM's RAM (EINVAL beyond its memory). Stores
+   * to a page a backend write-tracks (a guest GPU page table its PPGTT
+   * shadow follows) trap to that shadow, entry by entry, as Xen hands them
+   * to an ioreq server; they land all the same.
+   */
   write(gpa: Address, bytes: Uint8Array): void {
     this.check();
     const start = toU64(gpa, "write: gpa");
     const b = checkBytes(bytes, "write: bytes");
     this.span(start, b.length, "write");
-    this.p2m.write(start, b);
+    this.tracks.write(start, b);
   }
 
   /** Lets `to` map guest frame gfn (read-only when asked): the grant reference. */

@@ -30,3 +30,19 @@ export function atLeast(floor: number): number {
 export function mayMiss(mustSee: number): number {
   return QUICK ? Math.ceil(mustSee / 2) : 0;
 }
+
+/**
+ * A seeded generator for a random mix (mulberry32: every bit of it varies),
+ * rnd(n) in [0, n). The seed is FC_SEED when given, else fresh per run; a
+ * failing test names it (`.seed`) so the run can be replayed.
+ */
+export function seededRandom(seed = SEED ?? Math.floor(Math.random() * 2 ** 31)): ((n: number) => number) & { seed: number } {
+  let s = seed;
+  const rnd = (n: number): number => {
+    s = (s + 0x6d2b79f5) | 0;
+    let t = Math.imul(s ^ (s >>> 15), 1 | s);
+    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
+    return Math.floor((((t ^ (t >>> 14)) >>> 0) / 2 ** 32) * n);
+  };
+  return Object.assign(rnd, { seed });
+}

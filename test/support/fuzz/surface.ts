@@ -29,7 +29,7 @@ export const INTERNAL: Readonly<Record<string, readonly string[]>> = {
   ContainerPasids: ["beforeFree", "release"],
   PasidSpace: ["open"],
   Topology: ["claim", "addEmulatedGroup", "removeEmulatedGroup", "hold"],
-  BackendIommu: ["contextId", "mapArgs", "unmapArgs", "place", "remove", "revoke", "destroy", "live"],
+  BackendIommu: ["contextId", "ownFrame", "mapArgs", "unmapArgs", "place", "remove", "revoke", "destroy", "live"],
   RestrictedMapper: [],
   MultiplexedIommu: ["attach", "revoke"],
 };

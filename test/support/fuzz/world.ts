@@ -260,6 +260,14 @@ export async function buildHostWorld(arch: Arch): Promise<HostWorld> {
   world.shadows.push({ gtt: xgtt, entries: [0, 1, 2, 3] });
   add("ShadowGtt", "shadow GGTT over a Xen backend", xgtt, { base: 0n, pages: 4 });
   add("GpuDmaPort", "GPU DMA through the Xen shadow", xgtt.dma, { base: PAGE, pages: 1 });
+  // A shadow PPGTT of the guest over the same backend: PML4 → PDPT → PD → PT in the guest's GFNs 3..6, GMA 0 on its GFN 2.
+  const xpp = backend.shadowGtt({ format: "x86-64", levels: 4 }, { vm: guest });
+  const xtables = [3n, 4n, 5n, 6n].map((p) => p * PAGE);
+  xtables.forEach((t, k) => guest.write(t, new Uint8Array(new BigUint64Array([(xtables[k + 1] ?? 2n * PAGE) | 3n]).buffer)));
+  xpp.setRoot(xtables[0]);
+  world.shadows.push({ gtt: xpp, entries: xtables.map((gpa) => ({ gpa })) });
+  add("ShadowGtt", "shadow PPGTT over a Xen backend", xpp, { base: xtables[0], pages: 4 });
+  add("GpuDmaPort", "GPU DMA through the Xen PPGTT", xpp.dma, { base: 0n, pages: 1 });
   // A multiplexed driver domain serving the same guest (its table holds the guest whole, in slot 1).
   host.addDevice({ bdf: "0000:0b:00.0", driver: null });
   const muxed = hv.createVm({ name: "muxback", memory: 4n * PAGE, devices: ["0000:0b:00.0"], multiplexed: { vmidBits: 2 } });

@@ -1,0 +1,86 @@
+// Write tracking of a VM's pages, as Xen gives it to an ioreq server (XenGT's
+// backend): a tracked page's p2m type is p2m_ioreq_server, so the VM's stores
+// to it trap and are handed to the server, which emulates them (here: the
+// shadow of that page's GPU page table updates itself and writes the guest's
+// memory). The VM's stores are 8-byte entries to the server; a store that
+// covers part of an entry is merged with the entry's other bytes first, so
+// the server always sees whole entries. Untracked pages are written directly.
+//
+// A store the server cannot take (a shadow with no frame for a new table)
+// still lands: a guest's store never fails. That server's entry is made not
+// present first, so its GPU faults at its own MMU there until the guest
+// writes the entry again (GVT logs the error and leaves its shadow as it was;
+// the model never keeps a stale translation).
+import { IommuError } from "../errors.js";
+
+/** An ioreq server's handler: emulates the VM's 8-byte store of value at gpa (writing guest memory itself); false when it no longer tracks that page. */
+export type WriteSink = (gpa: bigint, value: bigint) => boolean;
+
+/** The VM's memory, written directly (no tracking): its p2m. */
+interface Memory {
+  read(gpa: bigint, len: number): Uint8Array;
+  write(gpa: bigint, bytes: Uint8Array): void;
+}
+
+const ENTRY = 8;
+const PAGE = 4096;
+
+export class WriteTracks {
+  private readonly pages = new Map<number, Set<WriteSink>>();
+
+  constructor(private readonly memory: Memory) {}
+
+  /** Pages tracked now. */
+  get size(): number { return this.pages.size; }
+
+  /** Stores to page gfn go to sink too. */
+  add(gfn: number, sink: WriteSink): void {
+    let set = this.pages.get(gfn);
+    if (!set) this.pages.set(gfn, set = new Set());
+    set.add(sink);
+  }
+
+  remove(gfn: number, sink: WriteSink): void {
+    const set = this.pages.get(gfn);
+    if (set?.delete(sink) && set.size === 0) this.pages.delete(gfn);
+  }
+
+  /** Every page stops being tracked (the VM is gone). */
+  clear(): void { this.pages.clear(); }
+
+  /** The VM stores bytes at gpa (checked to be within its memory): tracked entries through their sinks, the rest directly. */
+  write(gpa: bigint, bytes: Uint8Array): void {
+    if (this.pages.size === 0) { this.memory.write(gpa, bytes); return; }
+    let done = 0;
+    while (done < bytes.length) {
+      const at = gpa + BigInt(done);
+      const sinks = this.pages.get(Number(at >> 12n));
+      if (sinks === undefined) {
+        const n = Math.min(PAGE - Number(at & 0xfffn), bytes.length - done);
+        this.memory.write(at, bytes.subarray(done, done + n));
+        done += n;
+        continue;
+      }
+      // One entry at a time: a sink may track or untrack pages (this one too).
+      const entry = at & ~7n;
+      const skip = Number(at - entry);
+      const n = Math.min(ENTRY - skip, bytes.length - done);
+      const merged = this.memory.read(entry, ENTRY);
+      merged.set(bytes.subarray(done, done + n), skip);
+      const value = new DataView(merged.buffer, merged.byteOffset, ENTRY).getBigUint64(0, true);
+      for (const sink of [...sinks]) store(sink, entry, value);
+      this.memory.write(entry, merged);
+      done += n;
+    }
+  }
+}
+
+/** Hands the store to one sink; one that cannot take it gets the entry not present instead (which needs nothing new). */
+function store(sink: WriteSink, gpa: bigint, value: bigint): void {
+  try {
+    sink(gpa, value);
+  } catch (e) {
+    if (!(e instanceof IommuError)) throw e;
+    sink(gpa, value & ~1n);
+  }
+}
