@@ -13,7 +13,7 @@ import { gpuDma4k, shadowGttUpdate } from "./shadow.js";
 import { ptChurn } from "./ptchurn.js";
 import { dmaMapPage, dmaMapSg16 } from "./dmaapi.js";
 import { vfioScale } from "./vfioscale.js";
-import { backendDma4k, foreignMap4k } from "./xen.js";
+import { backendDma4k, foreignMap4k, xenPpgttStore, xenShadowGttUpdate } from "./xen.js";
 
 export interface Case {
   name: string;
@@ -348,7 +348,7 @@ export async function buildSuite(): Promise<Suite> {
   const perCall = await perCallSuite();
   return {
     cases: [await iotlbHit(), await walk(4), await walk(5), await walkNested(), d4.batched, d4.perCall, await deviceDma4k(), await gpuDma4k(), await backendDma4k(), sg.c, wide.c,
-      ...perCall.cases, await ptMapUnmap(), await ptChurn(), await dmaMapPage(), await dmaMapSg16(), await mdevPin512(), await shadowGttUpdate(), await vfioMapUnmap(), await pasidLookup(), await pasidFreeRange(), await foreignMap4k(),
+      ...perCall.cases, await ptMapUnmap(), await ptChurn(), await dmaMapPage(), await dmaMapSg16(), await mdevPin512(), await shadowGttUpdate(), await vfioMapUnmap(), await pasidLookup(), await pasidFreeRange(), await foreignMap4k(), await xenShadowGttUpdate(), await xenPpgttStore(),
       ...(await vfioScale())],
     limits: [d4.limit, sg.limit, wide.limit, ...perCall.limits],
   };

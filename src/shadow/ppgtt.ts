@@ -44,6 +44,8 @@ const RSVD_2M = 0x1f_e000n;
 const ENTRIES = 512;
 const TOP = 3;
 const TABLE_BYTES = 4096;
+const ENTRY_BYTES = new Uint8Array(8);
+const ENTRY_U64 = new BigUint64Array(ENTRY_BYTES.buffer);
 
 /** One entry of a shadow table: what it holds and the value the GPU reads. */
 type Slot =
@@ -366,8 +368,8 @@ function gmaOf(t: Table, i: number): bigint {
   return t.level === TOP && i >= 256 ? gma | 0xffff_0000_0000_0000n : gma;
 }
 
+/** value's 8 bytes, little-endian, in a buffer reused by the next call (every caller copies them at once). */
 function u64Bytes(value: bigint): Uint8Array {
-  const b = new Uint8Array(8);
-  new DataView(b.buffer).setBigUint64(0, value, true);
-  return b;
+  ENTRY_U64[0] = value;
+  return ENTRY_BYTES;
 }

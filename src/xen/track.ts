@@ -24,6 +24,9 @@ interface Memory {
 
 const ENTRY = 8;
 const PAGE = 4096;
+/** One entry being merged (little-endian, as the guest's memory holds it). */
+const SCRATCH = new Uint8Array(ENTRY);
+const SCRATCH_U64 = new BigUint64Array(SCRATCH.buffer);
 
 export class WriteTracks {
   private readonly pages = new Map<number, Set<WriteSink>>();
@@ -51,36 +54,52 @@ export class WriteTracks {
   /** The VM stores bytes at gpa (checked to be within its memory): tracked entries through their sinks, the rest directly. */
   write(gpa: bigint, bytes: Uint8Array): void {
     if (this.pages.size === 0) { this.memory.write(gpa, bytes); return; }
+    // A VM's memory lies far below 2^53: offsets are plain numbers.
+    const base = Number(gpa);
     let done = 0;
     while (done < bytes.length) {
-      const at = gpa + BigInt(done);
-      const sinks = this.pages.get(Number(at >> 12n));
+      const at = base + done;
+      const sinks = this.pages.get(Math.floor(at / PAGE));
       if (sinks === undefined) {
-        const n = Math.min(PAGE - Number(at & 0xfffn), bytes.length - done);
-        this.memory.write(at, bytes.subarray(done, done + n));
+        const n = Math.min(PAGE - (at % PAGE), bytes.length - done);
+        this.memory.write(BigInt(at), bytes.subarray(done, done + n));
         done += n;
         continue;
       }
       // One entry at a time: a sink may track or untrack pages (this one too).
-      const entry = at & ~7n;
-      const skip = Number(at - entry);
+      const skip = at % ENTRY;
+      const entry = BigInt(at - skip);
       const n = Math.min(ENTRY - skip, bytes.length - done);
-      const merged = this.memory.read(entry, ENTRY);
-      merged.set(bytes.subarray(done, done + n), skip);
-      const value = new DataView(merged.buffer, merged.byteOffset, ENTRY).getBigUint64(0, true);
-      for (const sink of [...sinks]) store(sink, entry, value);
-      this.memory.write(entry, merged);
+      if (n < ENTRY) SCRATCH.set(this.memory.read(entry, ENTRY));
+      SCRATCH.set(n === bytes.length ? bytes : bytes.subarray(done, done + n), skip);
+      const value = SCRATCH_U64[0];
+      // A sink that took the store wrote it to guest memory itself.
+      let landed = false;
+      if (sinks.size === 1) {
+        for (const sink of sinks) landed = store(sink, entry, value);
+      } else {
+        for (const sink of [...sinks]) landed = store(sink, entry, value) || landed;
+      }
+      if (!landed) {
+        SCRATCH_U64[0] = value;
+        this.memory.write(entry, SCRATCH);
+      }
       done += n;
     }
   }
 }
 
-/** Hands the store to one sink; one that cannot take it gets the entry not present instead (which needs nothing new). */
-function store(sink: WriteSink, gpa: bigint, value: bigint): void {
+/**
+ * Hands the store to one sink; one that cannot take it gets the entry not
+ * present instead (which needs nothing new). Whether guest memory now holds
+ * the value.
+ */
+function store(sink: WriteSink, gpa: bigint, value: bigint): boolean {
   try {
-    sink(gpa, value);
+    return sink(gpa, value);
   } catch (e) {
     if (!(e instanceof IommuError)) throw e;
     sink(gpa, value & ~1n);
+    return false;
   }
 }
