@@ -51,7 +51,9 @@ const EXPECTED: Record<string, RegExp[]> = {
   "xen.mjs": [
     /GMA 0x1000 → BFN 0x[0-9a-f]+ \(VM 2, GFN 5\); no MFN in sight/,
     /the GPU reads: texture/,
+    /the GPU reads through the PPGTT: texture/,
     /after unserve: not-present at the iommu/,
+    /the PPGTT too: iommu/,
   ],
   "device-model.mjs": [
     /descriptor 1: not-present at 0x200000/,

@@ -210,6 +210,29 @@ describe("a shadow PPGTT over a Xen backend", () => {
     expect(text(r.gtt.dma.read(0x20_0000n + 0x800n, 9).data)).toBe(text(tag(DATA >> 12n)));
   });
 
+  it("one ioreq server per VM: a second backend's shadow cannot track the VM's tables (EBUSY) until the first lets go; two shadows of one backend can", async () => {
+    const r = await rig();
+    tree(r);
+    store(r, PT, DATA | P | RW);
+    r.gtt.setRoot(PML4);
+    r.host.addDevice({ bdf: "0000:00:03.0", driver: null });
+    const other = r.hv.createVm({ name: "gpu2", memory: 16 * 4096, devices: ["0000:00:03.0"] });
+    r.hv.serve(other, r.guest);
+    const theirs = other.shadowGtt({ format: "x86-64", levels: 4 }, { vm: r.guest });
+    expect(errno(() => theirs.setRoot(PML4))).toBe("EBUSY");
+    expect(theirs.stats()).toMatchObject({ guestTables: 0, shadowEntries: 0 });
+    // A second shadow of the same backend (another process's table sharing pages) tracks them too; a store reaches both.
+    const second = r.backend.shadowGtt({ format: "x86-64", levels: 4 }, { vm: r.guest });
+    second.setRoot(PML4);
+    store(r, PT + 8n, (DATA + PAGE) | P);
+    for (const g of [r.gtt, second]) expect(text(g.dma.read(PAGE + 0x800n, 9).data)).toBe(text(tag((DATA >> 12n) + 1n)));
+    r.gtt.destroy();
+    expect(errno(() => theirs.setRoot(PML4))).toBe("EBUSY");
+    second.destroy();
+    theirs.setRoot(PML4);
+    expect(text(theirs.dma.read(PAGE + 0x800n, 9).data)).toBe(text(tag((DATA >> 12n) + 1n)));
+  });
+
   it("options: pages2M is for a PPGTT; a bad layout is EINVAL", async () => {
     const r = await rig();
     expect(errno(() => r.backend.shadowGtt({ format: "ggtt", entries: 512 }, { vm: r.guest, pages2M: true }))).toBe("EINVAL");

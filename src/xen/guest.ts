@@ -28,7 +28,7 @@ export class XenGuestTables implements GuestTables {
 
   protect(gfn: bigint): void {
     this.check(gfn << 12n, 4096, "track");
-    this.vm.tracks.add(Number(gfn), this.sink!);
+    this.vm.tracks.add(Number(gfn), this.sink!, this.backend);
   }
 
   unprotect(gfn: bigint): void {

@@ -6,12 +6,16 @@
 // covers part of an entry is merged with the entry's other bytes first, so
 // the server always sees whole entries. Untracked pages are written directly.
 //
+// One ioreq server per VM at a time (Xen's p2m_set_ioreq_server: EBUSY for
+// a second one): the first page tracked binds the VM to that backend, the
+// last one untracked lets it go.
+//
 // A store the server cannot take (a shadow with no frame for a new table)
 // still lands: a guest's store never fails. That server's entry is made not
 // present first, so its GPU faults at its own MMU there until the guest
 // writes the entry again (GVT logs the error and leaves its shadow as it was;
 // the model never keeps a stale translation).
-import { IommuError } from "../errors.js";
+import { fail, IommuError } from "../errors.js";
 
 /** An ioreq server's handler: emulates the VM's 8-byte store of value at gpa (writing guest memory itself); false when it no longer tracks that page. */
 export type WriteSink = (gpa: bigint, value: bigint) => boolean;
@@ -30,14 +34,18 @@ const SCRATCH_U64 = new BigUint64Array(SCRATCH.buffer);
 
 export class WriteTracks {
   private readonly pages = new Map<number, Set<WriteSink>>();
+  /** The backend (ioreq server) whose sinks track pages now. */
+  private server: { readonly id: number } | undefined;
 
   constructor(private readonly memory: Memory) {}
 
   /** Pages tracked now. */
   get size(): number { return this.pages.size; }
 
-  /** Stores to page gfn go to sink too. */
-  add(gfn: number, sink: WriteSink): void {
+  /** Stores to page gfn go to sink too, one of server's (EBUSY while another server tracks pages of this VM). */
+  add(gfn: number, sink: WriteSink, server: { readonly id: number }): void {
+    if (this.server !== undefined && this.server !== server) fail("EBUSY", `track: VM pages are tracked by backend ${this.server.id} (one ioreq server per VM)`);
+    this.server = server;
     let set = this.pages.get(gfn);
     if (!set) this.pages.set(gfn, set = new Set());
     set.add(sink);
@@ -46,10 +54,14 @@ export class WriteTracks {
   remove(gfn: number, sink: WriteSink): void {
     const set = this.pages.get(gfn);
     if (set?.delete(sink) && set.size === 0) this.pages.delete(gfn);
+    if (this.pages.size === 0) this.server = undefined;
   }
 
   /** Every page stops being tracked (the VM is gone). */
-  clear(): void { this.pages.clear(); }
+  clear(): void {
+    this.pages.clear();
+    this.server = undefined;
+  }
 
   /** The VM stores bytes at gpa (checked to be within its memory): tracked entries through their sinks, the rest directly. */
   write(gpa: bigint, bytes: Uint8Array): void {
