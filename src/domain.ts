@@ -72,6 +72,8 @@ export class Domain {
   private readonly table: PageTable | undefined;
   private readonly ownsTable: boolean;
   private destroyed = false;
+  /** The id while the domain lives, 0 after: what its DMA port reads. */
+  private readonly idCell = new Int32Array(1);
   /** Translation hits this domain may replay (src/hitmemo.ts). */
   private readonly memo: HitMemo;
   private readonly ramBytes: number;
@@ -91,11 +93,13 @@ export class Domain {
       throw e;
     }
     setContext(engine.wasm, this.id, this.format, contextBits, this.root);
+    this.idCell[0] = this.id;
     if (this.stage2) {
       engine.wasm.contextSetNested(this.id, this.stage2.id, parts.physTables ? 1 : 0);
       this.stage2.nestedUsers++;
     }
-    this.dma = new DmaPort(engine, () => this.liveId(), 0);
+    // The port reads the id from a cell while the domain lives (destroy zeroes it, and liveId then throws ENODEV).
+    this.dma = new DmaPort(engine, () => this.liveId(), 0, undefined, undefined, this.idCell);
     this.memo = new HitMemo(engine);
     this.ramBytes = Number(engine.ramSize);
   }
@@ -238,6 +242,7 @@ export class Domain {
     if (this.destroyed) return;
     if (this.nestedUsers > 0) fail("EBUSY", `domain ${this.id} is the stage 2 of ${this.nestedUsers} nested domain(s): destroy them first`);
     if (this.stage2) this.stage2.nestedUsers--;
+    this.idCell[0] = 0;
     this.engine.releaseContextId(this.id);
     this.destroyed = true;
     if (this.ownsTable) this.table!.destroy();
