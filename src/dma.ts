@@ -321,6 +321,8 @@ export class DmaPort extends DmaCalls {
   private readonly stageData: number;
   private readonly stageDataSize: number;
   private readonly memo: HitMemo;
+  /** The last array found not on engine memory (a device model reuses its arrays; engine memory never moves). */
+  private lastCaller: Uint8Array | undefined;
 
   /**
    * @internal `contextId` says which context the port's requests go through
@@ -393,12 +395,19 @@ export class DmaPort extends DmaCalls {
     // port just made is not on engine memory: no need to look, reading its
     // .buffer costs) at an IOVA below 2^53. The engine translates piece by
     // piece and this copies, once.
-    if (fresh || this.engine.isDirect(buffer) < 0) {
+    if (fresh || buffer === this.lastCaller || this.callerArray(buffer)) {
       const at = numberIova(iova, buffer.length);
       if (at >= 0) return this.pieces(this.context(), pasid, access, at, buffer, fresh);
       return this.stagedSingle(iova, buffer, pasid, access);
     }
     return this.directSingle(iova, buffer, pasid, access);
+  }
+
+  /** Whether buffer is the caller's own (not on engine memory); the last such is remembered. */
+  private callerArray(buffer: Uint8Array): boolean {
+    if (this.engine.isDirect(buffer) >= 0) return false;
+    this.lastCaller = buffer;
+    return true;
   }
 
   /** The context the port's requests go through now. */
