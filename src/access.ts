@@ -60,17 +60,21 @@ export function accessFlags(bits: number): Required<AccessFlags> {
   };
 }
 
-/** The permissions a result reports: one frozen object per combination, so a translation allocates none. */
+/**
+ * The permissions a result reports: one frozen object per combination, so a
+ * translation allocates none. All sixteen are made at load (a table filled
+ * on demand, with a freeze on its path, cost a translation ~5 ns).
+ */
+const PERM_BITS = abi.PERM_R | abi.PERM_W | abi.PERM_X | abi.PERM_U;
+const PERMS: readonly Perms[] = Array.from({ length: PERM_BITS + 1 }, (_, bits) => Object.freeze({
+  read: (bits & abi.PERM_R) !== 0,
+  write: (bits & abi.PERM_W) !== 0,
+  exec: (bits & abi.PERM_X) !== 0,
+  user: (bits & abi.PERM_U) !== 0,
+}));
 export function permsOf(bits: number): Perms {
-  const key = bits & (abi.PERM_R | abi.PERM_W | abi.PERM_X | abi.PERM_U);
-  return PERMS[key] ??= Object.freeze({
-    read: (bits & abi.PERM_R) !== 0,
-    write: (bits & abi.PERM_W) !== 0,
-    exec: (bits & abi.PERM_X) !== 0,
-    user: (bits & abi.PERM_U) !== 0,
-  });
+  return PERMS[bits & PERM_BITS];
 }
-const PERMS: Perms[] = [];
 
 /**
  * Leaf protection for the builder. read defaults to true, user to true, write
