@@ -278,7 +278,8 @@ const READ_CHUNK = 1 << 20;
 export function dmaRequest(opts: DmaOptions | undefined, base: number): number {
   if (opts === undefined) return base;
   let o: { pasid?: unknown; privileged?: unknown };
-  if (frozenOptions.has(opts)) o = opts;
+  // The last frozen object seen is the one a device model passes every call: no set lookup for it.
+  if (opts === lastFrozen || frozenOptions.has(opts)) o = lastFrozen = opts;
   else {
     o = perCallOptions(opts, "DMA options", DMA_KEYS);
     if (o === opts && isFrozen(opts)) frozenOptions.add(opts);
@@ -295,8 +296,9 @@ export const requestAccess = (request: number): number => request & ((1 << ACCES
 export const requestPasid = (request: number): number => request >>> ACCESS_BITS;
 
 const DMA_KEYS = ["pasid", "privileged"] as const;
-/** Frozen DMA options objects whose keys dmaRequest has checked. */
+/** Frozen DMA options objects whose keys dmaRequest has checked, and the last one used. */
 const frozenOptions = new WeakSet<object>();
+let lastFrozen: object | undefined;
 /** Object.isFrozen, false when a proxy's trap throws. */
 function isFrozen(o: object): boolean {
   try {
@@ -376,6 +378,23 @@ export class DmaPort extends DmaCalls {
   // engine's port and the twin's in one process, are polymorphic there, and
   // that cost a 64-byte write a tenth of its time (V8 shares feedback between
   // closures of one function literal, so a class factory would not help).
+  /**
+   * Device reads len bytes at iova (memory → a new buffer), as DmaCalls.read;
+   * first, a transfer with no options that one remembered hit covers whole
+   * is one slice() of RAM: one allocation and one native copy, where the
+   * shared path makes the array, then a view of RAM to copy from.
+   */
+  override read(iova: Address, len: number, opts?: DmaOptions): DmaReadResult {
+    if (opts === undefined && typeof iova === "number" && typeof len === "number" && len > 0 && len <= READ_CHUNK) {
+      const at = numberIova(iova, len);
+      if (at >= 0 && Number.isInteger(len)) {
+        const off = this.memo.covered(memoTag(this.context(), 0, abi.ACCESS_READ), at, len);
+        if (off >= 0) return { data: this.engine.bytes.slice(off, off + len), bytes: len };
+      }
+    }
+    return super.read(iova, len, opts);
+  }
+
   override readInto(iova: Address, target: Uint8Array, opts?: DmaOptions): DmaResult {
     return this.single(iova, callerBytes(target, "readInto target"), abi.ACCESS_READ, opts);
   }

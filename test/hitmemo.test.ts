@@ -417,7 +417,8 @@ function applyDom(h: Any, specs: Spec[], op: DomOp): unknown {
       for (let k = 0; k < op.repeat; k++) {
         const at = (nested(op.d) ? nestedIova(op.page) : pageIova(op.page)) + ((op.off + k * 40) % 4096);
         const iova = op.big ? BigInt(at) : at;
-        const opts = { pasid: op.pasid, privileged: op.privileged };
+        // Half the untagged, unprivileged accesses pass no options at all (the per-call fast paths take only those).
+        const opts = !op.pasid && !op.privileged && op.seed % 2 === 0 ? undefined : { pasid: op.pasid, privileged: op.privileged };
         switch (op.kind) {
           case "translate": out.push(attempt(() => dom.translate(iova, op.privileged ? { read: true, privileged: true } : "read", { pasid: op.pasid }))); break;
           case "hpa": out.push(attempt(() => dom.translateHpa(iova, op.seed % 3 === 0 ? "write" : "read", { pasid: op.pasid }))); break;
