@@ -379,12 +379,14 @@ export class DmaPort extends DmaCalls {
   // that cost a 64-byte write a tenth of its time (V8 shares feedback between
   // closures of one function literal, so a class factory would not help).
   /**
-   * Device reads len bytes at iova (memory → a new buffer), as DmaCalls.read;
-   * first, a transfer with no options that one remembered hit covers whole
-   * is one slice() of RAM: one allocation and one native copy, where the
-   * shared path makes the array, then a view of RAM to copy from.
+   * Device reads len bytes at iova (memory → a new buffer). `data` holds the
+   * bytes read: all of them, or those before a fault. A long read goes in
+   * chunks, so a huge len allocates only what was read.
    */
   override read(iova: Address, len: number, opts?: DmaOptions): DmaReadResult {
+    // First, a transfer with no options that one remembered hit covers whole
+    // is one slice() of RAM: one allocation and one native copy, where the
+    // shared path (DmaCalls.read) makes the array, then a view of RAM to copy from.
     if (opts === undefined && typeof iova === "number" && typeof len === "number" && len > 0 && len <= READ_CHUNK) {
       const at = numberIova(iova, len);
       if (at >= 0 && Number.isInteger(len)) {
@@ -395,10 +397,12 @@ export class DmaPort extends DmaCalls {
     return super.read(iova, len, opts);
   }
 
+  /** Device reads target.length bytes at iova into target. */
   override readInto(iova: Address, target: Uint8Array, opts?: DmaOptions): DmaResult {
     return this.single(iova, callerBytes(target, "readInto target"), abi.ACCESS_READ, opts);
   }
 
+  /** Device writes bytes to memory at iova. */
   override write(iova: Address, bytes: Uint8Array, opts?: DmaOptions): DmaResult {
     return this.single(iova, callerBytes(bytes, "write bytes"), abi.ACCESS_WRITE, opts);
   }
