@@ -752,6 +752,29 @@ describe("a destroyed domain", () => {
     expectSameBytes(fx.snapshot(), before);
   });
 
+  it("a port used before (its hits remembered, its array known) → ENODEV after destroy, and never reaches the domain that reuses its id", async () => {
+    const fx = await fixture();
+    const dma = fx.domain.dma;
+    const mine = new Uint8Array(64).fill(0x11), into = new Uint8Array(64);
+    // Every per-call path warmed on the same page: hits remembered, the caller's array known to the port.
+    for (let k = 0; k < 3; k++) {
+      expect(dma.write(0x10000, mine).bytes).toBe(64);
+      expect(dma.readInto(0x10040, into).bytes).toBe(64);
+      expect(dma.read(0x10080, 64).bytes).toBe(64);
+    }
+    const id = fx.domain.id;
+    fx.domain.destroy();
+    const fresh = fx.host.createDomain();
+    expect(fresh.id).toBe(id);
+    fresh.pageTable.map(0x10000, 0x1003000, 0x1000, { write: true });
+    const before = fx.host.ram.read(0x1003000n, 0x1000);
+    expect(errnoOf(() => dma.write(0x10000, mine))).toBe("ENODEV");
+    expect(errnoOf(() => dma.readInto(0x10040, into))).toBe("ENODEV");
+    expect(errnoOf(() => dma.read(0x10080, 64))).toBe("ENODEV");
+    expectSameBytes(fx.host.ram.read(0x1003000n, 0x1000), before);
+    expect(fresh.dma.write(0x10000, mine).bytes).toBe(64);
+  });
+
   // Known bug: DmaPort.staged() (src/dma.ts) only asks for the live context id
   // inside its batch loop, which an empty list never enters, so the call
   // returns { bytes: 0, segment: 0 } instead of throwing ENODEV.
