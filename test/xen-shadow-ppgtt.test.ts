@@ -233,6 +233,22 @@ describe("a shadow PPGTT over a Xen backend", () => {
     expect(text(theirs.dma.read(PAGE + 0x800n, 9).data)).toBe(text(tag((DATA >> 12n) + 1n)));
   });
 
+  it("a bus frame the backend mapped itself is never offered again for a shadow table: the shadow takes the next one", async () => {
+    const r = await rig();
+    tree(r);
+    store(r, PT, DATA | P | RW);
+    // The root took the range's first BFN; the backend maps guest pages over the next few itself.
+    const first = Number(r.gtt.setRoot(PML4) >> 12n);
+    r.gtt.destroy();
+    const gtt = r.backend.shadowGtt({ format: "x86-64", levels: 4 }, { vm: r.guest });
+    r.backend.iommu.map({ bfn: first + 2, vm: r.guest, gfn: 600, count: 3 });
+    gtt.setRoot(PML4);
+    expect(text(gtt.dma.read(0x800n, 9).data)).toBe(text(tag(DATA >> 12n)));
+    expect(gtt.stats()).toMatchObject({ tablePages: 4, guestTables: 4 });
+    // The backend's own pages are still its: nothing of the shadow's landed on them.
+    expect(r.backend.iommu.mappings().filter((m) => m.gfn >= 600n).map((m) => Number(m.bfn))).toEqual([first + 2, first + 3, first + 4]);
+  });
+
   it("options: pages2M is for a PPGTT; a bad layout is EINVAL", async () => {
     const r = await rig();
     expect(errno(() => r.backend.shadowGtt({ format: "ggtt", entries: 512 }, { vm: r.guest, pages2M: true }))).toBe("EINVAL");

@@ -188,7 +188,7 @@ export class BackendIommu {
    */
   ownFrame(bfn: number, onRelease: () => void): DeviceFrame {
     this.live();
-    if (bfn < this.ownBfns || this.entries.has(bfn) || this.frames.has(bfn)) fail("EEXIST", `BFN ${bfn} of backend ${this.owner.id} is in use`);
+    this.requireFree(bfn);
     const env = this.env, id = this.context.id, at = BigInt(bfn) * 4096n;
     let hpa: bigint;
     try {
@@ -250,7 +250,7 @@ export class BackendIommu {
   /** @internal Maps checked pages: EEXIST, then the table (ENOMEM, undone); the first BFN. */
   place(bfn: number, vm: Vm, gfn: number, count: number, write: boolean, grant: Grant | undefined, by: RestrictedMapper | undefined): bigint {
     for (let k = 0; k < count; k++) {
-      if (bfn + k < this.ownBfns || this.entries.has(bfn + k) || this.frames.has(bfn + k)) fail("EEXIST", `BFN ${bfn + k} of backend ${this.owner.id} is in use`);
+      this.requireFree(bfn + k);
     }
     const plane = this.env.plane, id = this.context.id;
     const prot = write ? RW : RO;
@@ -326,6 +326,11 @@ export class BackendIommu {
     // The shadows went first and gave their pages back; a page left over goes once no table maps it.
     for (const hpa of this.frames.values()) this.env.ram.freeFrames(hpa, 1);
     this.frames.clear();
+  }
+
+  /** EEXIST unless bfn is free: not the backend's own memory, no delegated page, no page of its own there. */
+  private requireFree(bfn: number): void {
+    if (bfn < this.ownBfns || this.entries.has(bfn) || this.frames.has(bfn)) fail("EEXIST", `BFN ${bfn} of backend ${this.owner.id} is in use`);
   }
 
   private forget(bfn: number, e: Entry): void {

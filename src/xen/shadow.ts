@@ -11,7 +11,7 @@
 // the BFNs are quarantined (docs/xen-model.md, "Shadow GTT through
 // delegated mapping").
 import { bool, integer, isInstance, oneOf, options, show } from "../args.js";
-import { fail } from "../errors.js";
+import { fail, IommuError } from "../errors.js";
 import type { DeviceFrame } from "../shadow/mapper.js";
 import { ShadowGtt, shadowLayout, type GpuDomain, type ShadowLayout, type ShadowUnmapMode } from "../shadow/shadow.js";
 import { RestrictedMapper, type BackendIommu, type XenCore } from "./backend.js";
@@ -91,13 +91,17 @@ export function xenShadowGtt(host: XenShadowHost, backend: Vm, layout: ShadowLay
   const { shadows: set, bfns } = shared;
   const xenMapper = new XenMapper(mapper, vm, bfns);
   // The PPGTT's shadow tables: fresh pages of the backend at BFNs of the shadow's range.
+  // A BFN the backend mapped itself (EEXIST) is not the shadow's to offer again: it is dropped, and the next one tried.
   const frame = (): DeviceFrame => {
-    const bfn = bfns.alloc(1) ?? fail("ENOMEM", `shadowGtt: no bus frame left for a shadow table of backend ${backend.id}`);
-    try {
-      return table.ownFrame(bfn, () => bfns.free(bfn, 1));
-    } catch (e) {
-      bfns.free(bfn, 1);
-      throw e;
+    for (;;) {
+      const bfn = bfns.alloc(1) ?? fail("ENOMEM", `shadowGtt: no bus frame left for a shadow table of backend ${backend.id}`);
+      try {
+        return table.ownFrame(bfn, () => bfns.free(bfn, 1));
+      } catch (e) {
+        if (e instanceof IommuError && e.code === "EEXIST") continue;
+        bfns.free(bfn, 1);
+        throw e;
+      }
     }
   };
   const guest = new XenGuestTables(host.core, backend, vm);
