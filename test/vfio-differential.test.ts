@@ -922,10 +922,11 @@ describe("VFIO on the engine and on the naive twin agree", () => {
           { t: "pasidAlloc", c: 0, min: 1, max: 5 },
           { t: "pasidAlloc", c: 0, min: 1, max: 5 },
           { t: "bindPgtbl", g: 0, dev: 0, pasid: 1, arm, root: 0x1000n, flags: arm ? { ha: true } : { sre: true } },
-          // A guest table with a page mapped twice: EEXIST is met on every run, not by chance.
+          // A guest table with a page mapped twice, and one at an unaligned GVA: EEXIST and EINVAL are met on every run, not by chance.
           { t: "guestTable", c: 0, arm, sloppy: "no" },
           { t: "guestMap", i: 0, gva: 0x7f000000n, gpa: 0x10000n, size: PAGE, write: true },
           { t: "guestMap", i: 0, gva: 0x7f000000n, gpa: 0x11000n, size: PAGE, write: false },
+          { t: "guestMap", i: 0, gva: 0x7f001800n, gpa: 0x11000n, size: PAGE, write: false },
           ...tail,
         ];
         return runScenario(config, ops);
